@@ -1,0 +1,75 @@
+/* camserve engine: load an ONNX CNN once, run it from many sessions.
+ *
+ * A cs_model is immutable after cs_model_load returns: the graph, the folded
+ * and prepacked weights, the candidate Grad-CAM layers.  Any number of
+ * threads may share one model.  A cs_session belongs to one thread at a
+ * time; it owns the activation arena and the kernel primitives for each
+ * batch size it has run (a plan per batch size, built on first use).
+ *
+ * Tensors at this API are dense float32 in C order, NCHW for images. */
+#ifndef CAMSERVE_ENGINE_H
+#define CAMSERVE_ENGINE_H
+
+#include "camserve/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cs_model cs_model;
+typedef struct cs_session cs_session;
+
+typedef struct cs_model_info {
+    const char *input_name;
+    int64_t input_dims[4];  /* N,C,H,W; N = -1 when the batch is dynamic */
+    const char *output_name;
+    int64_t num_classes;
+    int64_t num_params;     /* float weights in the ONNX file */
+    double flops;           /* multiply-adds x2 per image, after folding */
+    int opset;
+    int num_nodes;          /* ONNX nodes as loaded */
+    int num_kernels;        /* ops left after folding and fusion */
+} cs_model_info;
+
+typedef struct cs_model_options {
+    int num_threads; /* 0: all cores */
+} cs_model_options;
+
+cs_status cs_model_load(const char *path, const cs_model_options *opt, cs_model **out,
+                        cs_error *err);
+cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_options *opt,
+                               cs_model **out, cs_error *err);
+void cs_model_free(cs_model *m);
+
+void cs_model_get_info(const cs_model *m, cs_model_info *out);
+
+/* ONNX metadata_props value for key, or NULL.  Preprocessing config and
+ * labels may be carried this way (see imageio.h). */
+const char *cs_model_metadata(const cs_model *m, const char *key);
+/* Path the model was loaded from ("" for a buffer). */
+const char *cs_model_path(const cs_model *m);
+
+/* Histogram of ONNX op types as loaded: returns the count of distinct types;
+ * names[i] / counts[i] for i < return value. */
+int cs_model_op_histogram(const cs_model *m, const char ***names, const int **counts);
+
+/* Candidate Grad-CAM layers: non-constant 4-D tensors with spatial size > 1,
+ * in execution order.  The default is the last one before global pooling /
+ * flatten. */
+int cs_model_num_layers(const cs_model *m);
+const char *cs_model_layer_name(const cs_model *m, int i);
+void cs_model_layer_dims(const cs_model *m, int i, int64_t dims[4]); /* batch 1 */
+int cs_model_default_layer(const cs_model *m);
+int cs_model_find_layer(const cs_model *m, const char *name); /* -1 if not a candidate */
+
+cs_status cs_session_create(const cs_model *m, cs_session **out, cs_error *err);
+void cs_session_free(cs_session *s);
+
+/* Forward pass: input is batch x C x H x W, logits batch x num_classes. */
+cs_status cs_session_run(cs_session *s, const float *input, int batch, float *logits,
+                         cs_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

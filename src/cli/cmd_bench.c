@@ -1,0 +1,142 @@
+/* camserve bench: per-stage timings as JSON, for bench/ scripts to compare
+ * against the peers in the same run.  Not a test: nothing here asserts. */
+#include "camserve/engine.h"
+#include "cli/cli.h"
+#include "cli/input.h"
+
+#include <jansson.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static json_t *stage_json(double *t, int n) {
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    double med = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    return json_pack("{s:f, s:f, s:f}", "median_ms", med, "min_ms", t[0], "max_ms", t[n - 1]);
+}
+
+int cs_cli_bench(int argc, char **argv) {
+    cli_opt opts[] = {{"model", true}, {"image", true},   {"tensor", true}, {"batch", true},
+                      {"iters", true}, {"warmup", true},  {"threads", true}, {"json", false}};
+    const int nopts = 8;
+    int rc = cli_parse("bench", argc, argv, opts, nopts), ok = 1;
+    if (rc) return rc;
+    int batch = cli_int("bench", &opts[3], 0, &ok);
+    int iters = cli_int("bench", &opts[4], 20, &ok);
+    int warmup = cli_int("bench", &opts[5], 3, &ok);
+    int threads = cli_int("bench", &opts[6], 0, &ok);
+    if (!ok || !opts[0].value || (!opts[1].value && !opts[2].value)) {
+        if (ok) fprintf(stderr, "camserve bench: --model and one of --image / --tensor are required\n");
+        cli_free(opts, nopts);
+        return 2;
+    }
+    cli_set_threads(threads);
+    cs_error err = {0};
+    cs_model *m = NULL;
+    cs_session *s = NULL;
+    cli_input in = {0};
+    float *logits = NULL, *x = NULL;
+    double *t = NULL;
+    rc = 1;
+    cs_model_options mo = {.num_threads = threads};
+    double t0 = cs_now_ms();
+    if (cs_model_load(opts[0].value, &mo, &m, &err) != CS_OK) goto out;
+    double load_ms = cs_now_ms() - t0;
+    if (cli_input_load(m, &opts[1], &opts[2], &in, &err) != CS_OK) goto out;
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    if (batch == 0) batch = in.batch;
+    int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
+    /* Tile the given images over the requested batch. */
+    x = malloc((size_t)(batch * per) * sizeof(float));
+    logits = malloc((size_t)(batch * info.num_classes) * sizeof(float));
+    t = malloc((size_t)iters * sizeof(double));
+    if (!x || !logits || !t) {
+        cs_errorf(&err, CS_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int b = 0; b < batch; b++)
+        memcpy(x + b * per, in.data + (b % in.batch) * per, (size_t)per * sizeof(float));
+    t0 = cs_now_ms();
+    if (cs_session_create(m, &s, &err) != CS_OK) goto out;
+    if (cs_session_run(s, x, batch, logits, &err) != CS_OK) goto out; /* builds the plan */
+    double first_ms = cs_now_ms() - t0;
+    for (int i = 0; i < warmup; i++)
+        if (cs_session_run(s, x, batch, logits, &err) != CS_OK) goto out;
+    for (int i = 0; i < iters; i++) {
+        double a = cs_now_ms();
+        if (cs_session_run(s, x, batch, logits, &err) != CS_OK) goto out;
+        t[i] = cs_now_ms() - a;
+    }
+    json_t *stages = json_object();
+    json_object_set_new(stages, "forward", stage_json(t, iters));
+    json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:o}", "model", opts[0].value,
+                          "threads", omp_get_max_threads(), "batch", batch, "iters", iters,
+                          "load_ms", load_ms, "first_run_ms", first_ms, "gflop_per_image",
+                          info.flops * 1e-9, "stages", stages);
+    if (opts[7].value) {
+        json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+    } else {
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+    }
+    json_decref(o);
+    rc = 0;
+out:
+    if (rc) cli_fail("bench", &err);
+    free(x);
+    free(logits);
+    free(t);
+    cs_session_free(s);
+    cli_input_free(&in);
+    cs_model_free(m);
+    cli_free(opts, nopts);
+    return rc;
+}
+
+/* oneDNN's fp32 GEMM throughput on this machine: the yardstick for "how
+ * close to the hardware is the forward pass". */
+int cs_cli_bench_gemm(int argc, char **argv) {
+    cli_opt opts[] = {{"size", true}, {"json", false}, {"threads", true}};
+    int rc = cli_parse("bench-gemm", argc, argv, opts, 3), ok = 1;
+    if (rc) return rc;
+    int n = cli_int("bench-gemm", &opts[0], 1024, &ok);
+    cli_set_threads(cli_int("bench-gemm", &opts[2], 0, &ok));
+    if (!ok) {
+        cli_free(opts, 3);
+        return 2;
+    }
+    float *a = malloc((size_t)n * n * sizeof(float)), *b = malloc((size_t)n * n * sizeof(float)),
+          *c = malloc((size_t)n * n * sizeof(float));
+    if (!a || !b || !c) {
+        fprintf(stderr, "camserve bench-gemm: out of memory\n");
+        free(a), free(b), free(c);
+        cli_free(opts, 3);
+        return 1;
+    }
+    for (long i = 0; i < (long)n * n; i++) {
+        a[i] = (float)(i % 7) * 0.1f;
+        b[i] = (float)(i % 5) * 0.1f;
+    }
+    double best = 1e30;
+    for (int r = 0; r < 12; r++) {
+        double t0 = cs_now_ms();
+        dnnl_sgemm('N', 'N', n, n, n, 1.f, a, n, b, n, 0.f, c, n);
+        double dt = cs_now_ms() - t0;
+        if (r >= 2 && dt < best) best = dt; /* the first runs warm up caches and threads */
+    }
+    double gflops = 2.0 * n * n * (double)n / (best * 1e6);
+    if (opts[1].value) printf("{\"size\":%d,\"threads\":%d,\"gflops\":%.1f}\n", n, omp_get_max_threads(), gflops);
+    else printf("oneDNN sgemm %dx%dx%d: %.1f GFLOP/s on %d threads\n", n, n, n, gflops, omp_get_max_threads());
+    free(a), free(b), free(c);
+    cli_free(opts, 3);
+    return 0;
+}

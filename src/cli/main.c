@@ -1,0 +1,53 @@
+/* camserve: one binary, several subcommands.  Each lives in its own file and
+ * is a thin layer: parse options, call the library, format the answer. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *usage;
+} command;
+
+static const command COMMANDS[] = {
+    {"inspect", cs_cli_inspect, "inspect --model M [--json]"},
+    {"classify", cs_cli_classify,
+     "classify --model M (--image I | --tensor X.npy) [--labels L] [--topk 5] [--json] "
+     "[--save-logits OUT.npy] [--threads T]"},
+    {"preprocess", cs_cli_preprocess, "preprocess --model M --image I --save-tensor X.npy"},
+    {"bench", cs_cli_bench,
+     "bench --model M (--image I | --tensor X.npy) [--batch B] [--iters N] [--warmup W] "
+     "[--threads T] --json"},
+    {"bench-gemm", cs_cli_bench_gemm, "bench-gemm [--size N] [--json]"},
+};
+#define NCOMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "camserve %s: classify images with ONNX CNNs and explain them with Grad-CAM\n\nusage:\n",
+            CS_VERSION);
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  camserve %s\n", COMMANDS[i].usage);
+    fprintf(f, "  camserve help | version\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("camserve %s\n", CS_VERSION);
+        return 0;
+    }
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(cmd, COMMANDS[i].name)) return COMMANDS[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "camserve: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

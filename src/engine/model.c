@@ -1,0 +1,435 @@
+/* Models and sessions.
+ *
+ * cs_model_load = parse → load-time passes → a batch-1 plan that validates
+ * every shape, packs the weights into the model and finds the Grad-CAM layer
+ * candidates.  After it returns, nothing in the model is written again. */
+#include "engine/engine_internal.h"
+#include "onnx/onnx_load.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- load-time passes --------------------------------------------------------- */
+
+/* Folds nodes whose inputs are all constant whatever the batch (Constant,
+ * weight transposes, …).  Batch-dependent chains are folded per plan. */
+static cs_status fold_constants(cs_graph *g, cs_error *err) {
+    for (int ni = 0; ni < g->nnodes; ni++) {
+        cs_node *n = &g->nodes[ni];
+        if (n->dead) continue;
+        bool all = true;
+        for (int i = 0; i < n->ninputs && all; i++)
+            if (n->inputs[i] >= 0 && !g->values[n->inputs[i]].data) all = false;
+        if (!all) continue;
+        const cs_shape *in[16];
+        const void *ind[16];
+        cs_shape outs[16];
+        void *outd[16];
+        if (n->ninputs > 16 || n->noutputs > 16) continue;
+        for (int i = 0; i < n->ninputs; i++) {
+            in[i] = n->inputs[i] >= 0 ? &g->values[n->inputs[i]].shape : NULL;
+            ind[i] = n->inputs[i] >= 0 ? g->values[n->inputs[i]].data : NULL;
+        }
+        memset(outs, 0, sizeof outs);
+        cs_status st = cs_op_infer(g, n, in, ind, outs, err);
+        if (st != CS_OK) return cs_error_prefix(err, "constant folding");
+        for (int o = 0; o < n->noutputs; o++) {
+            int64_t ne = cs_shape_numel(&outs[o]);
+            size_t es = cs_dtype_size(outs[o].dtype);
+            if (ne < 0 || !es)
+                return cs_errorf(err, CS_EFORMAT, "node '%s' (%s): constant output has no size",
+                                 n->name, n->op_type);
+            outd[o] = cs_arena_alloc(&g->arena, (size_t)ne * es + 1);
+            if (!outd[o]) return cs_errorf(err, CS_ENOMEM, "out of memory folding constants");
+        }
+        st = cs_op_ref_run(g, n, in, ind, outs, outd, err);
+        if (st != CS_OK) return cs_error_prefix(err, "constant folding");
+        for (int o = 0; o < n->noutputs; o++) {
+            if (n->outputs[o] < 0) continue;
+            cs_value *v = &g->values[n->outputs[o]];
+            v->shape = outs[o];
+            v->data = outd[o];
+            v->producer = -1;
+        }
+        n->dead = true;
+    }
+    return CS_OK;
+}
+
+static int consumers_of(const cs_graph *g, int v, int *first) {
+    int n = 0;
+    for (int ni = 0; ni < g->nnodes; ni++) {
+        const cs_node *c = &g->nodes[ni];
+        if (c->dead) continue;
+        for (int i = 0; i < c->ninputs; i++)
+            if (c->inputs[i] == v) {
+                if (n == 0 && first) *first = ni;
+                n++;
+            }
+    }
+    return n;
+}
+
+/* Conv → BatchNormalization becomes one Conv with scaled weights and a
+ * bias: W'[o] = W[o]·γ/√(σ²+ε), b'[o] = (b[o] − μ)·γ/√(σ²+ε) + β.  The
+ * Conv then writes the BN's output value; the pre-BN tensor disappears (it
+ * is not a Grad-CAM candidate: inspect lists only tensors that exist). */
+static cs_status fold_batchnorm(cs_graph *g, cs_error *err) {
+    /* Room for two new constants per fold, allocated once. */
+    int nbn = 0;
+    for (int ni = 0; ni < g->nnodes; ni++) nbn += g->nodes[ni].op == CS_OP_BATCHNORM;
+    if (nbn == 0) return CS_OK;
+    cs_value *nv = cs_arena_alloc(&g->arena, (size_t)(g->nvalues + 2 * nbn) * sizeof(cs_value));
+    if (!nv) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    memcpy(nv, g->values, (size_t)g->nvalues * sizeof(cs_value));
+    g->values = nv;
+    for (int ni = 0; ni < g->nnodes; ni++) {
+        cs_node *c = &g->nodes[ni];
+        if (c->dead || c->op != CS_OP_CONV || c->ninputs < 2) continue;
+        int y = c->outputs[0];
+        int bi = -1;
+        if (g->values[y].is_graph_output || consumers_of(g, y, &bi) != 1) continue;
+        cs_node *bn = &g->nodes[bi];
+        if (bn->op != CS_OP_BATCHNORM || bn->ninputs != 5 || bn->inputs[0] != y) continue;
+        if (bn->noutputs > 1 && bn->outputs[1] >= 0) continue; /* training-mode outputs */
+        cs_value *w = &g->values[c->inputs[1]];
+        cs_value *bias = c->ninputs > 2 && c->inputs[2] >= 0 ? &g->values[c->inputs[2]] : NULL;
+        cs_value *p[4];
+        bool ok = w->data && w->shape.dtype == CS_DT_FLOAT && w->shape.ndim == 4 &&
+                  (!bias || (bias->data && bias->shape.dtype == CS_DT_FLOAT));
+        for (int i = 0; i < 4 && ok; i++) {
+            p[i] = &g->values[bn->inputs[1 + i]];
+            ok = p[i]->data && p[i]->shape.dtype == CS_DT_FLOAT &&
+                 cs_shape_numel(&p[i]->shape) == w->shape.dims[0];
+        }
+        if (!ok) continue;
+        int64_t oc = w->shape.dims[0], per = cs_shape_numel(&w->shape) / oc;
+        float eps = cs_attr_float(bn, "epsilon", 1e-5f);
+        const float *gamma = p[0]->data, *beta = p[1]->data, *mean = p[2]->data, *var = p[3]->data;
+        float *nw = cs_arena_alloc(&g->arena, (size_t)(oc * per) * sizeof(float));
+        float *nb = cs_arena_alloc(&g->arena, (size_t)oc * sizeof(float));
+        if (!nw || !nb) return cs_errorf(err, CS_ENOMEM, "out of memory folding BatchNormalization");
+        const float *ow = w->data;
+        for (int64_t o = 0; o < oc; o++) {
+            /* in double: the fold should not add rounding PyTorch lacks */
+            double s = (double)gamma[o] / sqrt((double)var[o] + (double)eps);
+            for (int64_t k = 0; k < per; k++) nw[o * per + k] = (float)((double)ow[o * per + k] * s);
+            double b0 = bias ? (double)((const float *)bias->data)[o] : 0.0;
+            nb[o] = (float)((b0 - (double)mean[o]) * s + (double)beta[o]);
+        }
+        /* New constant values for the folded weights (a value is never
+         * rewritten: other nodes may share the original). */
+        int vw = g->nvalues, vb = g->nvalues + 1;
+        g->nvalues += 2;
+        g->values[vw] = (cs_value){.name = "", .shape = g->values[c->inputs[1]].shape, .data = nw,
+                                   .producer = -1};
+        g->values[vb] = (cs_value){.name = "", .shape = {.dtype = CS_DT_FLOAT, .ndim = 1, .dims = {oc}},
+                                   .data = nb, .producer = -1};
+        c->inputs[1] = vw;
+        c->inputs[2] = vb; /* the loader left room for a third input */
+        c->ninputs = 3;
+        g->values[y].producer = -1;
+        c->outputs[0] = bn->outputs[0];
+        g->values[bn->outputs[0]].producer = ni;
+        bn->dead = true;
+    }
+    return CS_OK;
+}
+
+/* ---- layers ---------------------------------------------------------------------- */
+
+static bool is_global_pool(const cs_graph *g, const cs_node *n, const cs_shape *y) {
+    if (n->op == CS_OP_GLOBALAVGPOOL || n->op == CS_OP_GLOBALMAXPOOL) return true;
+    if (n->op == CS_OP_REDUCEMEAN) return true;
+    if ((n->op == CS_OP_AVGPOOL || n->op == CS_OP_MAXPOOL) && y && y->ndim == 4 &&
+        y->dims[2] == 1 && y->dims[3] == 1)
+        return true;
+    (void)g;
+    return false;
+}
+
+static cs_status find_layers(cs_model *m, cs_plan *p, cs_error *err) {
+    cs_graph *g = &m->g;
+    m->layers = malloc((size_t)g->nvalues * sizeof(int));
+    m->layer_dims = malloc((size_t)g->nvalues * sizeof *m->layer_dims);
+    if (!m->layers || !m->layer_dims) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    m->default_layer = -1;
+    int first_pool_input = -1;
+    for (int ni = 0; ni < g->nnodes; ni++) {
+        const cs_node *n = &g->nodes[ni];
+        if (n->dead) continue;
+        for (int o = 0; o < n->noutputs; o++) {
+            int v = n->outputs[o];
+            if (v < 0 || g->values[v].data || g->values[v].producer != ni) continue;
+            const cs_shape *s = cs_plan_shape(p, v);
+            if (!s || s->ndim != 4 || s->dtype != CS_DT_FLOAT || s->dims[2] * s->dims[3] <= 1)
+                continue;
+            m->layer_dims[m->nlayers][0] = s->dims[0];
+            m->layer_dims[m->nlayers][1] = s->dims[1];
+            m->layer_dims[m->nlayers][2] = s->dims[2];
+            m->layer_dims[m->nlayers][3] = s->dims[3];
+            m->layers[m->nlayers++] = v;
+        }
+        if (n->ninputs > 0 && n->inputs[0] >= 0 &&
+            is_global_pool(g, n, n->outputs[0] >= 0 ? cs_plan_shape(p, n->outputs[0]) : NULL))
+            first_pool_input = n->inputs[0]; /* the last one wins: the head's pool */
+    }
+    for (int i = 0; i < m->nlayers; i++)
+        if (m->layers[i] == first_pool_input) m->default_layer = i;
+    if (m->default_layer < 0 && m->nlayers > 0) m->default_layer = m->nlayers - 1;
+    return CS_OK;
+}
+
+static cs_status op_histogram(cs_model *m, const cs_graph *g, cs_error *err) {
+    m->hist_names = calloc((size_t)g->nnodes + 1, sizeof(char *));
+    m->hist_counts = calloc((size_t)g->nnodes + 1, sizeof(int));
+    if (!m->hist_names || !m->hist_counts) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    for (int ni = 0; ni < g->nnodes; ni++) {
+        const char *t = g->nodes[ni].op_type;
+        int k = 0;
+        while (k < m->nhist && strcmp(m->hist_names[k], t) != 0) k++;
+        if (k == m->nhist) m->hist_names[m->nhist++] = t;
+        m->hist_counts[k]++;
+    }
+    return CS_OK;
+}
+
+/* ---- public: model --------------------------------------------------------------- */
+
+static cs_status model_init(cs_model *m, const cs_model_options *opt, cs_error *err) {
+    cs_graph *g = &m->g;
+    m->num_threads = opt && opt->num_threads > 0 ? opt->num_threads : omp_get_num_procs();
+    cs_status st = op_histogram(m, g, err);
+    if (st != CS_OK) return st;
+    m->info.num_nodes = g->nnodes;
+    m->info.opset = (int)g->opset;
+    for (int v = 0; v < g->nvalues; v++)
+        if (g->values[v].data && g->values[v].shape.dtype == CS_DT_FLOAT && g->values[v].name[0])
+            m->info.num_params += cs_shape_numel(&g->values[v].shape);
+
+    st = fold_constants(g, err);
+    if (st == CS_OK) st = fold_batchnorm(g, err);
+    if (st != CS_OK) return st;
+
+    cs_value *in = &g->values[g->inputs[0]];
+    cs_value *out = &g->values[g->outputs[0]];
+    if (in->shape.dtype != CS_DT_FLOAT || in->shape.ndim != 4)
+        return cs_errorf(err, CS_EUNSUPPORTED,
+                         "model input '%s' must be a 4-D float tensor (N,C,H,W)", in->name);
+    m->info.input_name = in->name;
+    m->info.output_name = out->name;
+    for (int i = 0; i < 4; i++) m->info.input_dims[i] = in->shape.dims[i];
+
+    if (dnnl_engine_create(&m->eng, dnnl_cpu, 0) != dnnl_success)
+        return cs_errorf(err, CS_EBACKEND, "oneDNN CPU engine could not be created");
+    m->packed = calloc((size_t)g->nnodes + 1, sizeof(cs_packed));
+    if (!m->packed) return cs_errorf(err, CS_ENOMEM, "out of memory");
+
+    /* The batch-1 plan: validates shapes, packs weights into the model. */
+    cs_plan *p;
+    st = cs_plan_build(m, 1, NULL, 0, 1, &p, err);
+    if (st != CS_OK) return st;
+    const cs_shape *os = cs_plan_shape(p, g->outputs[0]);
+    if (!os || os->ndim < 2 || os->dtype != CS_DT_FLOAT) {
+        cs_plan_free(p);
+        return cs_errorf(err, CS_EUNSUPPORTED, "model output '%s' must be a float N x classes tensor",
+                         out->name);
+    }
+    int64_t classes = 1;
+    for (int i = 1; i < os->ndim; i++) classes *= os->dims[i];
+    m->info.num_classes = classes;
+    m->info.flops = cs_plan_flops(p);
+    m->info.num_kernels = cs_plan_num_kernels(p);
+    st = find_layers(m, p, err);
+    cs_plan_free(p);
+    return st;
+}
+
+cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_options *opt,
+                               cs_model **out, cs_error *err) {
+    *out = NULL;
+    cs_model *m = calloc(1, sizeof *m);
+    if (!m) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    cs_status st = cs_onnx_parse(buf, len, &m->g, err);
+    if (st == CS_OK) st = model_init(m, opt, err);
+    if (st != CS_OK) {
+        cs_model_free(m);
+        return st;
+    }
+    *out = m;
+    return CS_OK;
+}
+
+cs_status cs_model_load(const char *path, const cs_model_options *opt, cs_model **out,
+                        cs_error *err) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return cs_errorf(err, CS_EIO, "cannot open model %s", path);
+    cs_status st = CS_OK;
+    unsigned char *buf = NULL;
+    long len = -1;
+    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+    if (len < 0 || fseek(f, 0, SEEK_SET) != 0) st = cs_errorf(err, CS_EIO, "cannot read model %s", path);
+    else if (len > (2L << 30)) st = cs_errorf(err, CS_ELIMIT, "model %s is larger than 2 GiB", path);
+    else if (!(buf = malloc((size_t)len + 1))) st = cs_errorf(err, CS_ENOMEM, "out of memory reading %s", path);
+    else if (fread(buf, 1, (size_t)len, f) != (size_t)len) st = cs_errorf(err, CS_EIO, "short read on %s", path);
+    fclose(f);
+    if (st == CS_OK) {
+        st = cs_model_load_buffer(buf, (size_t)len, opt, out, err);
+        if (st != CS_OK) cs_error_prefix(err, "%s", path);
+    }
+    free(buf);
+    if (st == CS_OK) {
+        (*out)->path = strdup(path);
+        if (!(*out)->path) {
+            cs_model_free(*out);
+            *out = NULL;
+            return cs_errorf(err, CS_ENOMEM, "out of memory");
+        }
+    }
+    return st;
+}
+
+void cs_model_free(cs_model *m) {
+    if (!m) return;
+    if (m->eng) dnnl_engine_destroy(m->eng);
+    cs_arena_free(&m->pack_arena);
+    free(m->packed);
+    free(m->layers);
+    free(m->layer_dims);
+    free(m->hist_names);
+    free(m->hist_counts);
+    free(m->path);
+    cs_graph_free(&m->g);
+    free(m);
+}
+
+void cs_model_get_info(const cs_model *m, cs_model_info *out) { *out = m->info; }
+
+const char *cs_model_metadata(const cs_model *m, const char *key) {
+    for (int i = 0; i < m->g.nmeta; i++)
+        if (strcmp(m->g.meta_keys[i], key) == 0) return m->g.meta_values[i];
+    return NULL;
+}
+
+const char *cs_model_path(const cs_model *m) { return m->path ? m->path : ""; }
+
+int cs_model_op_histogram(const cs_model *m, const char ***names, const int **counts) {
+    *names = m->hist_names;
+    *counts = m->hist_counts;
+    return m->nhist;
+}
+
+int cs_model_num_layers(const cs_model *m) { return m->nlayers; }
+const char *cs_model_layer_name(const cs_model *m, int i) {
+    return (i >= 0 && i < m->nlayers) ? m->g.values[m->layers[i]].name : NULL;
+}
+void cs_model_layer_dims(const cs_model *m, int i, int64_t dims[4]) {
+    for (int k = 0; k < 4; k++) dims[k] = (i >= 0 && i < m->nlayers) ? m->layer_dims[i][k] : 0;
+}
+int cs_model_default_layer(const cs_model *m) { return m->default_layer; }
+int cs_model_find_layer(const cs_model *m, const char *name) {
+    for (int i = 0; i < m->nlayers; i++)
+        if (strcmp(m->g.values[m->layers[i]].name, name) == 0) return i;
+    return -1;
+}
+
+/* ---- public: session ------------------------------------------------------------ */
+
+#define SESSION_MAX_PLANS 8
+
+typedef struct plan_slot {
+    int batch;
+    int nkeep;
+    int *keep; /* sorted value indices */
+    cs_plan *plan;
+    unsigned long last_used;
+} plan_slot;
+
+struct cs_session {
+    const cs_model *m;
+    dnnl_stream_t stream;
+    plan_slot slots[SESSION_MAX_PLANS];
+    unsigned long tick;
+};
+
+cs_status cs_session_create(const cs_model *m, cs_session **out, cs_error *err) {
+    *out = NULL;
+    cs_session *s = calloc(1, sizeof *s);
+    if (!s) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    s->m = m;
+    if (dnnl_stream_create(&s->stream, m->eng, dnnl_stream_default_flags) != dnnl_success) {
+        free(s);
+        return cs_errorf(err, CS_EBACKEND, "oneDNN stream could not be created");
+    }
+    *out = s;
+    return CS_OK;
+}
+
+void cs_session_free(cs_session *s) {
+    if (!s) return;
+    for (int i = 0; i < SESSION_MAX_PLANS; i++) {
+        cs_plan_free(s->slots[i].plan);
+        free(s->slots[i].keep);
+    }
+    dnnl_stream_destroy(s->stream);
+    free(s);
+}
+
+/* Finds or builds the plan for (batch, keep set); evicts the least recently
+ * used one when all slots are taken, so a session's memory is bounded. */
+cs_status cs_session_plan(cs_session *s, int batch, const int *keep, int nkeep, cs_plan **out,
+                          cs_error *err);
+cs_status cs_session_plan(cs_session *s, int batch, const int *keep, int nkeep, cs_plan **out,
+                          cs_error *err) {
+    s->tick++;
+    int lru = 0;
+    for (int i = 0; i < SESSION_MAX_PLANS; i++) {
+        plan_slot *sl = &s->slots[i];
+        if (sl->plan && sl->batch == batch && sl->nkeep == nkeep &&
+            (nkeep == 0 || memcmp(sl->keep, keep, (size_t)nkeep * sizeof(int)) == 0)) {
+            sl->last_used = s->tick;
+            *out = sl->plan;
+            return CS_OK;
+        }
+        if (!sl->plan || (s->slots[lru].plan && sl->last_used < s->slots[lru].last_used)) lru = i;
+    }
+    plan_slot *sl = &s->slots[lru];
+    cs_plan_free(sl->plan);
+    free(sl->keep);
+    memset(sl, 0, sizeof *sl);
+    cs_status st = cs_plan_build((cs_model *)s->m, batch, keep, nkeep, 0, &sl->plan, err);
+    if (st != CS_OK) return st;
+    if (nkeep) {
+        sl->keep = malloc((size_t)nkeep * sizeof(int));
+        if (!sl->keep) {
+            cs_plan_free(sl->plan);
+            sl->plan = NULL;
+            return cs_errorf(err, CS_ENOMEM, "out of memory");
+        }
+        memcpy(sl->keep, keep, (size_t)nkeep * sizeof(int));
+    }
+    sl->batch = batch;
+    sl->nkeep = nkeep;
+    sl->last_used = s->tick;
+    *out = sl->plan;
+    return CS_OK;
+}
+
+cs_status cs_session_run(cs_session *s, const float *input, int batch, float *logits,
+                         cs_error *err) {
+    if (batch < 1 || batch > 4096) return cs_errorf(err, CS_EINVAL, "batch must be 1..4096, got %d", batch);
+    const int64_t *d = s->m->info.input_dims;
+    int64_t n = (int64_t)batch * d[1] * d[2] * d[3];
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(input[i]))
+            return cs_errorf(err, CS_EINVAL, "input has a non-finite value (NaN or Inf) at index %lld",
+                             (long long)i);
+    cs_plan *p;
+    cs_status st = cs_session_plan(s, batch, NULL, 0, &p, err);
+    if (st != CS_OK) return st;
+    return cs_plan_run(p, s->stream, input, logits, err);
+}
