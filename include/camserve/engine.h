@@ -69,6 +69,22 @@ void cs_session_free(cs_session *s);
 cs_status cs_session_run(cs_session *s, const float *input, int batch, float *logits,
                          cs_error *err);
 
+/* ---- explanations ----
+ * cs_session_forward_keep runs the forward pass keeping the activations of
+ * the given layers (indices as in cs_model_layer_name) and whatever the
+ * backward needs; cs_session_backward then computes the gradient of
+ * sum_i logits[i, classes[i]] (raw logits, as pytorch-grad-cam's
+ * ClassifierOutputTarget) with respect to those layers only: input
+ * gradients, no weight gradients, no op below the layers. */
+cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, const int *layers,
+                                  int nlayers, float *logits, cs_error *err);
+cs_status cs_session_backward(cs_session *s, const int *classes, cs_error *err);
+/* Activation and gradient (NULL before cs_session_backward) of a layer kept
+ * by the last cs_session_forward_keep: dense batch x C x H x W, owned by the
+ * session and valid until its next call. */
+cs_status cs_session_layer(cs_session *s, int layer, const float **act, const float **grad,
+                           int64_t dims[4], cs_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@
 #include "engine/ir.h"
 
 #include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
 
 /* Weights reordered into the layout a primitive asked for, once per model.
  * Keyed by node: a plan whose primitive wants the same md shares it. */
@@ -38,6 +39,14 @@ struct cs_model {
     int64_t (*layer_dims)[4];
     int default_layer;
 
+    /* Weights in the layout oneDNN's backward-data convolution wants,
+     * made on the first explanation that needs them and then shared like
+     * the forward ones: a memo, the one part of a model written after
+     * load, always under bwd_lock. */
+    pthread_mutex_t bwd_lock;
+    cs_arena bwd_arena;
+    cs_packed *bwd_packed; /* [g.nnodes] */
+
     int nhist;
     const char **hist_names;
     int *hist_counts;
@@ -55,11 +64,41 @@ cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, const float *input, floa
                       cs_error *err);
 /* Concrete shape of value v in this plan (batch substituted). */
 const cs_shape *cs_plan_shape(const cs_plan *p, int v);
+/* Dense C-order data of value v after a run: a constant, or a kept value's
+ * plain copy.  NULL when the plan does not keep v. */
+const void *cs_plan_value(cs_plan *p, int v);
 /* Copies value v (which must be kept or an output) as dense NCHW float. */
-cs_status cs_plan_read(cs_plan *p, dnnl_stream_t stream, int v, float *out, cs_error *err);
+cs_status cs_plan_read(cs_plan *p, int v, float *out, cs_error *err);
+bool cs_plan_is_const(const cs_plan *p, int v);
+/* False for nodes folded into constants or fused into another node. */
+bool cs_plan_node_live(const cs_plan *p, int ni);
+int cs_plan_batch(const cs_plan *p);
 double cs_plan_flops(const cs_plan *p);
 int cs_plan_num_kernels(const cs_plan *p);
 
 cs_status cs_dnnl_check(dnnl_status_t s, const char *what, cs_error *err);
+
+/* oneDNN strides, dilations (minus one) and paddings of a 2-D Conv node,
+ * with the right padding chosen so that the output is exactly y. */
+void cs_conv_pads(const cs_node *n, const cs_shape *x, const cs_shape *w, const cs_shape *y,
+                  dnnl_dims_t st, dnnl_dims_t dil, dnnl_dims_t pl, dnnl_dims_t pr);
+
+/* ---- backward to a layer (backward.c) ----
+ * The region of an explanation is every live node on a path from the target
+ * layers to the output.  The forward plan keeps every non-constant input and
+ * output of those nodes (which also stops fusion across them), so the
+ * backward reads plain forward values and needs no recomputation. */
+typedef struct cs_bwd cs_bwd;
+/* The values the forward plan must keep for a backward to `layers`
+ * (malloc'd, sorted, caller frees). */
+cs_status cs_bwd_keep_set(const cs_model *m, const int *layers, int nlayers, int **keep,
+                          int *nkeep, cs_error *err);
+cs_status cs_bwd_build(cs_model *m, cs_plan *p, const int *layers, int nlayers, cs_bwd **out,
+                       cs_error *err);
+/* Gradient of sum_i logits[i, classes[i]] with respect to every region
+ * value, after a forward run of the plan. */
+cs_status cs_bwd_run(cs_bwd *b, dnnl_stream_t stream, const int *classes, cs_error *err);
+const float *cs_bwd_grad(const cs_bwd *b, int v);
+void cs_bwd_free(cs_bwd *b);
 
 #endif

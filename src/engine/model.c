@@ -226,7 +226,8 @@ static cs_status model_init(cs_model *m, const cs_model_options *opt, cs_error *
     if (dnnl_engine_create(&m->eng, dnnl_cpu, 0) != dnnl_success)
         return cs_errorf(err, CS_EBACKEND, "oneDNN CPU engine could not be created");
     m->packed = calloc((size_t)g->nnodes + 1, sizeof(cs_packed));
-    if (!m->packed) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    m->bwd_packed = calloc((size_t)g->nnodes + 1, sizeof(cs_packed));
+    if (!m->packed || !m->bwd_packed) return cs_errorf(err, CS_ENOMEM, "out of memory");
 
     /* The batch-1 plan: validates shapes, packs weights into the model. */
     cs_plan *p;
@@ -253,6 +254,7 @@ cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_optio
     *out = NULL;
     cs_model *m = calloc(1, sizeof *m);
     if (!m) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    pthread_mutex_init(&m->bwd_lock, NULL);
     cs_status st = cs_onnx_parse(buf, len, &m->g, err);
     if (st == CS_OK) st = model_init(m, opt, err);
     if (st != CS_OK) {
@@ -297,7 +299,10 @@ void cs_model_free(cs_model *m) {
     if (!m) return;
     if (m->eng) dnnl_engine_destroy(m->eng);
     cs_arena_free(&m->pack_arena);
+    cs_arena_free(&m->bwd_arena);
+    pthread_mutex_destroy(&m->bwd_lock);
     free(m->packed);
+    free(m->bwd_packed);
     free(m->layers);
     free(m->layer_dims);
     free(m->hist_names);
@@ -346,6 +351,7 @@ typedef struct plan_slot {
     int nkeep;
     int *keep; /* sorted value indices */
     cs_plan *plan;
+    cs_bwd *bwd; /* explanation plans only */
     unsigned long last_used;
 } plan_slot;
 
@@ -354,6 +360,10 @@ struct cs_session {
     dnnl_stream_t stream;
     plan_slot slots[SESSION_MAX_PLANS];
     unsigned long tick;
+    plan_slot *explain;  /* the slot of the last cs_session_forward_keep */
+    bool have_grad;
+    int nlayers;
+    int layers[16];      /* value indices */
 };
 
 cs_status cs_session_create(const cs_model *m, cs_session **out, cs_error *err) {
@@ -372,6 +382,7 @@ cs_status cs_session_create(const cs_model *m, cs_session **out, cs_error *err) 
 void cs_session_free(cs_session *s) {
     if (!s) return;
     for (int i = 0; i < SESSION_MAX_PLANS; i++) {
+        cs_bwd_free(s->slots[i].bwd);
         cs_plan_free(s->slots[i].plan);
         free(s->slots[i].keep);
     }
@@ -381,10 +392,8 @@ void cs_session_free(cs_session *s) {
 
 /* Finds or builds the plan for (batch, keep set); evicts the least recently
  * used one when all slots are taken, so a session's memory is bounded. */
-cs_status cs_session_plan(cs_session *s, int batch, const int *keep, int nkeep, cs_plan **out,
-                          cs_error *err);
-cs_status cs_session_plan(cs_session *s, int batch, const int *keep, int nkeep, cs_plan **out,
-                          cs_error *err) {
+static cs_status session_slot(cs_session *s, int batch, const int *keep, int nkeep,
+                             plan_slot **out, cs_error *err) {
     s->tick++;
     int lru = 0;
     for (int i = 0; i < SESSION_MAX_PLANS; i++) {
@@ -392,12 +401,14 @@ cs_status cs_session_plan(cs_session *s, int batch, const int *keep, int nkeep, 
         if (sl->plan && sl->batch == batch && sl->nkeep == nkeep &&
             (nkeep == 0 || memcmp(sl->keep, keep, (size_t)nkeep * sizeof(int)) == 0)) {
             sl->last_used = s->tick;
-            *out = sl->plan;
+            *out = sl;
             return CS_OK;
         }
         if (!sl->plan || (s->slots[lru].plan && sl->last_used < s->slots[lru].last_used)) lru = i;
     }
     plan_slot *sl = &s->slots[lru];
+    if (s->explain == sl) s->explain = NULL;
+    cs_bwd_free(sl->bwd);
     cs_plan_free(sl->plan);
     free(sl->keep);
     memset(sl, 0, sizeof *sl);
@@ -415,12 +426,11 @@ cs_status cs_session_plan(cs_session *s, int batch, const int *keep, int nkeep, 
     sl->batch = batch;
     sl->nkeep = nkeep;
     sl->last_used = s->tick;
-    *out = sl->plan;
+    *out = sl;
     return CS_OK;
 }
 
-cs_status cs_session_run(cs_session *s, const float *input, int batch, float *logits,
-                         cs_error *err) {
+static cs_status check_input(const cs_session *s, const float *input, int batch, cs_error *err) {
     if (batch < 1 || batch > 4096) return cs_errorf(err, CS_EINVAL, "batch must be 1..4096, got %d", batch);
     const int64_t *d = s->m->info.input_dims;
     int64_t n = (int64_t)batch * d[1] * d[2] * d[3];
@@ -428,8 +438,63 @@ cs_status cs_session_run(cs_session *s, const float *input, int batch, float *lo
         if (!isfinite(input[i]))
             return cs_errorf(err, CS_EINVAL, "input has a non-finite value (NaN or Inf) at index %lld",
                              (long long)i);
-    cs_plan *p;
-    cs_status st = cs_session_plan(s, batch, NULL, 0, &p, err);
+    return CS_OK;
+}
+
+cs_status cs_session_run(cs_session *s, const float *input, int batch, float *logits,
+                         cs_error *err) {
+    cs_status st = check_input(s, input, batch, err);
+    plan_slot *sl;
+    if (st == CS_OK) st = session_slot(s, batch, NULL, 0, &sl, err);
     if (st != CS_OK) return st;
-    return cs_plan_run(p, s->stream, input, logits, err);
+    return cs_plan_run(sl->plan, s->stream, input, logits, err);
+}
+
+cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, const int *layers,
+                                  int nlayers, float *logits, cs_error *err) {
+    const cs_model *m = s->m;
+    s->explain = NULL;
+    s->have_grad = false;
+    if (nlayers < 1 || nlayers > 16)
+        return cs_errorf(err, CS_EINVAL, "1 to 16 layers can be explained at once, got %d", nlayers);
+    int vals[16];
+    for (int i = 0; i < nlayers; i++) {
+        if (layers[i] < 0 || layers[i] >= m->nlayers)
+            return cs_errorf(err, CS_EINVAL, "layer index %d out of range", layers[i]);
+        vals[i] = m->layers[layers[i]];
+    }
+    cs_status st = check_input(s, input, batch, err);
+    int *keep = NULL, nkeep = 0;
+    if (st == CS_OK) st = cs_bwd_keep_set(m, vals, nlayers, &keep, &nkeep, err);
+    plan_slot *sl = NULL;
+    if (st == CS_OK) st = session_slot(s, batch, keep, nkeep, &sl, err);
+    free(keep);
+    if (st == CS_OK && !sl->bwd) st = cs_bwd_build((cs_model *)m, sl->plan, vals, nlayers, &sl->bwd, err);
+    if (st == CS_OK) st = cs_plan_run(sl->plan, s->stream, input, logits, err);
+    if (st != CS_OK) return st;
+    s->explain = sl;
+    s->nlayers = nlayers;
+    memcpy(s->layers, vals, (size_t)nlayers * sizeof(int));
+    return CS_OK;
+}
+
+cs_status cs_session_backward(cs_session *s, const int *classes, cs_error *err) {
+    if (!s->explain) return cs_errorf(err, CS_EINVAL, "cs_session_backward needs a forward_keep first");
+    cs_status st = cs_bwd_run(s->explain->bwd, s->stream, classes, err);
+    s->have_grad = st == CS_OK;
+    return st;
+}
+
+cs_status cs_session_layer(cs_session *s, int layer, const float **act, const float **grad,
+                           int64_t dims[4], cs_error *err) {
+    const cs_model *m = s->m;
+    if (!s->explain) return cs_errorf(err, CS_EINVAL, "no explanation run on this session");
+    if (layer < 0 || layer >= m->nlayers) return cs_errorf(err, CS_EINVAL, "layer index %d out of range", layer);
+    int v = m->layers[layer];
+    const cs_shape *sh = cs_plan_shape(s->explain->plan, v);
+    *act = cs_plan_value(s->explain->plan, v);
+    if (!*act || !sh) return cs_errorf(err, CS_ENOTFOUND, "layer '%s' was not kept", m->g.values[v].name);
+    *grad = s->have_grad ? cs_bwd_grad(s->explain->bwd, v) : NULL;
+    for (int i = 0; i < 4; i++) dims[i] = sh->dims[i];
+    return CS_OK;
 }

@@ -488,7 +488,7 @@ static cs_status weights_for(cs_plan *p, int ni, const dnnl_memory_desc_t *want,
     return CS_OK;
 }
 
-static void conv_pads(const cs_node *n, const cs_shape *x, const cs_shape *w, const cs_shape *y,
+void cs_conv_pads(const cs_node *n, const cs_shape *x, const cs_shape *w, const cs_shape *y,
                       dnnl_dims_t st, dnnl_dims_t dil, dnnl_dims_t pl, dnnl_dims_t pr) {
     const int64_t *strides, *dils, *pads;
     int ns = cs_attr_ints(n, "strides", &strides);
@@ -526,7 +526,7 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
     const cs_shape *x = &xs, *w = &ws;
     int64_t group = cs_attr_int(n, "group", 1);
     dnnl_dims_t st, dil, pl, pr;
-    conv_pads(n, x, w, yshape, st, dil, pl, pr);
+    cs_conv_pads(n, x, w, yshape, st, dil, pl, pr);
 
     dnnl_memory_desc_t src_any, w_any, b_md, dst_any, w_plain;
     dnnl_dims_t xd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
@@ -1229,9 +1229,13 @@ static cs_status finalize(cs_plan *p, cs_error *err) {
     }
     touch(p, p->in_rt, 0);
     touch(p, p->out_rt, p->nsteps);
-    for (int v = 0; v < p->m->g.nvalues; v++)
-        if (p->keep[v] && p->val_rt[v] >= 0 && !p->rt[p->val_rt[v]].cdata)
-            touch(p, p->val_rt[v], p->nsteps);
+    /* kept values (and their plain copies) live to the end of the run */
+    for (int v = 0; v < p->m->g.nvalues; v++) {
+        int r = p->val_rt[v];
+        if (!p->keep[v] || r < 0 || p->rt[r].cdata) continue;
+        touch(p, r, p->nsteps);
+        if (p->rt[r].plain >= 0) touch(p, p->rt[r].plain, p->nsteps);
+    }
     cs_status st = assign_offsets(p, err);
     if (st != CS_OK) return st;
     for (int si = 0; si < p->nsteps; si++) {
@@ -1355,7 +1359,6 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
         int pr;
         st = rt_plain(p, p->val_rt[v], &pr, err);
         if (st != CS_OK) goto fail;
-        touch(p, pr, p->nsteps);
     }
     st = finalize(p, err);
     if (st != CS_OK) goto fail;
@@ -1432,18 +1435,33 @@ const cs_shape *cs_plan_shape(const cs_plan *p, int v) {
     return r >= 0 ? &p->rt[r].shape : NULL;
 }
 
-cs_status cs_plan_read(cs_plan *p, dnnl_stream_t stream, int v, float *out, cs_error *err) {
-    (void)stream;
+const void *cs_plan_value(cs_plan *p, int v) {
     int r = p->val_rt[v];
-    if (r < 0 || (!p->keep[v] && !p->m->g.values[v].is_graph_output))
+    if (r < 0) return NULL;
+    if (p->rt[r].cdata) return p->rt[r].cdata;
+    if (!p->keep[v] && !p->m->g.values[v].is_graph_output) return NULL;
+    int pr = p->rt[r].plain >= 0 ? p->rt[r].plain : r;
+    if (!md_is_plain(&p->rt[pr].md, &p->rt[pr].shape)) return NULL;
+    return rt_ptr(p, pr);
+}
+
+bool cs_plan_is_const(const cs_plan *p, int v) {
+    return v >= 0 && p->val_rt[v] >= 0 && p->rt[p->val_rt[v]].cdata != NULL;
+}
+
+bool cs_plan_node_live(const cs_plan *p, int ni) {
+    return !p->m->g.nodes[ni].dead && !p->pn[ni].skip;
+}
+
+cs_status cs_plan_read(cs_plan *p, int v, float *out, cs_error *err) {
+    const void *src = cs_plan_value(p, v);
+    if (!src)
         return cs_errorf(err, CS_ENOTFOUND, "tensor '%s' is not kept by this plan",
                          p->m->g.values[v].name);
-    int pr = p->rt[r].cdata ? r : p->rt[r].plain >= 0 ? p->rt[r].plain : r;
-    if (!md_is_plain(&p->rt[pr].md, &p->rt[pr].shape) && !p->rt[pr].cdata)
-        return cs_errorf(err, CS_EINTERNAL, "tensor '%s' has no plain copy", p->m->g.values[v].name);
-    memcpy(out, rt_ptr(p, pr), (size_t)cs_shape_numel(&p->rt[pr].shape) * sizeof(float));
+    memcpy(out, src, (size_t)cs_shape_numel(cs_plan_shape(p, v)) * sizeof(float));
     return CS_OK;
 }
 
 double cs_plan_flops(const cs_plan *p) { return p->flops; }
 int cs_plan_num_kernels(const cs_plan *p) { return p->nkernels; }
+int cs_plan_batch(const cs_plan *p) { return p->batch; }
