@@ -79,6 +79,11 @@ cs_status cs_session_run(cs_session *s, const float *input, int batch, float *lo
 cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, const int *layers,
                                   int nlayers, float *logits, cs_error *err);
 cs_status cs_session_backward(cs_session *s, const int *classes, cs_error *err);
+/* Forward pass in which the given layer's values (batch x C x H x W, dense)
+ * replace what the network computed there, before anything reads them:
+ * the "from the layer onward" pass AblationCAM needs. */
+cs_status cs_session_run_with_layer(cs_session *s, const float *input, int batch, int layer,
+                                    const float *layer_values, float *logits, cs_error *err);
 /* Activation and gradient (NULL before cs_session_backward) of a layer kept
  * by the last cs_session_forward_keep: dense batch x C x H x W, owned by the
  * session and valid until its next call. */

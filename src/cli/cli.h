@@ -11,6 +11,7 @@
 
 int cs_cli_inspect(int argc, char **argv);
 int cs_cli_classify(int argc, char **argv);
+int cs_cli_explain(int argc, char **argv);
 int cs_cli_bench(int argc, char **argv);
 int cs_cli_bench_gemm(int argc, char **argv);
 int cs_cli_preprocess(int argc, char **argv);

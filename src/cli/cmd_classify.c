@@ -86,7 +86,12 @@ int cs_cli_classify(int argc, char **argv) {
         goto out;
     }
     if (cs_session_create(m, &s, &err) != CS_OK) goto out;
-    if (cs_session_run(s, in.data, in.batch, logits, &err) != CS_OK) goto out;
+    /* a model exported with a fixed batch takes its images that many at a time */
+    int step = info.input_dims[0] > 0 ? (int)info.input_dims[0] : in.batch;
+    int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
+    for (int b = 0; b < in.batch; b += step)
+        if (cs_session_run(s, in.data + b * per, step, logits + b * info.num_classes, &err) != CS_OK)
+            goto out;
     if (opts[7].value) {
         int64_t dims[2] = {in.batch, info.num_classes};
         if (cs_npy_save(opts[7].value, logits, 2, dims, &err) != CS_OK) goto out;

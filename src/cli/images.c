@@ -1,19 +1,59 @@
-/* Image inputs and model labels for the CLI (placeholder until imageio is wired). */
+/* Image inputs and labels for the CLI: each --image is decoded (DCT-scaled
+ * for JPEG) and preprocessed with the model's own config. */
 #include "cli/input.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+static cs_status model_preproc(const cs_model *m, cs_preproc *pp, char **labels, cs_error *err) {
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    *pp = cs_img_preproc_default();
+    return cs_img_preproc_for_model(cs_model_path(m), cs_model_metadata(m, "camserve.preprocess"),
+                                    (int)info.input_dims[2], (int)info.input_dims[3], pp, labels,
+                                    NULL, err);
+}
+
 cs_status cli_input_images(const cs_model *m, const cli_opt *image, cli_input *out, cs_error *err) {
-    (void)m;
-    (void)image;
-    (void)out;
-    return cs_errorf(err, CS_EUNSUPPORTED, "--image is not wired yet");
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    cs_status st = model_preproc(m, &out->pp, NULL, err);
+    if (st != CS_OK) return st;
+    if (out->pp.crop_h != info.input_dims[2] || out->pp.crop_w != info.input_dims[3] ||
+        info.input_dims[1] != 3)
+        return cs_errorf(err, CS_EINVAL, "the model's preprocessing makes %dx%d images; its input is %lldx%lldx%lld",
+                         out->pp.crop_h, out->pp.crop_w, (long long)info.input_dims[1],
+                         (long long)info.input_dims[2], (long long)info.input_dims[3]);
+    int n = image->count;
+    int64_t per = 3 * info.input_dims[2] * info.input_dims[3];
+    out->data = malloc((size_t)(n * per) * sizeof(float));
+    out->images = calloc((size_t)n, sizeof(cs_image));
+    out->names = malloc((size_t)n * sizeof(char *));
+    if (!out->data || !out->images || !out->names) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    out->batch = n;
+    int need_w, need_h;
+    cs_img_preproc_need(&out->pp, &need_w, &need_h);
+    cs_img_limits lim = cs_img_limits_default();
+    for (int i = 0; i < n; i++) {
+        out->names[i] = (char *)image->values[i];
+        double t0 = cs_now_ms();
+        st = cs_img_load(image->values[i], &lim, need_w, need_h, &out->images[i], err);
+        double t1 = cs_now_ms();
+        if (st == CS_OK) st = cs_img_preprocess(&out->images[i], &out->pp, out->data + i * per, err);
+        out->decode_ms += t1 - t0;
+        out->preprocess_ms += cs_now_ms() - t1;
+        if (st != CS_OK) return cs_error_prefix(err, "%s", image->values[i]);
+    }
+    return CS_OK;
 }
 
 cs_status cli_model_labels(const cs_model *m, const char *path, cli_labels *out, cs_error *err) {
-    (void)m;
     memset(out, 0, sizeof *out);
     if (path) return cli_labels_load(path, out, err);
-    return CS_OK;
+    cs_preproc pp;
+    char *labels = NULL;
+    cs_status st = model_preproc(m, &pp, &labels, err);
+    if (st == CS_OK && labels) st = cli_labels_load(labels, out, err);
+    free(labels);
+    return st;
 }

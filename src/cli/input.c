@@ -13,7 +13,7 @@ static cs_status load_tensor(const cs_model *m, const char *path, cli_input *out
     cs_model_get_info(m, &info);
     const int64_t *d = info.input_dims;
     if (npy.ndim != 4 || npy.dims[1] != d[1] || npy.dims[2] != d[2] || npy.dims[3] != d[3] ||
-        npy.dims[0] < 1 || (d[0] > 0 && npy.dims[0] != d[0])) {
+        npy.dims[0] < 1 || (d[0] > 0 && npy.dims[0] % d[0] != 0)) {
         cs_npy_free(&npy);
         return cs_errorf(err, CS_EINVAL,
                          "%s: tensor shape does not fit the model input %s [%s,%lld,%lld,%lld]", path,
@@ -35,6 +35,9 @@ cs_status cli_input_load(const cs_model *m, const cli_opt *image, const cli_opt 
 }
 
 void cli_input_free(cli_input *in) {
+    if (in->images)
+        for (int i = 0; i < in->batch; i++) cs_img_free(&in->images[i]);
+    free(in->images);
     free(in->data);
     free(in->names);
     memset(in, 0, sizeof *in);

@@ -4,6 +4,7 @@
 #define CS_CLI_INPUT_H
 
 #include "camserve/engine.h"
+#include "camserve/imageio.h"
 #include "cli/cli.h"
 
 #include <jansson.h>
@@ -12,6 +13,8 @@ typedef struct cli_input {
     int batch;
     float *data;        /* batch x C x H x W, owned */
     char **names;       /* image paths (NULL for a tensor), borrowed from argv */
+    cs_image *images;   /* decoded images (NULL for a tensor), owned */
+    cs_preproc pp;      /* the model's preprocessing, for overlays */
     double decode_ms, preprocess_ms;
 } cli_input;
 

@@ -16,6 +16,10 @@ static const command COMMANDS[] = {
     {"classify", cs_cli_classify,
      "classify --model M (--image I | --tensor X.npy) [--labels L] [--topk 5] [--json] "
      "[--save-logits OUT.npy] [--threads T]"},
+    {"explain", cs_cli_explain,
+     "explain --model M (--image I... | --tensor X.npy) [--method gradcam] [--layer auto|NAME[,NAME]] "
+     "[--class top|K|topk:K] [--out DIR] [--json] [--save-cam CAM.npy] [--cam-size layer|input] "
+     "[--aug-smooth] [--eigen-smooth] [--colormap jet|turbo|viridis|inferno] [--alpha A]"},
     {"preprocess", cs_cli_preprocess, "preprocess --model M --image I --save-tensor X.npy"},
     {"bench", cs_cli_bench,
      "bench --model M (--image I | --tensor X.npy) [--batch B] [--iters N] [--warmup W] "

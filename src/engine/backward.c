@@ -235,7 +235,7 @@ static cs_status build_conv(cs_bwd *b, int ni, conv_bwd *cb, cs_error *err) {
     const dnnl_memory_desc_t *dy_md = dnnl_primitive_desc_query_md(bpd, dnnl_query_diff_dst_md, 0);
     const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md(bpd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *dx_md = dnnl_primitive_desc_query_md(bpd, dnnl_query_diff_src_md, 0);
-    const void *wdata;
+    const void *wdata = NULL;
     s = bwd_weights(m, ni, w_md, &w_plain, cs_plan_value(p, n->inputs[1]), &wdata, err);
     float *dy_plain = b->grad[n->outputs[0]];
     if (s == CS_OK && !dnnl_memory_desc_equal(dy_md, &y_plain)) {

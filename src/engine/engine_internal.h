@@ -55,13 +55,15 @@ struct cs_model {
 typedef struct cs_plan cs_plan;
 
 /* Builds the plan for batch size `batch` that keeps the listed values
- * materialised (and addressable with cs_plan_tensor).  With `pack` set, the
- * plan stores its reordered weights into the model (load time only). */
+ * materialised (readable with cs_plan_value after a run).  With `pack` set,
+ * the plan stores its reordered weights into the model (load time only).
+ * override_v >= 0: that value is replaced by caller data (cs_plan_run's
+ * override_data, dense) as soon as it is computed; it must be kept. */
 cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int pack,
-                        cs_plan **out, cs_error *err);
+                        int override_v, cs_plan **out, cs_error *err);
 void cs_plan_free(cs_plan *p);
-cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, const float *input, float *output,
-                      cs_error *err);
+cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, const float *input,
+                      const float *override_data, float *output, cs_error *err);
 /* Concrete shape of value v in this plan (batch substituted). */
 const cs_shape *cs_plan_shape(const cs_plan *p, int v);
 /* Dense C-order data of value v after a run: a constant, or a kept value's

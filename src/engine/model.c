@@ -231,7 +231,7 @@ static cs_status model_init(cs_model *m, const cs_model_options *opt, cs_error *
 
     /* The batch-1 plan: validates shapes, packs weights into the model. */
     cs_plan *p;
-    st = cs_plan_build(m, 1, NULL, 0, 1, &p, err);
+    st = cs_plan_build(m, 1, NULL, 0, 1, -1, &p, err);
     if (st != CS_OK) return st;
     const cs_shape *os = cs_plan_shape(p, g->outputs[0]);
     if (!os || os->ndim < 2 || os->dtype != CS_DT_FLOAT) {
@@ -352,6 +352,7 @@ typedef struct plan_slot {
     int *keep; /* sorted value indices */
     cs_plan *plan;
     cs_bwd *bwd; /* explanation plans only */
+    int override_v;
     unsigned long last_used;
 } plan_slot;
 
@@ -393,12 +394,12 @@ void cs_session_free(cs_session *s) {
 /* Finds or builds the plan for (batch, keep set); evicts the least recently
  * used one when all slots are taken, so a session's memory is bounded. */
 static cs_status session_slot(cs_session *s, int batch, const int *keep, int nkeep,
-                             plan_slot **out, cs_error *err) {
+                             int override_v, plan_slot **out, cs_error *err) {
     s->tick++;
     int lru = 0;
     for (int i = 0; i < SESSION_MAX_PLANS; i++) {
         plan_slot *sl = &s->slots[i];
-        if (sl->plan && sl->batch == batch && sl->nkeep == nkeep &&
+        if (sl->plan && sl->batch == batch && sl->nkeep == nkeep && sl->override_v == override_v &&
             (nkeep == 0 || memcmp(sl->keep, keep, (size_t)nkeep * sizeof(int)) == 0)) {
             sl->last_used = s->tick;
             *out = sl;
@@ -412,7 +413,7 @@ static cs_status session_slot(cs_session *s, int batch, const int *keep, int nke
     cs_plan_free(sl->plan);
     free(sl->keep);
     memset(sl, 0, sizeof *sl);
-    cs_status st = cs_plan_build((cs_model *)s->m, batch, keep, nkeep, 0, &sl->plan, err);
+    cs_status st = cs_plan_build((cs_model *)s->m, batch, keep, nkeep, 0, override_v, &sl->plan, err);
     if (st != CS_OK) return st;
     if (nkeep) {
         sl->keep = malloc((size_t)nkeep * sizeof(int));
@@ -425,6 +426,7 @@ static cs_status session_slot(cs_session *s, int batch, const int *keep, int nke
     }
     sl->batch = batch;
     sl->nkeep = nkeep;
+    sl->override_v = override_v;
     sl->last_used = s->tick;
     *out = sl;
     return CS_OK;
@@ -445,9 +447,21 @@ cs_status cs_session_run(cs_session *s, const float *input, int batch, float *lo
                          cs_error *err) {
     cs_status st = check_input(s, input, batch, err);
     plan_slot *sl;
-    if (st == CS_OK) st = session_slot(s, batch, NULL, 0, &sl, err);
+    if (st == CS_OK) st = session_slot(s, batch, NULL, 0, -1, &sl, err);
     if (st != CS_OK) return st;
-    return cs_plan_run(sl->plan, s->stream, input, logits, err);
+    return cs_plan_run(sl->plan, s->stream, input, NULL, logits, err);
+}
+
+cs_status cs_session_run_with_layer(cs_session *s, const float *input, int batch, int layer,
+                                    const float *layer_values, float *logits, cs_error *err) {
+    const cs_model *m = s->m;
+    if (layer < 0 || layer >= m->nlayers) return cs_errorf(err, CS_EINVAL, "layer index %d out of range", layer);
+    int v = m->layers[layer];
+    cs_status st = check_input(s, input, batch, err);
+    plan_slot *sl;
+    if (st == CS_OK) st = session_slot(s, batch, &v, 1, v, &sl, err);
+    if (st != CS_OK) return st;
+    return cs_plan_run(sl->plan, s->stream, input, layer_values, logits, err);
 }
 
 cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, const int *layers,
@@ -467,10 +481,10 @@ cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, 
     int *keep = NULL, nkeep = 0;
     if (st == CS_OK) st = cs_bwd_keep_set(m, vals, nlayers, &keep, &nkeep, err);
     plan_slot *sl = NULL;
-    if (st == CS_OK) st = session_slot(s, batch, keep, nkeep, &sl, err);
+    if (st == CS_OK) st = session_slot(s, batch, keep, nkeep, -1, &sl, err);
     free(keep);
     if (st == CS_OK && !sl->bwd) st = cs_bwd_build((cs_model *)m, sl->plan, vals, nlayers, &sl->bwd, err);
-    if (st == CS_OK) st = cs_plan_run(sl->plan, s->stream, input, logits, err);
+    if (st == CS_OK) st = cs_plan_run(sl->plan, s->stream, input, NULL, logits, err);
     if (st != CS_OK) return st;
     s->explain = sl;
     s->nlayers = nlayers;

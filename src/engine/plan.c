@@ -85,6 +85,7 @@ struct cs_plan {
     unsigned char *arena;
     size_t arena_size;
     int in_rt, out_rt;      /* graph input; plain copy of the graph output */
+    int ovr_v, ovr_rt;      /* value replaced by caller data right after it is computed */
     double flops;
     int nkernels;
     /* consumers of each value, for fusion */
@@ -1229,6 +1230,7 @@ static cs_status finalize(cs_plan *p, cs_error *err) {
     }
     touch(p, p->in_rt, 0);
     touch(p, p->out_rt, p->nsteps);
+    if (p->ovr_rt >= 0) touch(p, p->ovr_rt, 0);
     /* kept values (and their plain copies) live to the end of the run */
     for (int v = 0; v < p->m->g.nvalues; v++) {
         int r = p->val_rt[v];
@@ -1252,13 +1254,15 @@ static cs_status finalize(cs_plan *p, cs_error *err) {
 /* ---- public ------------------------------------------------------------------ */
 
 cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int pack,
-                        cs_plan **out, cs_error *err) {
+                        int override_v, cs_plan **out, cs_error *err) {
     cs_graph *g = &m->g;
     *out = NULL;
     cs_plan *p = calloc(1, sizeof *p);
     if (!p) return cs_errorf(err, CS_ENOMEM, "out of memory");
     p->m = m;
     p->batch = batch;
+    p->ovr_v = override_v;
+    p->ovr_rt = -1;
     p->val_rt = malloc((size_t)g->nvalues * sizeof(int));
     p->keep = calloc((size_t)g->nvalues + 1, sizeof(bool));
     p->pn = calloc((size_t)g->nnodes + 1, sizeof(pnode));
@@ -1343,6 +1347,35 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
         if (g->nodes[ni].dead || p->pn[ni].skip) continue;
         st = plan_node(p, ni, err);
         if (st != CS_OK) goto fail;
+        if (p->ovr_v >= 0 && p->ovr_rt < 0 && p->val_rt[p->ovr_v] >= 0) {
+            /* AblationCAM: the caller's values replace the layer before
+             * any consumer reads it */
+            int r = p->val_rt[p->ovr_v];
+            p->ovr_rt = new_rt(p, &p->rt[r].shape);
+            if (p->ovr_rt < 0) {
+                st = cs_errorf(err, CS_ENOMEM, "out of memory");
+                goto fail;
+            }
+            dnnl_primitive_desc_t rpd;
+            st = cs_dnnl_check(dnnl_reorder_primitive_desc_create(&rpd, &p->rt[p->ovr_rt].md, m->eng,
+                                                                  &p->rt[r].md, m->eng, NULL),
+                               "reorder", err);
+            step *os = st == CS_OK ? new_step(p, ST_PRIM, -1) : NULL;
+            if (st == CS_OK && !os) {
+                dnnl_primitive_desc_destroy(rpd);
+                st = cs_errorf(err, CS_ENOMEM, "out of memory");
+            }
+            if (st != CS_OK) goto fail;
+            add_arg(os, DNNL_ARG_FROM, p, p->ovr_rt, NULL);
+            add_arg(os, DNNL_ARG_TO, p, r, NULL);
+            st = finish_prim(os, rpd, "reorder", err);
+            if (st != CS_OK) goto fail;
+        }
+    }
+    if (p->ovr_v >= 0 && p->ovr_rt < 0) {
+        st = cs_errorf(err, CS_EINVAL, "tensor '%s' is not computed by the network",
+                       g->values[p->ovr_v].name);
+        goto fail;
     }
     {
         int ov = g->outputs[0];
@@ -1389,10 +1422,15 @@ void cs_plan_free(cs_plan *p) {
     free(p);
 }
 
-cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, const float *input, float *output,
-                      cs_error *err) {
+cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, const float *input,
+                      const float *override_data, float *output, cs_error *err) {
     rt_tensor *in = &p->rt[p->in_rt];
     memcpy(rt_ptr(p, p->in_rt), input, (size_t)cs_shape_numel(&in->shape) * sizeof(float));
+    if (p->ovr_rt >= 0) {
+        if (!override_data) return cs_errorf(err, CS_EINVAL, "this plan needs the layer's values");
+        memcpy(rt_ptr(p, p->ovr_rt), override_data,
+               (size_t)cs_shape_numel(&p->rt[p->ovr_rt].shape) * sizeof(float));
+    }
     dnnl_exec_arg_t args[MAX_ARGS];
     const cs_shape *ins[MAX_REF_IO];
     const void *ind[MAX_REF_IO];

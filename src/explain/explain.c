@@ -1,0 +1,408 @@
+/* The explanation pipeline: classes, forward/backward, maps, layers, aug_smooth. */
+#include "camserve/explain.h"
+
+#include <ctype.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+cs_explain_options cs_explain_default_options(void) {
+    cs_explain_options o;
+    memset(&o, 0, sizeof o);
+    o.method = CS_CAM_METHOD_GRADCAM;
+    o.class_mode = CS_CLASS_TOP;
+    o.topk = 1;
+    return o;
+}
+
+static bool parse_int(const char *s, long *out) {
+    if (!*s) return false;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*end || v < 0) return false;
+    *out = v;
+    return true;
+}
+
+cs_status cs_explain_parse_class(const char *spec, cs_explain_options *opt, cs_error *err) {
+    long v;
+    if (!spec || !strcmp(spec, "top")) {
+        opt->class_mode = CS_CLASS_TOP;
+        opt->topk = 1;
+    } else if (!strncmp(spec, "topk:", 5) && parse_int(spec + 5, &v) && v >= 1 &&
+               v <= CS_EXPLAIN_MAX_TOPK) {
+        opt->class_mode = CS_CLASS_TOPK;
+        opt->topk = (int)v;
+    } else if (parse_int(spec, &v) && v <= 1000000) {
+        opt->class_mode = CS_CLASS_INDEX;
+        opt->class_index = (int)v;
+        opt->topk = 1;
+    } else {
+        return cs_errorf(err, CS_EINVAL, "bad class '%s': use top, an index, or topk:K (K 1..%d)",
+                         spec, CS_EXPLAIN_MAX_TOPK);
+    }
+    return CS_OK;
+}
+
+/* Appends up to ~900 bytes of candidate names to a message. */
+static void list_layers(const cs_model *m, char *buf, size_t len) {
+    size_t off = 0;
+    int n = cs_model_num_layers(m), def = cs_model_default_layer(m);
+    for (int i = 0; i < n && off + 4 < len; i++) {
+        int w = snprintf(buf + off, len - off, "%s%s%s", i ? ", " : "", cs_model_layer_name(m, i),
+                         i == def ? " (default)" : "");
+        if (w < 0 || (size_t)w >= len - off) {
+            snprintf(buf + off, len - off, ", ...");
+            break;
+        }
+        off += (size_t)w;
+    }
+}
+
+cs_status cs_explain_parse_layers(const cs_model *m, const char *spec, cs_explain_options *opt,
+                                  cs_error *err) {
+    opt->nlayers = 0;
+    if (!spec || !strcmp(spec, "auto")) {
+        if (cs_model_default_layer(m) < 0)
+            return cs_errorf(err, CS_EINVAL, "the model has no 4-D layer with a spatial extent to explain");
+        opt->layers[opt->nlayers++] = cs_model_default_layer(m);
+        return CS_OK;
+    }
+    char names[1024];
+    if (strlen(spec) >= sizeof names) return cs_errorf(err, CS_EINVAL, "layer list too long");
+    strcpy(names, spec);
+    for (char *save = NULL, *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*t)) t++;
+        int li = !strcmp(t, "auto") ? cs_model_default_layer(m) : cs_model_find_layer(m, t);
+        if (li < 0) {
+            char cand[900];
+            list_layers(m, cand, sizeof cand);
+            return cs_errorf(err, CS_ENOTFOUND, "unknown layer '%s'; candidate layers: %s", t, cand);
+        }
+        if (opt->nlayers == CS_EXPLAIN_MAX_LAYERS)
+            return cs_errorf(err, CS_EINVAL, "at most %d layers", CS_EXPLAIN_MAX_LAYERS);
+        opt->layers[opt->nlayers++] = li;
+    }
+    if (opt->nlayers == 0) return cs_errorf(err, CS_EINVAL, "empty layer list");
+    return CS_OK;
+}
+
+void cs_explain_output_free(cs_explain_output *out) {
+    free(out->logits);
+    free(out->class_idx);
+    free(out->maps_layer);
+    free(out->maps_input);
+    memset(out, 0, sizeof *out);
+}
+
+/* ---- ScoreCAM / AblationCAM forwards -------------------------------------- */
+
+typedef struct fwd_ctx {
+    cs_session *s;
+    int64_t ncls;
+    int64_t in_per;       /* floats per model input */
+    const float *input;   /* the (augmented) batch the maps explain */
+    int layer;
+    int maxk;
+    float *logits;        /* maxk x ncls */
+    float *rep;           /* maxk copies of one input */
+} fwd_ctx;
+
+static cs_status score_inputs(void *vctx, const float *items, int k, int image, int cls,
+                              float *scores, cs_error *err) {
+    fwd_ctx *c = vctx;
+    (void)image;
+    if (k > c->maxk) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->maxk);
+    cs_status st = cs_session_run(c->s, items, k, c->logits, err);
+    if (st != CS_OK) return st;
+    for (int j = 0; j < k; j++) scores[j] = c->logits[(int64_t)j * c->ncls + cls];
+    return CS_OK;
+}
+
+static cs_status score_activations(void *vctx, const float *items, int k, int image, int cls,
+                                   float *scores, cs_error *err) {
+    fwd_ctx *c = vctx;
+    if (k > c->maxk) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->maxk);
+    for (int j = 0; j < k; j++)
+        memcpy(c->rep + (int64_t)j * c->in_per, c->input + (int64_t)image * c->in_per,
+               (size_t)c->in_per * sizeof(float));
+    cs_status st = cs_session_run_with_layer(c->s, c->rep, k, c->layer, items, c->logits, err);
+    if (st != CS_OK) return st;
+    for (int j = 0; j < k; j++) scores[j] = c->logits[(int64_t)j * c->ncls + cls];
+    return CS_OK;
+}
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static void top_classes(const float *logits, int64_t n, int k, int *idx) {
+    for (int j = 0; j < k; j++) idx[j] = -1;
+    for (int64_t i = 0; i < n; i++) {
+        int j = k;
+        while (j > 0 && (idx[j - 1] < 0 || logits[i] > logits[idx[j - 1]])) j--;
+        if (j >= k) continue;
+        for (int t = k - 1; t > j; t--) idx[t] = idx[t - 1];
+        idx[j] = (int)i;
+    }
+}
+
+static void flip_rows(float *map, int h, int w) {
+    for (int y = 0; y < h; y++) {
+        float *r = map + (int64_t)y * w;
+        for (int a = 0, b = w - 1; a < b; a++, b--) {
+            float t = r[a];
+            r[a] = r[b];
+            r[b] = t;
+        }
+    }
+}
+
+/* The six aug_smooth variants of pytorch-grad-cam (ttach Compose of
+ * HorizontalFlip and Multiply(0.9, 1, 1.1)), in ttach's product order. */
+#define NAUG 6
+static const int AUG_FLIP[NAUG] = {0, 0, 0, 1, 1, 1};
+static const float AUG_MUL[NAUG] = {0.9f, 1.0f, 1.1f, 0.9f, 1.0f, 1.1f};
+
+static cs_status explain_batch(cs_session *s, const cs_model *m, const float *input, int batch,
+                               const cs_explain_options *opt, cs_explain_output *out, cs_error *err);
+
+/* Appends chunk c (explained alone) to out, which holds `done` images. */
+static cs_status append_chunk(cs_explain_output *out, const cs_explain_output *c, int done, int total,
+                              cs_error *err) {
+    size_t lm = (size_t)c->layer_h * (size_t)c->layer_w, im = (size_t)c->in_h * (size_t)c->in_w;
+    if (done == 0) {
+        *out = *c;
+        out->batch = total;
+        out->logits = malloc((size_t)total * (size_t)c->num_classes * sizeof(float));
+        out->class_idx = malloc((size_t)total * (size_t)c->k * sizeof(int));
+        out->maps_input = malloc((size_t)total * (size_t)c->k * im * sizeof(float));
+        out->maps_layer = c->maps_layer ? malloc((size_t)total * (size_t)c->k * lm * sizeof(float)) : NULL;
+        out->forward_ms = out->backward_ms = out->cam_ms = 0;
+        if (!out->logits || !out->class_idx || !out->maps_input || (c->maps_layer && !out->maps_layer)) {
+            cs_explain_output_free(out);
+            return cs_errorf(err, CS_ENOMEM, "out of memory");
+        }
+    }
+    size_t nk = (size_t)c->batch * (size_t)c->k, off = (size_t)done * (size_t)c->k;
+    memcpy(out->logits + (size_t)done * c->num_classes, c->logits,
+           (size_t)c->batch * (size_t)c->num_classes * sizeof(float));
+    memcpy(out->class_idx + off, c->class_idx, nk * sizeof(int));
+    memcpy(out->maps_input + off * im, c->maps_input, nk * im * sizeof(float));
+    if (c->maps_layer) memcpy(out->maps_layer + off * lm, c->maps_layer, nk * lm * sizeof(float));
+    out->forward_ms += c->forward_ms;
+    out->backward_ms += c->backward_ms;
+    out->cam_ms += c->cam_ms;
+    return CS_OK;
+}
+
+cs_status cs_explain_run(cs_session *s, const cs_model *m, const float *input, int batch,
+                         const cs_explain_options *opt, cs_explain_output *out, cs_error *err) {
+    memset(out, 0, sizeof *out);
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    int b0 = (int)info.input_dims[0];
+    if (b0 <= 0 || batch == b0) return explain_batch(s, m, input, batch, opt, out, err);
+    /* A model exported with a fixed batch: explain it b0 images at a time. */
+    if (opt && opt->aug_smooth)
+        return cs_errorf(err, CS_EUNSUPPORTED, "aug_smooth needs a model with a dynamic batch; this one is fixed at %d", b0);
+    if (batch % b0)
+        return cs_errorf(err, CS_EINVAL, "the model takes %d image(s) at a time; got %d", b0, batch);
+    int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
+    for (int i = 0; i < batch; i += b0) {
+        cs_explain_output c;
+        cs_status st = explain_batch(s, m, input + i * per, b0, opt, &c, err);
+        if (st == CS_OK) st = append_chunk(out, &c, i, batch, err);
+        if (i > 0 || st != CS_OK) cs_explain_output_free(&c);
+        if (st != CS_OK) {
+            if (i > 0) cs_explain_output_free(out);
+            return st;
+        }
+        if (i == 0) { /* out took c's scalars; its buffers are fresh copies */
+            free(c.logits);
+            free(c.class_idx);
+            free(c.maps_input);
+            free(c.maps_layer);
+        }
+    }
+    return CS_OK;
+}
+
+static cs_status explain_batch(cs_session *s, const cs_model *m, const float *input, int batch,
+                               const cs_explain_options *opt, cs_explain_output *out, cs_error *err) {
+    memset(out, 0, sizeof *out);
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    cs_explain_options o = opt ? *opt : cs_explain_default_options();
+    if (o.nlayers == 0) {
+        cs_status st = cs_explain_parse_layers(m, "auto", &o, err);
+        if (st != CS_OK) return st;
+    }
+    if (batch < 1) return cs_errorf(err, CS_EINVAL, "batch must be >= 1");
+    bool needs_fwd = cs_cam_method_needs_forward(o.method);
+    if (needs_fwd && o.nlayers != 1)
+        return cs_errorf(err, CS_EINVAL, "%s explains one layer at a time", cs_cam_method_name(o.method));
+    int k = o.class_mode == CS_CLASS_TOPK ? o.topk : 1;
+    if (k > info.num_classes) k = (int)info.num_classes;
+    if (o.class_mode == CS_CLASS_INDEX && o.class_index >= info.num_classes)
+        return cs_errorf(err, CS_EINVAL, "class %d out of range: the model has %lld classes (0..%lld)",
+                         o.class_index, (long long)info.num_classes, (long long)info.num_classes - 1);
+
+    const int64_t C = info.input_dims[1], H = info.input_dims[2], W = info.input_dims[3];
+    const int64_t per = C * H * W, ncls = info.num_classes;
+    const int naug = o.aug_smooth ? NAUG : 1;
+    const int nb = batch * naug; /* images through the network */
+    cs_status st = CS_OK;
+    float *aug = NULL, *alllogits = NULL, *acts = NULL, *grads = NULL, *scaled = NULL,
+          *tmp_in = NULL;
+    float *raws[CS_EXPLAIN_MAX_LAYERS] = {0};
+    int lh[CS_EXPLAIN_MAX_LAYERS], lw[CS_EXPLAIN_MAX_LAYERS], cls_nb[4096];
+    fwd_ctx fc = {0};
+    if (nb > 4096) return cs_errorf(err, CS_ELIMIT, "batch too large");
+
+    out->batch = batch;
+    out->k = k;
+    out->num_classes = ncls;
+    out->in_h = (int)H;
+    out->in_w = (int)W;
+    out->logits = malloc((size_t)(batch * ncls) * sizeof(float));
+    out->class_idx = malloc((size_t)(batch * k) * sizeof(int));
+    out->maps_input = calloc((size_t)(batch * k) * (size_t)(H * W), sizeof(float));
+    alllogits = malloc((size_t)(nb * ncls) * sizeof(float));
+    tmp_in = malloc((size_t)(nb * H * W) * sizeof(float));
+    if (!out->logits || !out->class_idx || !out->maps_input || !alllogits || !tmp_in) goto oom;
+
+    const float *x = input;
+    if (naug > 1) {
+        aug = malloc((size_t)(nb * per) * sizeof(float));
+        if (!aug) goto oom;
+        for (int a = 0; a < naug; a++)
+            for (int i = 0; i < batch; i++) {
+                const float *src = input + i * per;
+                float *dst = aug + ((int64_t)a * batch + i) * per;
+                for (int64_t ch = 0; ch < C * H; ch++)
+                    for (int64_t xx = 0; xx < W; xx++)
+                        dst[ch * W + xx] = AUG_MUL[a] * src[ch * W + (AUG_FLIP[a] ? W - 1 - xx : xx)];
+            }
+        x = aug;
+    }
+
+    double t0 = cs_now_ms();
+    st = cs_session_forward_keep(s, x, nb, o.layers, o.nlayers, alllogits, err);
+    if (st != CS_OK) goto fail;
+    out->forward_ms = cs_now_ms() - t0;
+    /* predictions and classes come from the un-augmented pass (a = 1 is
+     * the identity variant), and are then fixed for every variant, as when
+     * targets are given to pytorch-grad-cam */
+    const float *base = alllogits + (int64_t)(naug > 1 ? 1 : 0) * batch * ncls;
+    memcpy(out->logits, base, (size_t)(batch * ncls) * sizeof(float));
+    for (int i = 0; i < batch; i++) {
+        if (o.class_mode == CS_CLASS_INDEX) out->class_idx[i * k] = o.class_index;
+        else top_classes(base + i * ncls, ncls, k, out->class_idx + i * k);
+    }
+
+    int64_t lsz[CS_EXPLAIN_MAX_LAYERS], ldim[CS_EXPLAIN_MAX_LAYERS][4];
+    int64_t maxl = 0;
+    for (int l = 0; l < o.nlayers; l++) {
+        const float *a, *g;
+        st = cs_session_layer(s, o.layers[l], &a, &g, ldim[l], err);
+        if (st != CS_OK) goto fail;
+        if (ldim[l][2] * ldim[l][3] <= 1) {
+            st = cs_errorf(err, CS_EINVAL, "layer '%s' has no spatial extent",
+                           cs_model_layer_name(m, o.layers[l]));
+            goto fail;
+        }
+        lsz[l] = ldim[l][1] * ldim[l][2] * ldim[l][3];
+        if (lsz[l] > maxl) maxl = lsz[l];
+        lh[l] = (int)ldim[l][2];
+        lw[l] = (int)ldim[l][3];
+        raws[l] = malloc((size_t)(nb * lh[l] * lw[l]) * sizeof(float));
+        if (!raws[l]) goto oom;
+    }
+    acts = malloc((size_t)(nb * maxl) * sizeof(float));
+    grads = malloc((size_t)(nb * maxl) * sizeof(float));
+    if (!acts || !grads) goto oom;
+    if (o.nlayers == 1) {
+        out->layer_h = lh[0];
+        out->layer_w = lw[0];
+        out->maps_layer = calloc((size_t)(batch * k) * (size_t)(lh[0] * lw[0]), sizeof(float));
+        scaled = malloc((size_t)(nb * lh[0] * lw[0]) * sizeof(float));
+        if (!out->maps_layer || !scaled) goto oom;
+    }
+    if (needs_fwd) {
+        fc.s = s;
+        fc.ncls = ncls;
+        fc.in_per = per;
+        fc.input = x;
+        fc.layer = o.layers[0];
+        fc.maxk = o.batch_size > 0 ? o.batch_size : 32;
+        fc.logits = malloc((size_t)(fc.maxk * ncls) * sizeof(float));
+        fc.rep = malloc((size_t)(fc.maxk * per) * sizeof(float));
+        if (!fc.logits || !fc.rep) goto oom;
+    }
+
+    cs_cam_options co = cs_cam_default_options();
+    co.eigen_smooth = o.eigen_smooth;
+    if (o.batch_size > 0) co.batch_size = o.batch_size;
+    for (int j = 0; j < k; j++) {
+        for (int a = 0; a < naug; a++)
+            for (int i = 0; i < batch; i++) cls_nb[a * batch + i] = out->class_idx[i * k + j];
+        double tb = cs_now_ms();
+        if (cs_cam_method_uses_gradients(o.method)) {
+            st = cs_session_backward(s, cls_nb, err);
+            if (st != CS_OK) goto fail;
+        }
+        out->backward_ms += cs_now_ms() - tb;
+        double tc = cs_now_ms();
+        for (int l = 0; l < o.nlayers; l++) {
+            const float *a, *g;
+            int64_t d[4];
+            st = cs_session_layer(s, o.layers[l], &a, &g, d, err);
+            if (st != CS_OK) goto fail;
+            /* copies: ScoreCAM/AblationCAM run other plans on this session */
+            memcpy(acts, a, (size_t)(nb * lsz[l]) * sizeof(float));
+            if (g) memcpy(grads, g, (size_t)(nb * lsz[l]) * sizeof(float));
+            cs_cam_forward cf = {.ctx = &fc, .score_inputs = score_inputs,
+                                 .score_activations = score_activations, .input = x,
+                                 .in_c = (int)C, .in_h = (int)H, .in_w = (int)W, .class_idx = cls_nb};
+            st = cs_cam_compute_ex(o.method, acts, g ? grads : NULL, nb, (int)d[1], lh[l], lw[l], &co,
+                                   needs_fwd ? &cf : NULL, raws[l], l == 0 && scaled ? scaled : NULL,
+                                   err);
+            if (st != CS_OK) goto fail;
+        }
+        const float *const *rp = (const float *const *)raws;
+        st = cs_cam_aggregate(rp, lh, lw, o.nlayers, nb, (int)H, (int)W, tmp_in, err);
+        if (st != CS_OK) goto fail;
+        /* undo each variant's flip, then average (pytorch-grad-cam averages
+         * the final maps of the variants without rescaling) */
+        for (int a = 0; a < naug; a++)
+            for (int i = 0; i < batch; i++) {
+                float *mi = tmp_in + ((int64_t)a * batch + i) * H * W;
+                if (AUG_FLIP[a] && naug > 1) flip_rows(mi, (int)H, (int)W);
+                float *dst = out->maps_input + ((int64_t)i * k + j) * H * W;
+                for (int64_t q = 0; q < H * W; q++) dst[q] += mi[q] / (float)naug;
+                if (scaled) {
+                    float *ml = scaled + ((int64_t)a * batch + i) * lh[0] * lw[0];
+                    if (AUG_FLIP[a] && naug > 1) flip_rows(ml, lh[0], lw[0]);
+                    float *dl = out->maps_layer + ((int64_t)i * k + j) * lh[0] * lw[0];
+                    for (int64_t q = 0; q < (int64_t)lh[0] * lw[0]; q++) dl[q] += ml[q] / (float)naug;
+                }
+            }
+        out->cam_ms += cs_now_ms() - tc;
+    }
+    goto done;
+oom:
+    st = cs_errorf(err, CS_ENOMEM, "out of memory explaining");
+fail:
+    cs_explain_output_free(out);
+done:
+    free(aug);
+    free(alllogits);
+    free(acts);
+    free(grads);
+    free(scaled);
+    free(tmp_in);
+    free(fc.logits);
+    free(fc.rep);
+    for (int l = 0; l < CS_EXPLAIN_MAX_LAYERS; l++) free(raws[l]);
+    return st;
+}
