@@ -11,6 +11,7 @@ PKGS=(
   libcmocka-dev                                # unit tests
   libturbojpeg0-dev libjpeg62-turbo-dev libspng-dev libwebp-dev  # image codecs
   libjansson-dev libssl-dev                    # JSON, SHA-256
+  libmicrohttpd-dev libcurl4-openssl-dev       # HTTP server, model downloads
   clang libclang-rt-14-dev                     # libFuzzer + sanitizers
   valgrind
 )

@@ -1,6 +1,7 @@
 /* camserve bench: per-stage timings as JSON, for bench/ scripts to compare
  * against the peers in the same run.  Not a test: nothing here asserts. */
 #include "camserve/engine.h"
+#include "camserve/explain.h"
 #include "cli/cli.h"
 #include "cli/input.h"
 
@@ -24,8 +25,9 @@ static json_t *stage_json(double *t, int n) {
 
 int cs_cli_bench(int argc, char **argv) {
     cli_opt opts[] = {{"model", true}, {"image", true},   {"tensor", true}, {"batch", true},
-                      {"iters", true}, {"warmup", true},  {"threads", true}, {"json", false}};
-    const int nopts = 8;
+                      {"iters", true}, {"warmup", true},  {"threads", true}, {"json", false},
+                      {"method", true}, {"layer", true}};
+    const int nopts = 10;
     int rc = cli_parse("bench", argc, argv, opts, nopts), ok = 1;
     if (rc) return rc;
     int batch = cli_int("bench", &opts[3], 0, &ok);
@@ -77,7 +79,50 @@ int cs_cli_bench(int argc, char **argv) {
     }
     json_t *stages = json_object();
     json_object_set_new(stages, "forward", stage_json(t, iters));
-    json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:o}", "model", opts[0].value,
+    if (in.names) { /* per image, as the CLI decoded them */
+        double d = in.decode_ms / in.batch, pp = in.preprocess_ms / in.batch;
+        json_object_set_new(stages, "decode", json_pack("{s:f, s:f, s:f}", "median_ms", d, "min_ms", d, "max_ms", d));
+        json_object_set_new(stages, "preprocess", json_pack("{s:f, s:f, s:f}", "median_ms", pp, "min_ms", pp, "max_ms", pp));
+    }
+    if (opts[8].value) {
+        /* an explanation: "explain_forward" keeps what the backward needs,
+         * "cam" is the backward to the layer plus the map, "explain" both */
+        cs_explain_options eo = cs_explain_default_options();
+        if (cs_cam_method_parse(opts[8].value, &eo.method, &err) != CS_OK ||
+            cs_explain_parse_layers(m, opts[9].value, &eo, &err) != CS_OK) {
+            json_decref(stages);
+            goto out;
+        }
+        double *tf = malloc((size_t)iters * sizeof(double)), *tc = malloc((size_t)iters * sizeof(double)),
+               *tt = malloc((size_t)iters * sizeof(double));
+        cs_status est = (tf && tc && tt) ? CS_OK : cs_errorf(&err, CS_ENOMEM, "out of memory");
+        for (int i = -warmup; i < iters && est == CS_OK; i++) {
+            cs_explain_output ex;
+            double a = cs_now_ms();
+            est = cs_explain_run(s, m, x, batch, &eo, &ex, &err);
+            if (est != CS_OK) break;
+            if (i >= 0) {
+                tt[i] = cs_now_ms() - a;
+                tf[i] = ex.forward_ms;
+                tc[i] = ex.backward_ms + ex.cam_ms;
+            }
+            cs_explain_output_free(&ex);
+        }
+        if (est == CS_OK) {
+            json_object_set_new(stages, "explain_forward", stage_json(tf, iters));
+            json_object_set_new(stages, "cam", stage_json(tc, iters));
+            json_object_set_new(stages, "explain", stage_json(tt, iters));
+        }
+        free(tf);
+        free(tc);
+        free(tt);
+        if (est != CS_OK) {
+            json_decref(stages);
+            goto out;
+        }
+    }
+    json_t *o = json_pack("{s:s, s:s?, s:i, s:i, s:i, s:f, s:f, s:f, s:o}", "model", opts[0].value,
+                          "method", opts[8].value,
                           "threads", omp_get_max_threads(), "batch", batch, "iters", iters,
                           "load_ms", load_ms, "first_run_ms", first_ms, "gflop_per_image",
                           info.flops * 1e-9, "stages", stages);

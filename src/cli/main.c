@@ -23,7 +23,7 @@ static const command COMMANDS[] = {
     {"preprocess", cs_cli_preprocess, "preprocess --model M --image I --save-tensor X.npy"},
     {"bench", cs_cli_bench,
      "bench --model M (--image I | --tensor X.npy) [--batch B] [--iters N] [--warmup W] "
-     "[--threads T] --json"},
+     "[--threads T] [--method M [--layer L]] --json"},
     {"bench-gemm", cs_cli_bench_gemm, "bench-gemm [--size N] [--json]"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])

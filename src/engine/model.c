@@ -210,9 +210,11 @@ static cs_status model_init(cs_model *m, const cs_model_options *opt, cs_error *
         if (g->values[v].data && g->values[v].shape.dtype == CS_DT_FLOAT && g->values[v].name[0])
             m->info.num_params += cs_shape_numel(&g->values[v].shape);
 
+    double t0 = cs_now_ms();
     st = fold_constants(g, err);
     if (st == CS_OK) st = fold_batchnorm(g, err);
     if (st != CS_OK) return st;
+    if (getenv("CS_TRACE")) fprintf(stderr, "load: folding %.1f ms\n", cs_now_ms() - t0);
 
     cs_value *in = &g->values[g->inputs[0]];
     cs_value *out = &g->values[g->outputs[0]];
@@ -255,8 +257,11 @@ cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_optio
     cs_model *m = calloc(1, sizeof *m);
     if (!m) return cs_errorf(err, CS_ENOMEM, "out of memory");
     pthread_mutex_init(&m->bwd_lock, NULL);
+    double t0 = cs_now_ms();
     cs_status st = cs_onnx_parse(buf, len, &m->g, err);
+    double t1 = cs_now_ms();
     if (st == CS_OK) st = model_init(m, opt, err);
+    if (getenv("CS_TRACE")) fprintf(stderr, "load: parse %.1f ms, init %.1f ms\n", t1 - t0, cs_now_ms() - t1);
     if (st != CS_OK) {
         cs_model_free(m);
         return st;

@@ -20,6 +20,7 @@
 #include "engine/engine_internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1256,6 +1257,7 @@ static cs_status finalize(cs_plan *p, cs_error *err) {
 cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int pack,
                         int override_v, cs_plan **out, cs_error *err) {
     cs_graph *g = &m->g;
+    double t_start = cs_now_ms();
     *out = NULL;
     cs_plan *p = calloc(1, sizeof *p);
     if (!p) return cs_errorf(err, CS_ENOMEM, "out of memory");
@@ -1393,8 +1395,11 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
         st = rt_plain(p, p->val_rt[v], &pr, err);
         if (st != CS_OK) goto fail;
     }
+    double tf = cs_now_ms();
     st = finalize(p, err);
     if (st != CS_OK) goto fail;
+    /* CS_TRACE=1: where load and first-request time goes */
+    if (getenv("CS_TRACE")) fprintf(stderr, "plan: nodes %.1f ms, finalize %.1f ms (%d steps, arena %zu KB)\n", tf - t_start, cs_now_ms() - tf, p->nsteps, p->arena_size >> 10);
     *out = p;
     return CS_OK;
 fail:
