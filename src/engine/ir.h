@@ -128,6 +128,12 @@ typedef struct cs_node {
     int sum_input; /* value index or -1 */
     int nfused;
     cs_fused_act fused[CS_MAX_FUSED];
+    /* Set by the BatchNormalization fold on a Conv: the BN node (then
+     * skipped by plans), and the Conv's original weight, bias and output
+     * (the pre-BN tensor).  A plan that must show the pre-BN tensor runs
+     * the original Conv and the BN instead ("unfolds"). */
+    int fold_bn; /* node index or -1 */
+    int pre_bn_w, pre_bn_b, pre_bn_out;
 } cs_node;
 
 typedef struct cs_graph {

@@ -61,6 +61,7 @@ static cs_status fold_constants(cs_graph *g, cs_error *err) {
 
 static int consumers_of(const cs_graph *g, int v, int *first) {
     int n = 0;
+    /* (folded BatchNormalization nodes stay in the graph, see cs_node) */
     for (int ni = 0; ni < g->nnodes; ni++) {
         const cs_node *c = &g->nodes[ni];
         if (c->dead) continue;
@@ -91,7 +92,7 @@ static cs_status fold_batchnorm(cs_graph *g, cs_error *err) {
         if (c->dead || c->op != CS_OP_CONV || c->ninputs < 2) continue;
         int y = c->outputs[0];
         int bi = -1;
-        if (g->values[y].is_graph_output || consumers_of(g, y, &bi) != 1) continue;
+        if (g->values[y].is_graph_output || c->fold_bn >= 0 || consumers_of(g, y, &bi) != 1) continue;
         cs_node *bn = &g->nodes[bi];
         if (bn->op != CS_OP_BATCHNORM || bn->ninputs != 5 || bn->inputs[0] != y) continue;
         if (bn->noutputs > 1 && bn->outputs[1] >= 0) continue; /* training-mode outputs */
@@ -128,13 +129,15 @@ static cs_status fold_batchnorm(cs_graph *g, cs_error *err) {
                                    .producer = -1};
         g->values[vb] = (cs_value){.name = "", .shape = {.dtype = CS_DT_FLOAT, .ndim = 1, .dims = {oc}},
                                    .data = nb, .producer = -1};
+        c->fold_bn = bi;
+        c->pre_bn_w = c->inputs[1];
+        c->pre_bn_b = bias ? c->inputs[2] : -1;
+        c->pre_bn_out = y;
         c->inputs[1] = vw;
         c->inputs[2] = vb; /* the loader left room for a third input */
         c->ninputs = 3;
-        g->values[y].producer = -1;
         c->outputs[0] = bn->outputs[0];
         g->values[bn->outputs[0]].producer = ni;
-        bn->dead = true;
     }
     return CS_OK;
 }
@@ -161,10 +164,11 @@ static cs_status find_layers(cs_model *m, cs_plan *p, cs_error *err) {
     for (int ni = 0; ni < g->nnodes; ni++) {
         const cs_node *n = &g->nodes[ni];
         if (n->dead) continue;
-        for (int o = 0; o < n->noutputs; o++) {
-            int v = n->outputs[o];
-            if (v < 0 || g->values[v].data || g->values[v].producer != ni) continue;
-            const cs_shape *s = cs_plan_shape(p, v);
+        for (int o = -1; o < n->noutputs; o++) {
+            /* o = -1: the pre-BN output of a Conv with a folded BN */
+            int v = o < 0 ? (n->fold_bn >= 0 ? n->pre_bn_out : -1) : n->outputs[o];
+            if (v < 0 || g->values[v].data || (o >= 0 && g->values[v].producer != ni)) continue;
+            const cs_shape *s = o < 0 ? cs_plan_shape(p, n->outputs[0]) : cs_plan_shape(p, v);
             if (!s || s->ndim != 4 || s->dtype != CS_DT_FLOAT || s->dims[2] * s->dims[3] <= 1)
                 continue;
             m->layer_dims[m->nlayers][0] = s->dims[0];
@@ -357,6 +361,7 @@ typedef struct plan_slot {
     int *keep; /* sorted value indices */
     cs_plan *plan;
     cs_bwd *bwd; /* explanation plans only */
+    int bwd_nlayers, bwd_layers[16]; /* the layers bwd was built for */
     int override_v;
     unsigned long last_used;
 } plan_slot;
@@ -488,7 +493,18 @@ cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, 
     plan_slot *sl = NULL;
     if (st == CS_OK) st = session_slot(s, batch, keep, nkeep, -1, &sl, err);
     free(keep);
-    if (st == CS_OK && !sl->bwd) st = cs_bwd_build((cs_model *)m, sl->plan, vals, nlayers, &sl->bwd, err);
+    /* two layer sets can share a keep set (two inputs of one Add), not a
+     * backward: its gradients are for the layers it was built for */
+    if (st == CS_OK && sl->bwd &&
+        (sl->bwd_nlayers != nlayers || memcmp(sl->bwd_layers, vals, (size_t)nlayers * sizeof(int)))) {
+        cs_bwd_free(sl->bwd);
+        sl->bwd = NULL;
+    }
+    if (st == CS_OK && !sl->bwd) {
+        st = cs_bwd_build((cs_model *)m, sl->plan, vals, nlayers, &sl->bwd, err);
+        sl->bwd_nlayers = nlayers;
+        memcpy(sl->bwd_layers, vals, (size_t)nlayers * sizeof(int));
+    }
     if (st == CS_OK) st = cs_plan_run(sl->plan, s->stream, input, NULL, logits, err);
     if (st != CS_OK) return st;
     s->explain = sl;

@@ -69,6 +69,7 @@ typedef struct pnode {      /* this plan's view of a graph node */
     int nfused;
     cs_fused_act fused[CS_MAX_FUSED];
     bool bn_relu;
+    cs_node *unfolded;      /* a Conv run without its folded BN (see cs_node) */
 } pnode;
 
 struct cs_plan {
@@ -91,6 +92,9 @@ struct cs_plan {
     int nkernels;
     /* consumers of each value, for fusion */
     int *cons_start, *cons;
+    /* shapes of values fused away (no tensor of their own), so that
+     * inspect and the layer list still know them */
+    cs_shape *fused_shape;
 };
 
 cs_status cs_dnnl_check(dnnl_status_t s, const char *what, cs_error *err) {
@@ -261,6 +265,11 @@ static cs_status rt_as(cs_plan *p, int r, const dnnl_memory_desc_t *md, int *out
 /* The rt of value v: its constant, or the tensor computed earlier. */
 static int val(cs_plan *p, int v) { return v < 0 ? -1 : p->val_rt[v]; }
 
+/* The node as this plan runs it: the graph's, or an unfolded Conv. */
+static cs_node *node_of(cs_plan *p, int ni) {
+    return p->pn[ni].unfolded ? p->pn[ni].unfolded : &p->m->g.nodes[ni];
+}
+
 /* ---- fusion ---------------------------------------------------------------- */
 
 static bool is_const_value(const cs_plan *p, int v) {
@@ -320,10 +329,11 @@ static bool act_of(const cs_plan *p, const cs_node *n, cs_fused_act *a) {
     }
 }
 
-/* Decides what node ni (already known to produce value `out`) absorbs. */
-static void plan_fusion(cs_plan *p, int ni) {
+/* Decides what node ni, whose first output has shape y, absorbs.  Every
+ * absorbed node has y's shape too (activations, same-shape Add, swish). */
+static void plan_fusion(cs_plan *p, int ni, const cs_shape *y) {
     cs_graph *g = &p->m->g;
-    cs_node *n = &g->nodes[ni];
+    cs_node *n = node_of(p, ni);
     pnode *pn = &p->pn[ni];
     pn->sum_value = -1;
     pn->out_value = n->outputs[0];
@@ -342,6 +352,7 @@ static void plan_fusion(cs_plan *p, int ni) {
                 if (cn->op == CS_OP_RELU && !pn->bn_relu) {
                     pn->bn_relu = true;
                     p->pn[c[0]].skip = true;
+                    p->fused_shape[cur] = *y;
                     cur = cn->outputs[0];
                     continue;
                 }
@@ -350,6 +361,7 @@ static void plan_fusion(cs_plan *p, int ni) {
             if (act_of(p, cn, &a) && pn->nfused < CS_MAX_FUSED - 1) {
                 pn->fused[pn->nfused++] = a;
                 p->pn[c[0]].skip = true;
+                p->fused_shape[cur] = *y;
                 cur = cn->outputs[0];
                 continue;
             }
@@ -362,6 +374,7 @@ static void plan_fusion(cs_plan *p, int ni) {
                     p->rt[orr].shape.ndim == 4) {
                     pn->sum_value = other;
                     p->pn[c[0]].skip = true;
+                    p->fused_shape[cur] = *y;
                     cur = cn->outputs[0];
                     continue;
                 }
@@ -385,6 +398,8 @@ static void plan_fusion(cs_plan *p, int ni) {
                     pn->fused[pn->nfused++] = a;
                     p->pn[sig_i].skip = true;
                     p->pn[mul_i].skip = true;
+                    p->fused_shape[cur] = *y;
+                    p->fused_shape[sig->outputs[0]] = *y;
                     cur = mul->outputs[0];
                     continue;
                 }
@@ -452,7 +467,9 @@ static cs_status weights_for(cs_plan *p, int ni, const dnnl_memory_desc_t *want,
         *out = src;
         return CS_OK;
     }
-    cs_packed *pk = &m->packed[ni];
+    /* an unfolded Conv has other weights than the model packed for it */
+    static cs_packed none;
+    cs_packed *pk = p->pn[ni].unfolded ? &none : &m->packed[ni];
     if (pk->data && dnnl_memory_desc_equal(&pk->md, want)) {
         *out = pk->data;
         return CS_OK;
@@ -482,7 +499,7 @@ static cs_status weights_for(cs_plan *p, int ni, const dnnl_memory_desc_t *want,
     dnnl_memory_destroy(ms);
     dnnl_memory_destroy(md);
     DNNL_TRY(s, "weights reorder");
-    if (p->pack && !pk->data) {
+    if (p->pack && !pk->data && pk != &none) {
         pk->md = *want;
         pk->data = dst;
     }
@@ -518,8 +535,7 @@ void cs_conv_pads(const cs_node *n, const cs_shape *x, const cs_shape *w, const 
 }
 
 static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error *err) {
-    cs_graph *g = &p->m->g;
-    cs_node *n = &g->nodes[ni];
+    cs_node *n = node_of(p, ni);
     pnode *pn = &p->pn[ni];
     int xr = val(p, n->inputs[0]);
     int wv = n->inputs[1], bv = n->ninputs > 2 ? n->inputs[2] : -1;
@@ -976,7 +992,7 @@ static cs_status plan_view(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
 }
 
 static cs_status plan_ref(cs_plan *p, int ni, const cs_shape *outs, cs_error *err) {
-    cs_node *n = &p->m->g.nodes[ni];
+    cs_node *n = node_of(p, ni);
     pnode *pn = &p->pn[ni];
     if (n->ninputs + 1 > MAX_REF_IO || n->noutputs > MAX_REF_IO)
         return cs_errorf(err, CS_EUNSUPPORTED, "node '%s' has too many inputs", n->name);
@@ -1026,7 +1042,7 @@ static cs_status plan_ref(cs_plan *p, int ni, const cs_shape *outs, cs_error *er
 
 /* Evaluates node ni now: all its inputs are constant for this batch. */
 static cs_status fold_node(cs_plan *p, int ni, const cs_shape *outs, cs_error *err) {
-    cs_node *n = &p->m->g.nodes[ni];
+    cs_node *n = node_of(p, ni);
     const cs_shape *in[MAX_REF_IO];
     const void *ind[MAX_REF_IO];
     void *outd[MAX_REF_IO];
@@ -1063,7 +1079,7 @@ static cs_status fold_node(cs_plan *p, int ni, const cs_shape *outs, cs_error *e
 
 static cs_status plan_node(cs_plan *p, int ni, cs_error *err) {
     cs_graph *g = &p->m->g;
-    cs_node *n = &g->nodes[ni];
+    cs_node *n = node_of(p, ni);
     const cs_shape *in[MAX_REF_IO];
     const void *ind[MAX_REF_IO];
     cs_shape outs[MAX_REF_IO];
@@ -1085,7 +1101,7 @@ static cs_status plan_node(cs_plan *p, int ni, cs_error *err) {
     if (n->op == CS_OP_SHAPE && cs_shape_numel(in[0]) >= 0) all_const = true;
     if (all_const) return fold_node(p, ni, outs, err);
 
-    plan_fusion(p, ni);
+    plan_fusion(p, ni, &outs[0]);
     p->nkernels++;
     st = CS_EUNSUPPORTED;
     dnnl_alg_kind_t alg;
@@ -1269,8 +1285,9 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
     p->keep = calloc((size_t)g->nvalues + 1, sizeof(bool));
     p->pn = calloc((size_t)g->nnodes + 1, sizeof(pnode));
     p->cons_start = calloc((size_t)g->nvalues + 2, sizeof(int));
+    p->fused_shape = calloc((size_t)g->nvalues + 1, sizeof(cs_shape));
     cs_status st = CS_OK;
-    if (!p->val_rt || !p->keep || !p->pn || !p->cons_start) {
+    if (!p->val_rt || !p->keep || !p->pn || !p->cons_start || !p->fused_shape) {
         st = cs_errorf(err, CS_ENOMEM, "out of memory");
         goto fail;
     }
@@ -1278,6 +1295,32 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
     for (int v = 0; v < g->nvalues; v++) p->val_rt[v] = -1;
     for (int i = 0; i < nkeep; i++)
         if (keep[i] >= 0 && keep[i] < g->nvalues) p->keep[keep[i]] = true;
+    /* Convs with a folded BN: unfold where the pre-BN tensor is wanted,
+     * else the BN node does not run */
+    for (int ni = 0; ni < g->nnodes; ni++) {
+        cs_node *c = &g->nodes[ni];
+        if (c->dead || c->fold_bn < 0) continue;
+        if (!p->keep[c->pre_bn_out]) {
+            p->pn[c->fold_bn].skip = true;
+            continue;
+        }
+        cs_node *u = cs_arena_alloc(&p->consts, sizeof *u);
+        int *in = cs_arena_alloc(&p->consts, 3 * sizeof(int)), *o1 = cs_arena_alloc(&p->consts, sizeof(int));
+        if (!u || !in || !o1) {
+            st = cs_errorf(err, CS_ENOMEM, "out of memory");
+            goto fail;
+        }
+        *u = *c;
+        in[0] = c->inputs[0];
+        in[1] = c->pre_bn_w;
+        in[2] = c->pre_bn_b;
+        u->inputs = in;
+        u->ninputs = c->pre_bn_b >= 0 ? 3 : 2;
+        o1[0] = c->pre_bn_out;
+        u->outputs = o1;
+        u->fold_bn = -1;
+        p->pn[ni].unfolded = u;
+    }
 
     /* consumer lists (CSR) over live nodes */
     int total = 0;
@@ -1422,6 +1465,7 @@ void cs_plan_free(cs_plan *p) {
     free(p->pn);
     free(p->cons_start);
     free(p->cons);
+    free(p->fused_shape);
     free(p->arena);
     cs_arena_free(&p->consts);
     free(p);
@@ -1475,7 +1519,8 @@ cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, const float *input,
 
 const cs_shape *cs_plan_shape(const cs_plan *p, int v) {
     int r = p->val_rt[v];
-    return r >= 0 ? &p->rt[r].shape : NULL;
+    if (r >= 0) return &p->rt[r].shape;
+    return p->fused_shape[v].ndim > 0 ? &p->fused_shape[v] : NULL;
 }
 
 const void *cs_plan_value(cs_plan *p, int v) {

@@ -45,13 +45,14 @@ cs_status cs_explain_parse_class(const char *spec, cs_explain_options *opt, cs_e
     return CS_OK;
 }
 
-/* Appends up to ~900 bytes of candidate names to a message. */
+/* The candidate names for a message, default first, up to len bytes. */
 static void list_layers(const cs_model *m, char *buf, size_t len) {
-    size_t off = 0;
     int n = cs_model_num_layers(m), def = cs_model_default_layer(m);
-    for (int i = 0; i < n && off + 4 < len; i++) {
-        int w = snprintf(buf + off, len - off, "%s%s%s", i ? ", " : "", cs_model_layer_name(m, i),
-                         i == def ? " (default)" : "");
+    int w0 = snprintf(buf, len, "%s (default)", def >= 0 ? cs_model_layer_name(m, def) : "none");
+    size_t off = w0 > 0 && (size_t)w0 < len ? (size_t)w0 : 0;
+    for (int i = n - 1; i >= 0 && off + 4 < len; i--) { /* deepest first: the usual choices */
+        if (i == def) continue;
+        int w = snprintf(buf + off, len - off, ", %s", cs_model_layer_name(m, i));
         if (w < 0 || (size_t)w >= len - off) {
             snprintf(buf + off, len - off, ", ...");
             break;

@@ -237,10 +237,96 @@ static void test_errors(void **state) {
     cs_model_free(m);
 }
 
+/* Every candidate layer of a few families can be explained, fused
+ * intermediates and pre-BatchNormalization tensors included. */
+static void test_every_layer(void **state) {
+    (void)state;
+    const char *fams[] = {"resnet_basic", "mobilenet_v3", "efficientnet_b0", "convnext", "densenet"};
+    cs_error err = {0};
+    for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s/model.onnx", GOLDEN, fams[f]);
+        cs_model *m;
+        cs_session *s;
+        cs_npy in;
+        assert_int_equal(cs_model_load(path, NULL, &m, &err), CS_OK);
+        assert_int_equal(cs_session_create(m, &s, &err), CS_OK);
+        snprintf(path, sizeof path, "%s/%s/input.npy", GOLDEN, fams[f]);
+        assert_int_equal(cs_npy_load(path, &in, &err), CS_OK);
+        int n = cs_model_num_layers(m);
+        for (int l = 0; l < n; l++) {
+            cs_explain_options eo = cs_explain_default_options();
+            eo.nlayers = 1;
+            eo.layers[0] = l;
+            cs_explain_output ex;
+            cs_status st = cs_explain_run(s, m, in.data, (int)in.dims[0], &eo, &ex, &err);
+            if (st != CS_OK) printf("FAIL %s layer %s: %s\n", fams[f], cs_model_layer_name(m, l), err.msg);
+            assert_int_equal(st, CS_OK);
+            int64_t k = (int64_t)ex.batch * ex.layer_h * ex.layer_w;
+            for (int64_t q = 0; q < k; q++) assert_true(ex.maps_layer[q] >= 0.f && ex.maps_layer[q] <= 1.f + 1e-6f);
+            cs_explain_output_free(&ex);
+        }
+        printf("%-16s %d layers explained\n", fams[f], n);
+        cs_npy_free(&in);
+        cs_session_free(s);
+        cs_model_free(m);
+    }
+}
+
+/* A Conv whose BatchNormalization was folded at load still shows its
+ * pre-BN output: per channel, post = a·pre + b and dL/dpre = a·dL/dpost. */
+static void test_pre_bn_tensor(void **state) {
+    (void)state;
+    cs_error err = {0};
+    cs_model *m;
+    cs_session *s;
+    cs_npy in;
+    assert_int_equal(cs_model_load(GOLDEN "/resnet_basic/model.onnx", NULL, &m, &err), CS_OK);
+    assert_int_equal(cs_session_create(m, &s, &err), CS_OK);
+    assert_int_equal(cs_npy_load(GOLDEN "/resnet_basic/input.npy", &in, &err), CS_OK);
+    int layers[2] = {cs_model_find_layer(m, "/layer3/layer3.0/conv1/Conv_output_0"),
+                     cs_model_find_layer(m, "/layer3/layer3.0/bn1/BatchNormalization_output_0")};
+    assert_true(layers[0] >= 0 && layers[1] >= 0);
+    float logits[20];
+    int classes[2] = {3, 5};
+    assert_int_equal(cs_session_forward_keep(s, in.data, 2, layers, 2, logits, &err), CS_OK);
+    assert_int_equal(cs_session_backward(s, classes, &err), CS_OK);
+    const float *pre, *post, *gpre, *gpost;
+    int64_t d[4];
+    assert_int_equal(cs_session_layer(s, layers[0], &pre, &gpre, d, &err), CS_OK);
+    assert_int_equal(cs_session_layer(s, layers[1], &post, &gpost, d, &err), CS_OK);
+    int64_t C = d[1], hw = d[2] * d[3];
+    double worst = 0;
+    for (int64_t c = 0; c < C; c++) {
+        /* fit a, b from the two most distant pre values of image 0 */
+        const float *x = pre + c * hw, *y = post + c * hw;
+        int64_t i0 = 0, i1 = 0;
+        for (int64_t i = 0; i < hw; i++) {
+            if (x[i] < x[i0]) i0 = i;
+            if (x[i] > x[i1]) i1 = i;
+        }
+        assert_true(x[i1] - x[i0] > 1e-3f);
+        double a = (y[i1] - y[i0]) / (double)(x[i1] - x[i0]), b = y[i0] - a * x[i0];
+        for (int64_t img = 0; img < 2; img++)
+            for (int64_t i = 0; i < hw; i++) {
+                int64_t q = (img * C + c) * hw + i;
+                worst = fmax(worst, fabs(a * pre[q] + b - post[q]) / (1 + fabs(post[q])));
+                worst = fmax(worst, fabs(a * gpost[q] - gpre[q]) / (1e-3 + fabs(gpre[q])) * 1e-3);
+            }
+    }
+    printf("pre/post BN consistency: worst relative error %.2g\n", worst);
+    assert_true(worst < 1e-4);
+    cs_npy_free(&in);
+    cs_session_free(s);
+    cs_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_maps),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_every_layer),
+        cmocka_unit_test(test_pre_bn_tensor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
