@@ -68,7 +68,9 @@ static int new_value(loader *L, const char *name) {
     if (!v->name) return -1;
     v->producer = -1;
     v->shape.ndim = -1;
-    map_put(&L->names, v->name, idx);
+    /* Anonymous constants (tensor attributes) are not addressable by name:
+     * "" means "omitted" to node inputs and must not resolve for outputs. */
+    if (v->name[0]) map_put(&L->names, v->name, idx);
     return idx;
 }
 
@@ -98,37 +100,34 @@ static cs_status copy_tensor_data(loader *L, const Onnx__TensorProto *t, cs_valu
         n *= t->dims[i];
     }
     size_t bytes = (size_t)n * esz;
-    v->data = cs_arena_alloc(&g->arena, bytes ? bytes : 1);
-    if (!v->data) return cs_errorf(L->err, CS_ENOMEM, "out of memory for tensor '%s'", name);
 
     /* Data is in raw_data (little-endian bytes) or in the typed repeated
-     * field that matches the type. */
+     * field that matches the type.  The sizes are checked before anything
+     * is allocated: the dims are untrusted, and a tensor must not claim
+     * more memory than the file holds. */
     size_t have;
-    if (t->has_raw_data) {
-        have = t->raw_data.len;
-        if (have == bytes) memcpy(v->data, t->raw_data.data, bytes);
-    } else if (dt == CS_DT_FLOAT) {
-        have = t->n_float_data * 4;
-        if (have == bytes) memcpy(v->data, t->float_data, bytes);
-    } else if (dt == CS_DT_INT64) {
-        have = t->n_int64_data * 8;
-        if (have == bytes) memcpy(v->data, t->int64_data, bytes);
-    } else if (dt == CS_DT_DOUBLE) {
-        have = t->n_double_data * 8;
-        if (have == bytes) memcpy(v->data, t->double_data, bytes);
-    } else { /* int32, int8, uint8, bool are all stored widened in int32_data */
-        have = t->n_int32_data * esz;
-        if (have == bytes) {
-            for (int64_t i = 0; i < n; i++) {
-                int32_t x = t->int32_data[i];
-                if (esz == 4) memcpy((char *)v->data + i * 4, &x, 4);
-                else ((uint8_t *)v->data)[i] = (uint8_t)x;
-            }
-        }
-    }
+    if (t->has_raw_data) have = t->raw_data.len;
+    else if (dt == CS_DT_FLOAT) have = t->n_float_data * 4;
+    else if (dt == CS_DT_INT64) have = t->n_int64_data * 8;
+    else if (dt == CS_DT_DOUBLE) have = t->n_double_data * 8;
+    else have = t->n_int32_data * esz; /* int32, int8, uint8, bool: stored widened in int32_data */
     if (have != bytes)
         return cs_errorf(L->err, CS_EFORMAT, "tensor '%s': %zu data bytes for a shape needing %zu",
                          name, have, bytes);
+
+    v->data = cs_arena_alloc(&g->arena, bytes ? bytes : 1);
+    if (!v->data) return cs_errorf(L->err, CS_ENOMEM, "out of memory for tensor '%s'", name);
+    if (!bytes) return CS_OK;
+    if (t->has_raw_data) memcpy(v->data, t->raw_data.data, bytes);
+    else if (dt == CS_DT_FLOAT) memcpy(v->data, t->float_data, bytes);
+    else if (dt == CS_DT_INT64) memcpy(v->data, t->int64_data, bytes);
+    else if (dt == CS_DT_DOUBLE) memcpy(v->data, t->double_data, bytes);
+    else
+        for (int64_t i = 0; i < n; i++) {
+            int32_t x = t->int32_data[i];
+            if (esz == 4) memcpy((char *)v->data + i * 4, &x, 4);
+            else ((uint8_t *)v->data)[i] = (uint8_t)x;
+        }
     return CS_OK;
 }
 
@@ -228,6 +227,7 @@ static cs_status read_node(loader *L, const Onnx__NodeProto *np, int idx) {
     n->noutputs = (int)np->n_output;
     n->nattrs = (int)np->n_attribute;
     n->sum_input = -1;
+    n->fold_bn = -1;
     n->inputs = cs_arena_alloc(&g->arena, (np->n_input + 1) * sizeof(int));
     n->outputs = cs_arena_alloc(&g->arena, (np->n_output + 1) * sizeof(int));
     n->attrs = cs_arena_alloc(&g->arena, (np->n_attribute + 1) * sizeof(cs_attr));
