@@ -24,11 +24,11 @@ static cs_status fold_constants(cs_graph *g, cs_error *err) {
         for (int i = 0; i < n->ninputs && all; i++)
             if (n->inputs[i] >= 0 && !g->values[n->inputs[i]].data) all = false;
         if (!all) continue;
-        const cs_shape *in[16];
-        const void *ind[16];
-        cs_shape outs[16];
-        void *outd[16];
-        if (n->ninputs > 16 || n->noutputs > 16) continue;
+        const cs_shape *in[64];
+        const void *ind[64];
+        cs_shape outs[64];
+        void *outd[64];
+        if (n->ninputs > 64 || n->noutputs > 64) continue;
         for (int i = 0; i < n->ninputs; i++) {
             in[i] = n->inputs[i] >= 0 ? &g->values[n->inputs[i]].shape : NULL;
             ind[i] = n->inputs[i] >= 0 ? g->values[n->inputs[i]].data : NULL;

@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_ARGS 12
-#define MAX_REF_IO 16
+#define MAX_ARGS 64   /* a DenseNet concat has dozens of inputs */
+#define MAX_REF_IO 64
 
 typedef struct rt_tensor {
     cs_shape shape;
@@ -52,10 +52,11 @@ typedef enum { ST_PRIM, ST_REF } step_kind;
 
 typedef struct step {
     step_kind kind;
+    bool oom;               /* an argument could not be added */
     int node;               /* -1 for reorders */
     dnnl_primitive_t prim;
-    int nargs;
-    step_arg args[MAX_ARGS];
+    int nargs, cap_args;
+    step_arg *args;         /* malloc'd: a memory descriptor is ~1 KB */
     /* ST_REF: dense C-order tensors */
     cs_node ref_node;       /* copy of the graph node with this plan's fusion */
     int nin, nout;
@@ -177,7 +178,23 @@ static void touch(cs_plan *p, int r, int stepi) {
     }
 }
 
+/* Room for one more argument; false when out of memory. */
+static bool grow_args(step *s) {
+    if (s->nargs < s->cap_args) return true;
+    int cap = s->cap_args ? 2 * s->cap_args : 4;
+    step_arg *n = realloc(s->args, (size_t)cap * sizeof *n);
+    if (!n) return false;
+    memset(n + s->cap_args, 0, (size_t)(cap - s->cap_args) * sizeof *n);
+    s->args = n;
+    s->cap_args = cap;
+    return true;
+}
+
 static void add_arg(step *s, int id, cs_plan *p, int r, const dnnl_memory_desc_t *md) {
+    if (!grow_args(s)) {
+        s->oom = true;
+        return;
+    }
     step_arg *a = &s->args[s->nargs++];
     a->id = id;
     a->rt = r;
@@ -185,6 +202,10 @@ static void add_arg(step *s, int id, cs_plan *p, int r, const dnnl_memory_desc_t
 }
 
 static void add_fixed_arg(step *s, int id, const void *ptr, const dnnl_memory_desc_t *md) {
+    if (!grow_args(s)) {
+        s->oom = true;
+        return;
+    }
     step_arg *a = &s->args[s->nargs++];
     a->id = id;
     a->rt = -1;
@@ -199,6 +220,10 @@ static cs_status make_prim(cs_plan *p, const void *op_desc, const_dnnl_primitive
 }
 
 static cs_status finish_prim(step *s, dnnl_primitive_desc_t pd, const char *what, cs_error *err) {
+    if (s->oom) {
+        dnnl_primitive_desc_destroy(pd);
+        return cs_errorf(err, CS_ENOMEM, "out of memory planning %s", what);
+    }
     dnnl_status_t ds = dnnl_primitive_create(&s->prim, pd);
     dnnl_primitive_desc_destroy(pd);
     return cs_dnnl_check(ds, what, err);
@@ -534,6 +559,21 @@ void cs_conv_pads(const cs_node *n, const cs_shape *x, const cs_shape *w, const 
     }
 }
 
+/* Whether a Conv reading xin may accumulate onto the addend value v in
+ * place: v is read by nothing but the fused Add, lives in the arena with
+ * the Conv's output layout, and is not the Conv's own input. */
+static bool sum_in_place(cs_plan *p, int v, int xin, const dnnl_memory_desc_t *dst_md) {
+    const cs_value *cv = &p->m->g.values[v];
+    int r = val(p, v);
+    if (p->keep[v] || cv->is_graph_output || cv->is_graph_input || v == p->ovr_v) return false;
+    if (p->rt[r].cdata || p->rt[r].alias >= 0 || p->rt[r].nshadow || p->rt[r].plain >= 0) return false;
+    if (!dnnl_memory_desc_equal(&p->rt[r].md, dst_md) || rt_root(p, xin) == r) return false;
+    int readers = 0;
+    for (int i = p->cons_start[v]; i < p->cons_start[v + 1]; i++)
+        if (!p->m->g.nodes[p->cons[i]].dead) readers++;
+    return readers == 1;
+}
+
 static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error *err) {
     cs_node *n = node_of(p, ni);
     pnode *pn = &p->pn[ni];
@@ -594,8 +634,12 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
     int yr = -1;
     if (s2 == CS_OK) s2 = bind_output(p, pn->out_value, yshape, &yr, err);
     if (s2 == CS_OK) p->rt[yr].md = *dst_md;
-    if (s2 == CS_OK && pn->sum_value >= 0) {
-        /* The sum post-op accumulates onto dst: copy the addend there. */
+    if (s2 == CS_OK && pn->sum_value >= 0 && sum_in_place(p, pn->sum_value, xin, dst_md)) {
+        /* The sum post-op accumulates onto dst: when this Add is the
+         * addend's last reader, dst simply is the addend's buffer. */
+        p->rt[yr].alias = val(p, pn->sum_value);
+    } else if (s2 == CS_OK && pn->sum_value >= 0) {
+        /* Otherwise copy the addend into dst first. */
         int ar = val(p, pn->sum_value);
         dnnl_primitive_desc_t rpd;
         s2 = cs_dnnl_check(dnnl_reorder_primitive_desc_create(&rpd, &p->rt[ar].md, p->m->eng,
@@ -697,17 +741,44 @@ static cs_status plan_pool(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
     return finish_prim(s, pd, "pooling", err);
 }
 
+/* Inference BatchNormalization is a per-channel affine map, y = x·s + t
+ * with s = γ/√(σ²+ε), t = β − μ·s: one binary multiply with an add and the
+ * fused Relu as post-ops.  (oneDNN's own batch norm has no fast kernel for
+ * the NHWC tensors its convolutions produce; this runs at memory speed.) */
 static cs_status plan_batchnorm(cs_plan *p, int ni, const cs_shape *yshape, cs_error *err) {
-    cs_node *n = &p->m->g.nodes[ni];
+    cs_node *n = node_of(p, ni);
     int xr = val(p, n->inputs[0]);
-    dnnl_batch_normalization_desc_t bd;
-    unsigned flags = dnnl_use_global_stats | dnnl_use_scale | dnnl_use_shift;
-    if (p->pn[ni].bn_relu) flags |= dnnl_fuse_norm_relu;
-    DNNL_TRY(dnnl_batch_normalization_forward_desc_init(&bd, dnnl_forward_inference, &p->rt[xr].md,
-                                                        cs_attr_float(n, "epsilon", 1e-5f), flags),
+    int64_t C = yshape->dims[1];
+    float *sc = cs_arena_alloc(&p->consts, (size_t)C * sizeof(float));
+    float *sh = cs_arena_alloc(&p->consts, (size_t)C * sizeof(float));
+    if (!sc || !sh) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    const float *gamma = p->rt[val(p, n->inputs[1])].cdata, *beta = p->rt[val(p, n->inputs[2])].cdata;
+    const float *mean = p->rt[val(p, n->inputs[3])].cdata, *var = p->rt[val(p, n->inputs[4])].cdata;
+    double eps = cs_attr_float(n, "epsilon", 1e-5f);
+    for (int64_t c = 0; c < C; c++) {
+        double k = (double)gamma[c] / sqrt((double)var[c] + eps);
+        sc[c] = (float)k;
+        sh[c] = (float)((double)beta[c] - (double)mean[c] * k);
+    }
+    cs_shape cs_ = {.dtype = CS_DT_FLOAT, .ndim = yshape->ndim};
+    for (int i = 0; i < yshape->ndim; i++) cs_.dims[i] = i == 1 ? C : 1;
+    dnnl_memory_desc_t cmd;
+    plain_md(&cmd, &cs_);
+    dnnl_binary_desc_t bd;
+    DNNL_TRY(dnnl_binary_desc_init(&bd, dnnl_binary_mul, &p->rt[xr].md, &cmd, &p->rt[xr].md),
              "batchnorm desc");
-    dnnl_primitive_desc_t pd;
-    cs_status s1 = make_prim(p, &bd, NULL, &pd, "batch normalization", err);
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t po;
+    DNNL_TRY(dnnl_primitive_attr_create(&attr), "attr");
+    DNNL_TRY(dnnl_post_ops_create(&po), "post-ops");
+    cs_status s1 = cs_dnnl_check(dnnl_post_ops_append_binary(po, dnnl_binary_add, &cmd), "post-op", err);
+    if (s1 == CS_OK && p->pn[ni].bn_relu)
+        s1 = cs_dnnl_check(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0, 0), "post-op", err);
+    if (s1 == CS_OK) s1 = cs_dnnl_check(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", err);
+    dnnl_primitive_desc_t pd = NULL;
+    if (s1 == CS_OK) s1 = make_prim(p, &bd, attr, &pd, "batch normalization", err);
+    dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
     if (s1 != CS_OK) return cs_error_prefix(err, "node '%s' (BatchNormalization)", n->name);
     int yr = -1;
     s1 = bind_output(p, p->pn[ni].out_value, yshape, &yr, err);
@@ -721,14 +792,9 @@ static cs_status plan_batchnorm(cs_plan *p, int ni, const cs_shape *yshape, cs_e
         dnnl_primitive_desc_destroy(pd);
         return cs_errorf(err, CS_ENOMEM, "out of memory");
     }
-    dnnl_memory_desc_t cmd;
-    dnnl_dims_t cd = {yshape->dims[1]};
-    dnnl_memory_desc_init_by_tag(&cmd, 1, cd, dnnl_f32, dnnl_a);
-    add_arg(s, DNNL_ARG_SRC, p, xr, NULL);
-    add_fixed_arg(s, DNNL_ARG_SCALE, p->rt[val(p, n->inputs[1])].cdata, &cmd);
-    add_fixed_arg(s, DNNL_ARG_SHIFT, p->rt[val(p, n->inputs[2])].cdata, &cmd);
-    add_fixed_arg(s, DNNL_ARG_MEAN, p->rt[val(p, n->inputs[3])].cdata, &cmd);
-    add_fixed_arg(s, DNNL_ARG_VARIANCE, p->rt[val(p, n->inputs[4])].cdata, &cmd);
+    add_arg(s, DNNL_ARG_SRC_0, p, xr, NULL);
+    add_fixed_arg(s, DNNL_ARG_SRC_1, sc, &cmd);
+    add_fixed_arg(s, DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, sh, &cmd);
     add_arg(s, DNNL_ARG_DST, p, yr, NULL);
     return finish_prim(s, pd, "batch normalization", err);
 }
@@ -943,17 +1009,32 @@ static cs_status plan_concat(cs_plan *p, int ni, const cs_shape *yshape, cs_erro
     int64_t axis = cs_attr_int(n, "axis", 0);
     if (axis < 0) axis += nd;
     if (n->ninputs > MAX_ARGS - 1 || yshape->dtype != CS_DT_FLOAT) return CS_EUNSUPPORTED;
-    dnnl_memory_desc_t mds[MAX_ARGS];
+    dnnl_memory_desc_t mds[MAX_ARGS], dst_nhwc;
     int rts[MAX_ARGS];
+    /* A channel concat of 4-D tensors is done in NHWC, the layout oneDNN's
+     * convolutions produce here: oneDNN then copies contiguous runs
+     * ("simple" concat) instead of its reference kernel for mixed layouts. */
+    bool nhwc = nd == 4 && axis == 1;
     for (int i = 0; i < n->ninputs; i++) {
         int r = val(p, n->inputs[i]);
         if (r < 0 || p->rt[r].cdata || p->rt[r].shape.ndim != nd) return CS_EUNSUPPORTED;
+        if (nhwc) {
+            const int64_t *d = p->rt[r].shape.dims;
+            dnnl_dims_t dd = {d[0], d[1], d[2], d[3]};
+            dnnl_memory_desc_init_by_tag(&mds[i], 4, dd, dnnl_f32, dnnl_acdb);
+            cs_status s0 = rt_as(p, r, &mds[i], &r, err);
+            if (s0 != CS_OK) return s0;
+        }
         rts[i] = r;
         mds[i] = p->rt[r].md;
     }
+    if (nhwc) {
+        dnnl_dims_t dd = {yshape->dims[0], yshape->dims[1], yshape->dims[2], yshape->dims[3]};
+        dnnl_memory_desc_init_by_tag(&dst_nhwc, 4, dd, dnnl_f32, dnnl_acdb);
+    }
     dnnl_primitive_desc_t pd;
-    if (dnnl_concat_primitive_desc_create(&pd, NULL, n->ninputs, (int)axis, mds, NULL,
-                                          p->m->eng) != dnnl_success)
+    if (dnnl_concat_primitive_desc_create(&pd, nhwc ? &dst_nhwc : NULL, n->ninputs, (int)axis, mds,
+                                          NULL, p->m->eng) != dnnl_success)
         return CS_EUNSUPPORTED;
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     int yr = -1;
@@ -1457,6 +1538,7 @@ void cs_plan_free(cs_plan *p) {
         if (s->prim) dnnl_primitive_destroy(s->prim);
         for (int a = 0; a < s->nargs; a++)
             if (s->args[a].mem) dnnl_memory_destroy(s->args[a].mem);
+        free(s->args);
     }
     free(p->steps);
     free(p->rt);
