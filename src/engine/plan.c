@@ -559,19 +559,27 @@ void cs_conv_pads(const cs_node *n, const cs_shape *x, const cs_shape *w, const 
     }
 }
 
-/* Whether a Conv reading xin may accumulate onto the addend value v in
- * place: v is read by nothing but the fused Add, lives in the arena with
- * the Conv's output layout, and is not the Conv's own input. */
-static bool sum_in_place(cs_plan *p, int v, int xin, const dnnl_memory_desc_t *dst_md) {
+/* Whether Conv ni, reading xin, may accumulate onto the addend value v in
+ * place: after ni nothing but the fused Add reads v, v lives in the arena
+ * with the Conv's output layout, and it is not the Conv's own input.
+ * (Earlier readers, and copies made for them, ran already.) */
+static bool sum_in_place(cs_plan *p, int ni, int v, int xin, const dnnl_memory_desc_t *dst_md) {
     const cs_value *cv = &p->m->g.values[v];
-    int r = val(p, v);
+    int r = val(p, v), root = rt_root(p, r);
     if (p->keep[v] || cv->is_graph_output || cv->is_graph_input || v == p->ovr_v) return false;
-    if (p->rt[r].cdata || p->rt[r].alias >= 0 || p->rt[r].nshadow || p->rt[r].plain >= 0) return false;
-    if (!dnnl_memory_desc_equal(&p->rt[r].md, dst_md) || rt_root(p, xin) == r) return false;
-    int readers = 0;
-    for (int i = p->cons_start[v]; i < p->cons_start[v + 1]; i++)
-        if (!p->m->g.nodes[p->cons[i]].dead) readers++;
-    return readers == 1;
+    if (p->rt[root].cdata || !dnnl_memory_desc_equal(&p->rt[r].md, dst_md) ||
+        !dnnl_memory_desc_equal(&p->rt[root].md, dst_md) || rt_root(p, xin) == root)
+        return false;
+    /* every value sharing the buffer (earlier in-place sums chain) counts */
+    int later = 0;
+    for (int w = 0; w < p->m->g.nvalues; w++) {
+        int rw = p->val_rt[w];
+        if (rw < 0 || rt_root(p, rw) != root) continue;
+        if (w != v && (p->keep[w] || p->m->g.values[w].is_graph_output)) return false;
+        for (int i = p->cons_start[w]; i < p->cons_start[w + 1]; i++)
+            if (!p->m->g.nodes[p->cons[i]].dead && p->cons[i] > ni) later++;
+    }
+    return later == 1;
 }
 
 static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error *err) {
@@ -634,10 +642,10 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
     int yr = -1;
     if (s2 == CS_OK) s2 = bind_output(p, pn->out_value, yshape, &yr, err);
     if (s2 == CS_OK) p->rt[yr].md = *dst_md;
-    if (s2 == CS_OK && pn->sum_value >= 0 && sum_in_place(p, pn->sum_value, xin, dst_md)) {
+    if (s2 == CS_OK && pn->sum_value >= 0 && sum_in_place(p, ni, pn->sum_value, xin, dst_md)) {
         /* The sum post-op accumulates onto dst: when this Add is the
          * addend's last reader, dst simply is the addend's buffer. */
-        p->rt[yr].alias = val(p, pn->sum_value);
+        p->rt[yr].alias = rt_root(p, val(p, pn->sum_value));
     } else if (s2 == CS_OK && pn->sum_value >= 0) {
         /* Otherwise copy the addend into dst first. */
         int ar = val(p, pn->sum_value);
