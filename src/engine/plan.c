@@ -128,7 +128,8 @@ static bool md_is_plain(const dnnl_memory_desc_t *md, const cs_shape *s) {
     return dnnl_memory_desc_equal(md, &p);
 }
 
-static int new_rt(cs_plan *p, const cs_shape *s) {
+static int new_rt(cs_plan *p, const cs_shape *shape) {
+    const cs_shape sc = *shape, *s = &sc; /* shape may point into p->rt, which moves */
     if (p->nrt == p->cap_rt) {
         int cap = p->cap_rt ? 2 * p->cap_rt : 256;
         rt_tensor *n = realloc(p->rt, (size_t)cap * sizeof *n);
