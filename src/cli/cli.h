@@ -15,6 +15,9 @@ int cs_cli_explain(int argc, char **argv);
 int cs_cli_bench(int argc, char **argv);
 int cs_cli_bench_gemm(int argc, char **argv);
 int cs_cli_preprocess(int argc, char **argv);
+int cs_cli_eval(int argc, char **argv);
+int cs_cli_pull(int argc, char **argv);
+int cs_cli_serve(int argc, char **argv);
 
 /* ---- shared helpers (src/cli/util.c) ---- */
 

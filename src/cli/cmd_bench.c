@@ -4,6 +4,7 @@
 #include "camserve/explain.h"
 #include "cli/cli.h"
 #include "cli/input.h"
+#include "cli/model_arg.h"
 
 #include <jansson.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -34,8 +35,8 @@ int cs_cli_bench(int argc, char **argv) {
     int iters = cli_int("bench", &opts[4], 20, &ok);
     int warmup = cli_int("bench", &opts[5], 3, &ok);
     int threads = cli_int("bench", &opts[6], 0, &ok);
-    if (!ok || !opts[0].value || (!opts[1].value && !opts[2].value)) {
-        if (ok) fprintf(stderr, "camserve bench: --model and one of --image / --tensor are required\n");
+    if (!ok || (!opts[1].value && !opts[2].value)) {
+        if (ok) fprintf(stderr, "camserve bench: one of --image / --tensor is required\n");
         cli_free(opts, nopts);
         return 2;
     }
@@ -49,7 +50,7 @@ int cs_cli_bench(int argc, char **argv) {
     rc = 1;
     cs_model_options mo = {.num_threads = threads};
     double t0 = cs_now_ms();
-    if (cs_model_load(opts[0].value, &mo, &m, &err) != CS_OK) goto out;
+    if (cli_load_model(opts[0].value, &mo, &m, &err) != CS_OK) goto out;
     double load_ms = cs_now_ms() - t0;
     if (cli_input_load(m, &opts[1], &opts[2], &in, &err) != CS_OK) goto out;
     cs_model_info info;
@@ -121,7 +122,8 @@ int cs_cli_bench(int argc, char **argv) {
             goto out;
         }
     }
-    json_t *o = json_pack("{s:s, s:s?, s:i, s:i, s:i, s:f, s:f, s:f, s:o}", "model", opts[0].value,
+    json_t *o = json_pack("{s:s, s:s?, s:i, s:i, s:i, s:f, s:f, s:f, s:o}", "model",
+                          cli_model_display(opts[0].value),
                           "method", opts[8].value,
                           "threads", omp_get_max_threads(), "batch", batch, "iters", iters,
                           "load_ms", load_ms, "first_run_ms", first_ms, "gflop_per_image",

@@ -3,6 +3,7 @@
 #include "camserve/npy.h"
 #include "cli/cli.h"
 #include "cli/input.h"
+#include "cli/model_arg.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -60,8 +61,8 @@ int cs_cli_classify(int argc, char **argv) {
         cli_free(opts, nopts);
         return 2;
     }
-    if (!opts[0].value || (!opts[1].value && !opts[2].value)) {
-        fprintf(stderr, "camserve classify: --model and one of --image / --tensor are required\n");
+    if (!opts[1].value && !opts[2].value) {
+        fprintf(stderr, "camserve classify: one of --image / --tensor is required\n");
         cli_free(opts, nopts);
         return 2;
     }
@@ -74,7 +75,7 @@ int cs_cli_classify(int argc, char **argv) {
     float *logits = NULL;
     cs_model_options mo = {.num_threads = threads};
     rc = 1;
-    if (cs_model_load(opts[0].value, &mo, &m, &err) != CS_OK) goto out;
+    if (cli_load_model(opts[0].value, &mo, &m, &err) != CS_OK) goto out;
     if (cli_input_load(m, &opts[1], &opts[2], &in, &err) != CS_OK) goto out;
     if (cli_model_labels(m, opts[3].value, &labels, &err) != CS_OK) goto out;
     cs_model_info info;

@@ -3,6 +3,7 @@
 #include "camserve/npy.h"
 #include "cli/cli.h"
 #include "cli/input.h"
+#include "cli/model_arg.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -61,8 +62,8 @@ int cs_cli_explain(int argc, char **argv) {
     int topk = cli_int("explain", &opts[O_TOPK], 5, &ok);
     int bsz = cli_int("explain", &opts[O_BATCHSZ], 0, &ok);
     if (!ok) goto usage;
-    if (!opts[O_MODEL].value || (!opts[O_IMAGE].value && !opts[O_TENSOR].value)) {
-        fprintf(stderr, "camserve explain: --model and one of --image / --tensor are required\n");
+    if (!opts[O_IMAGE].value && !opts[O_TENSOR].value) {
+        fprintf(stderr, "camserve explain: one of --image / --tensor is required\n");
         goto usage;
     }
     const char *camsize = opts[O_CAMSIZE].value ? opts[O_CAMSIZE].value : "layer";
@@ -95,7 +96,7 @@ int cs_cli_explain(int argc, char **argv) {
     eo.eigen_smooth = opts[O_EIGEN].value != NULL;
     eo.batch_size = bsz;
     cs_model_options mo = {.num_threads = threads};
-    if (cs_model_load(opts[O_MODEL].value, &mo, &m, &err) != CS_OK) goto out;
+    if (cli_load_model(opts[O_MODEL].value, &mo, &m, &err) != CS_OK) goto out;
     if (cs_explain_parse_layers(m, opts[O_LAYER].value, &eo, &err) != CS_OK) goto out;
     if (cli_input_load(m, &opts[O_IMAGE], &opts[O_TENSOR], &in, &err) != CS_OK) goto out;
     if (cli_model_labels(m, opts[O_LABELS].value, &labels, &err) != CS_OK) goto out;

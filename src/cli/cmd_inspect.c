@@ -1,6 +1,7 @@
 /* camserve inspect: what a model is, and where Grad-CAM can look. */
 #include "camserve/engine.h"
 #include "cli/cli.h"
+#include "cli/model_arg.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -9,15 +10,10 @@ int cs_cli_inspect(int argc, char **argv) {
     cli_opt opts[] = {{"model", true}, {"json", false}, {"threads", true}};
     int nopts = 3, rc = cli_parse("inspect", argc, argv, opts, nopts);
     if (rc) return rc;
-    if (!opts[0].value) {
-        fprintf(stderr, "camserve inspect: --model is required\n");
-        cli_free(opts, nopts);
-        return 2;
-    }
     cs_error err = {0};
     cs_model *m;
     cs_model_options mo = {0};
-    if (cs_model_load(opts[0].value, &mo, &m, &err) != CS_OK) {
+    if (cli_load_model(opts[0].value, &mo, &m, &err) != CS_OK) {
         cli_free(opts, nopts);
         return cli_fail("inspect", &err);
     }
@@ -40,7 +36,7 @@ int cs_cli_inspect(int argc, char **argv) {
                                   i == def);
             json_array_append_new(layers, l);
         }
-        json_object_set_new(o, "model", json_string(opts[0].value));
+        json_object_set_new(o, "model", json_string(cli_model_display(opts[0].value)));
         json_object_set_new(o, "opset", json_integer(info.opset));
         json_object_set_new(o, "inputs",
                             json_pack("[{s:s, s:o}]", "name", info.input_name, "shape", in));
@@ -59,7 +55,7 @@ int cs_cli_inspect(int argc, char **argv) {
         fputc('\n', stdout);
         json_decref(o);
     } else {
-        printf("model:    %s (opset %d)\n", opts[0].value, info.opset);
+        printf("model:    %s (opset %d)\n", cli_model_display(opts[0].value), info.opset);
         printf("input:    %s [%s, %lld, %lld, %lld]\n", info.input_name,
                info.input_dims[0] < 0 ? "N" : "1", (long long)info.input_dims[1],
                (long long)info.input_dims[2], (long long)info.input_dims[3]);

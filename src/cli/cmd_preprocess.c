@@ -13,6 +13,7 @@
 #include "camserve/npy.h"
 #include "cli/cli.h"
 #include "cli/input.h"
+#include "cli/model_arg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,8 +45,8 @@ int cs_cli_preprocess(int argc, char **argv) {
     };
     int rc = cli_parse("preprocess", argc, argv, opts, O_N);
     if (rc) return rc;
-    if (!opts[O_MODEL].value || !opts[O_IMAGE].value || !opts[O_TENSOR].value) {
-        fprintf(stderr, "camserve preprocess: --model, --image and --save-tensor are required\n");
+    if (!opts[O_IMAGE].value || !opts[O_TENSOR].value) {
+        fprintf(stderr, "camserve preprocess: --image and --save-tensor are required\n");
         cli_free(opts, O_N);
         return 2;
     }
@@ -53,7 +54,7 @@ int cs_cli_preprocess(int argc, char **argv) {
     cs_model *m = NULL;
     cli_input in = {0};
     rc = 1;
-    if (cs_model_load(opts[O_MODEL].value, NULL, &m, &err) != CS_OK) goto out;
+    if (cli_load_model(opts[O_MODEL].value, NULL, &m, &err) != CS_OK) goto out;
     if (cli_input_images(m, &opts[O_IMAGE], &in, &err) != CS_OK) goto out;
     cs_model_info info;
     cs_model_get_info(m, &info);

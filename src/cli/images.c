@@ -1,17 +1,13 @@
 /* Image inputs and labels for the CLI: each --image is decoded (DCT-scaled
  * for JPEG) and preprocessed with the model's own config. */
 #include "cli/input.h"
+#include "cli/model_arg.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 static cs_status model_preproc(const cs_model *m, cs_preproc *pp, char **labels, cs_error *err) {
-    cs_model_info info;
-    cs_model_get_info(m, &info);
-    *pp = cs_img_preproc_default();
-    return cs_img_preproc_for_model(cs_model_path(m), cs_model_metadata(m, "camserve.preprocess"),
-                                    (int)info.input_dims[2], (int)info.input_dims[3], pp, labels,
-                                    NULL, err);
+    return cli_model_preproc(m, pp, labels, err);
 }
 
 cs_status cli_input_images(const cs_model *m, const cli_opt *image, cli_input *out, cs_error *err) {
@@ -50,6 +46,7 @@ cs_status cli_input_images(const cs_model *m, const cli_opt *image, cli_input *o
 cs_status cli_model_labels(const cs_model *m, const char *path, cli_labels *out, cs_error *err) {
     memset(out, 0, sizeof *out);
     if (path) return cli_labels_load(path, out, err);
+    if (cli_model_labels_text(m)) return cli_labels_from_text(cli_model_labels_text(m), out, err);
     cs_preproc pp;
     char *labels = NULL;
     cs_status st = model_preproc(m, &pp, &labels, err);

@@ -12,19 +12,25 @@ typedef struct command {
 } command;
 
 static const command COMMANDS[] = {
-    {"inspect", cs_cli_inspect, "inspect --model M [--json]"},
+    {"inspect", cs_cli_inspect, "inspect [--model M] [--json]"},
     {"classify", cs_cli_classify,
-     "classify --model M (--image I | --tensor X.npy) [--labels L] [--topk 5] [--json] "
+     "classify [--model M] (--image I | --tensor X.npy) [--labels L] [--topk 5] [--json] "
      "[--save-logits OUT.npy] [--threads T]"},
     {"explain", cs_cli_explain,
-     "explain --model M (--image I... | --tensor X.npy) [--method gradcam] [--layer auto|NAME[,NAME]] "
+     "explain [--model M] (--image I... | --tensor X.npy) [--method gradcam] [--layer auto|NAME[,NAME]] "
      "[--class top|K|topk:K] [--out DIR] [--json] [--save-cam CAM.npy] [--cam-size layer|input] "
      "[--aug-smooth] [--eigen-smooth] [--colormap jet|turbo|viridis|inferno] [--alpha A]"},
-    {"preprocess", cs_cli_preprocess, "preprocess --model M --image I --save-tensor X.npy"},
+    {"preprocess", cs_cli_preprocess, "preprocess [--model M] --image I --save-tensor X.npy"},
     {"bench", cs_cli_bench,
-     "bench --model M (--image I | --tensor X.npy) [--batch B] [--iters N] [--warmup W] "
+     "bench [--model M] (--image I | --tensor X.npy) [--batch B] [--iters N] [--warmup W] "
      "[--threads T] [--method M [--layer L]] --json"},
     {"bench-gemm", cs_cli_bench_gemm, "bench-gemm [--size N] [--json]"},
+    {"eval", cs_cli_eval,
+     "eval [--model M] --data DIR [--method gradcam[,gradcam++,...]|none] [--layer auto|NAME] "
+     "[--tolerance PX] [--limit N] [--steps 10] [--threads T] [--json] (layout: docs/models.md)"},
+    {"pull", cs_cli_pull,
+     "pull NAME [--dir DIR] [--force] | pull NAME --url URL --sha256 HEX [--dir DIR] | pull --list"},
+    {"serve", cs_cli_serve, "serve [--model PATH[:NAME]]... [--host 127.0.0.1] [--port 8080] [--workers N] [--threads T] [--max-batch B] [--batch-window-ms W] [--queue Q] [--timeout-ms MS] [--cache-mem-mb MB] [--max-upload-mb 25] (see docs/api.md)"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -10,17 +10,20 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, int nopts) 
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "camserve %s: unexpected argument '%s'\n", cmd, a);
+            cli_free(opts, nopts);
             return 2;
         }
         cli_opt *o = cli_get(opts, nopts, a + 2);
         if (!o) {
             fprintf(stderr, "camserve %s: unknown option '%s' (see camserve help)\n", cmd, a);
+            cli_free(opts, nopts);
             return 2;
         }
         const char *v = "1";
         if (o->takes_value) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "camserve %s: option '%s' needs a value\n", cmd, a);
+                cli_free(opts, nopts);
                 return 2;
             }
             v = argv[++i];
@@ -28,6 +31,7 @@ int cli_parse(const char *cmd, int argc, char **argv, cli_opt *opts, int nopts) 
         const char **nv = realloc(o->values, (size_t)(o->count + 1) * sizeof(char *));
         if (!nv) {
             fprintf(stderr, "camserve %s: out of memory\n", cmd);
+            cli_free(opts, nopts);
             return 2;
         }
         o->values = nv;

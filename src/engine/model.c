@@ -92,6 +92,7 @@ static cs_status fold_batchnorm(cs_graph *g, cs_error *err) {
         if (c->dead || c->op != CS_OP_CONV || c->ninputs < 2) continue;
         int y = c->outputs[0];
         int bi = -1;
+        if (y < 0 || c->inputs[1] < 0) continue;
         if (g->values[y].is_graph_output || c->fold_bn >= 0 || consumers_of(g, y, &bi) != 1) continue;
         cs_node *bn = &g->nodes[bi];
         if (bn->op != CS_OP_BATCHNORM || bn->ninputs != 5 || bn->inputs[0] != y) continue;
@@ -102,11 +103,16 @@ static cs_status fold_batchnorm(cs_graph *g, cs_error *err) {
         bool ok = w->data && w->shape.dtype == CS_DT_FLOAT && w->shape.ndim == 4 &&
                   (!bias || (bias->data && bias->shape.dtype == CS_DT_FLOAT));
         for (int i = 0; i < 4 && ok; i++) {
+            if (bn->inputs[1 + i] < 0) {
+                ok = false;
+                break;
+            }
             p[i] = &g->values[bn->inputs[1 + i]];
             ok = p[i]->data && p[i]->shape.dtype == CS_DT_FLOAT &&
                  cs_shape_numel(&p[i]->shape) == w->shape.dims[0];
         }
         if (!ok) continue;
+        if (w->shape.dims[0] <= 0) continue;
         int64_t oc = w->shape.dims[0], per = cs_shape_numel(&w->shape) / oc;
         float eps = cs_attr_float(bn, "epsilon", 1e-5f);
         const float *gamma = p[0]->data, *beta = p[1]->data, *mean = p[2]->data, *var = p[3]->data;
@@ -240,9 +246,9 @@ static cs_status model_init(cs_model *m, const cs_model_options *opt, cs_error *
     st = cs_plan_build(m, 1, NULL, 0, 1, -1, &p, err);
     if (st != CS_OK) return st;
     const cs_shape *os = cs_plan_shape(p, g->outputs[0]);
-    if (!os || os->ndim < 2 || os->dtype != CS_DT_FLOAT) {
+    if (!os || os->ndim < 2 || os->dtype != CS_DT_FLOAT || os->dims[0] != 1) {
         cs_plan_free(p);
-        return cs_errorf(err, CS_EUNSUPPORTED, "model output '%s' must be a float N x classes tensor",
+        return cs_errorf(err, CS_EUNSUPPORTED, "model output '%s' must be a float tensor of N x classes",
                          out->name);
     }
     int64_t classes = 1;
@@ -425,6 +431,15 @@ static cs_status session_slot(cs_session *s, int batch, const int *keep, int nke
     memset(sl, 0, sizeof *sl);
     cs_status st = cs_plan_build((cs_model *)s->m, batch, keep, nkeep, 0, override_v, &sl->plan, err);
     if (st != CS_OK) return st;
+    /* the caller's logits buffer holds batch x classes: a model whose
+     * output does not scale with the batch cannot be run at this size */
+    const cs_shape *os = cs_plan_shape(sl->plan, s->m->g.outputs[0]);
+    if (!os || cs_shape_numel(os) != (int64_t)batch * s->m->info.num_classes) {
+        cs_plan_free(sl->plan);
+        sl->plan = NULL;
+        return cs_errorf(err, CS_EUNSUPPORTED, "the model's output is not batch x classes at batch %d",
+                         batch);
+    }
     if (nkeep) {
         sl->keep = malloc((size_t)nkeep * sizeof(int));
         if (!sl->keep) {

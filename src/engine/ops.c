@@ -1688,9 +1688,11 @@ static cs_status pad_make(const ctx *c, const cs_shape *x, int64_t *pb, int64_t 
     else return fail(c, CS_EUNSUPPORTED, "pad mode '%s'", m);
     if (cs_node_attr(c->n, "pads")) { /* opset < 11 */
         const int64_t *a;
+        if (cs_node_attr(c->n, "pads")->type != CS_ATTR_INTS)
+            return fail(c, CS_EINVAL, "attribute pads must be a list of ints");
         k = cs_attr_ints(c->n, "pads", &a);
         if (k > 2 * CS_MAX_DIMS) return fail(c, CS_EINVAL, "too many pads");
-        memcpy(pads, a, (size_t)k * sizeof *a);
+        if (k) memcpy(pads, a, (size_t)k * sizeof *a);
     } else {
         TRY(const_ints(c, 1, "pads", pads, 2 * CS_MAX_DIMS, &k));
     }

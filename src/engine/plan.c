@@ -1310,6 +1310,11 @@ static cs_status assign_offsets(cs_plan *p, cs_error *err) {
     free(placed);
     free(offs);
     p->arena_size = total;
+    /* A tiny malicious file can describe enormous activations; refuse
+     * before allocating.  1 GiB per image is far above any classifier. */
+    if (total > (size_t)p->batch << 30)
+        return cs_errorf(err, CS_ELIMIT, "activations need %zu MiB, more than 1 GiB per image",
+                         total >> 20);
     p->arena = aligned_alloc(64, total ? total : 64);
     if (!p->arena) return cs_errorf(err, CS_ENOMEM, "out of memory: activation arena of %zu bytes", total);
     return CS_OK;

@@ -258,6 +258,11 @@ static cs_status read_node(loader *L, const Onnx__NodeProto *np, int idx) {
     for (size_t o = 0; o < np->n_output; o++) {
         const char *out = np->output[o] ? np->output[o] : "";
         if (!out[0]) { /* an unused optional output, e.g. Dropout's mask */
+            /* ...but the first output is never optional: passes and the
+             * planner index values by outputs[0] without a check. */
+            if (o == 0)
+                return cs_errorf(L->err, CS_EFORMAT, "node '%s' (%s) has no name for its first output",
+                                 name, op_type);
             n->outputs[o] = -1;
             continue;
         }

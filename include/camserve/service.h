@@ -1,0 +1,223 @@
+/* camserve service: the only place that knows about queues, workers,
+ * batching and caches.  The HTTP server and the CLI are thin layers over it.
+ *
+ * A request (model, image bytes or image_id, method, layers, class, topk,
+ * colormap, alpha) goes through these stages:
+ *
+ *   submit (caller's thread)  validate parameters, SHA-256 of the image,
+ *                             result-cache lookup: a hit is answered here
+ *   prep pool                 decode (DCT-scaled) + preprocess to a tensor
+ *   inference workers         one cs_session per worker and model; a worker
+ *                             takes up to max_batch compatible requests that
+ *                             arrive within batch_window_ms and runs one
+ *                             forward (+ backward + CAM) for all of them
+ *   prep pool                 overlay + heatmap + PNG encode, cache insert,
+ *                             completion callback
+ *
+ * Admission is bounded: at most queue + workers*max_batch requests are in
+ * the pipeline; beyond that submit fails at once with CS_SVC_BUSY, so memory
+ * does not grow with the number of clients.  A request still waiting for a
+ * worker when its deadline passes fails with CS_SVC_TIMEOUT.
+ *
+ * Caches.  The result cache maps a 32-byte key -- SHA-256 over the image's
+ * SHA-256, the model digest, the engine version and every parameter that
+ * changes the output -- to an immutable, reference-counted cs_svc_result.
+ * Only the in-memory LRU tier (bounded in bytes) exists now; the disk and
+ * Redis tiers of issue 7 slot in behind the same lookup/insert seam
+ * (src/service/service_internal.h).  An image store (LRU of the encoded
+ * bytes, keyed by image_id = hex SHA-256 of the bytes) lets clients ask
+ * again for an image they uploaded, without re-uploading it.
+ *
+ * Thread-safety: after cs_svc_start, cs_svc_submit / cs_svc_call /
+ * cs_svc_write_metrics / the model accessors may be called from any number
+ * of threads.  cs_svc_add_model* and cs_svc_start are for one thread before
+ * serving; cs_svc_stop and cs_svc_free for one thread at the end. */
+#ifndef CAMSERVE_SERVICE_H
+#define CAMSERVE_SERVICE_H
+
+#include "camserve/engine.h"
+#include "camserve/imageio.h"
+
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CS_SVC_MAX_TOPK 20
+#define CS_SVC_MAX_MODELS 8
+
+typedef struct cs_svc cs_svc;
+
+typedef struct cs_svc_params {
+    int workers;           /* inference workers (default 1) */
+    int threads;           /* compute threads per worker; 0: cores / workers */
+    int prep_threads;      /* decode/preprocess/encode pool (default 2) */
+    int max_batch;         /* requests per network run (default 8) */
+    int batch_window_ms;   /* how long a worker waits to fill a batch (default 2) */
+    int queue;             /* requests waiting beyond those being run (default 64) */
+    int timeout_ms;        /* per request, submit to worker pick-up (default 30000) */
+    size_t cache_mem_bytes; /* result cache; 0 disables it (default 256 MB) */
+    size_t image_store_bytes; /* recent images for image_id requests (default 128 MB) */
+    int overlay_max_side;  /* long side of overlay PNGs (default 800) */
+    cs_img_limits limits;  /* decode limits (bytes, pixels) */
+} cs_svc_params;
+
+cs_svc_params cs_svc_default_params(void);
+
+/* ---- lifecycle ---- */
+
+cs_status cs_svc_create(const cs_svc_params *p, cs_svc **out, cs_error *err);
+/* Loads a model file under name (NULL: the file's basename without .onnx).
+ * The model digest is SHA-256 of the file; the preprocessing config comes
+ * from the sidecar / metadata as for the CLI (imageio.h). */
+cs_status cs_svc_add_model(cs_svc *s, const char *name, const char *path, cs_error *err);
+/* Same from memory (the embedded default model).  config_json (may be NULL)
+ * is the preprocessing + labels JSON; labels_text (may be NULL) one label per
+ * line.  The buffers are borrowed for the call. */
+cs_status cs_svc_add_model_buffer(cs_svc *s, const char *name, const void *buf, size_t len,
+                                  const char *config_json, const char *labels_text,
+                                  cs_error *err);
+/* Creates the sessions and starts the threads; the service is ready after. */
+cs_status cs_svc_start(cs_svc *s, cs_error *err);
+/* Whether cs_svc_start has succeeded and cs_svc_stop not begun. */
+int cs_svc_ready(const cs_svc *s);
+/* Refuses new requests (CS_SVC_STOPPING), waits up to drain_ms for those in
+ * flight to complete (their callbacks run), then stops the threads.  Jobs
+ * still queued at the deadline complete with CS_SVC_STOPPING. */
+void cs_svc_stop(cs_svc *s, int drain_ms);
+/* Stops if needed and frees everything; NULL is a no-op.  Every result
+ * reference handed out must have been released before. */
+void cs_svc_free(cs_svc *s);
+
+/* ---- models ---- */
+
+typedef struct cs_svc_model_info {
+    const char *name;
+    char digest[65];           /* hex SHA-256 of the ONNX bytes */
+    const cs_model *model;     /* for layers, info; owned by the service */
+    int input_w, input_h;
+    int num_classes;
+    int num_labels;            /* 0 when the model has none */
+    const char *const *labels; /* num_labels strings */
+    double load_ms;
+    const char *preprocess_source; /* "sidecar", "metadata", "defaults", "config" */
+} cs_svc_model_info;
+
+int cs_svc_num_models(const cs_svc *s);
+/* Valid for the service's lifetime; NULL when out of range. */
+const cs_svc_model_info *cs_svc_model_at(const cs_svc *s, int i);
+
+/* ---- requests ---- */
+
+typedef enum cs_svc_kind { CS_SVC_EXPLAIN = 0, CS_SVC_CLASSIFY } cs_svc_kind;
+
+/* Every string is borrowed for the duration of cs_svc_submit / cs_svc_call
+ * (the service copies what it keeps).  NULL or 0 means the default. */
+typedef struct cs_svc_request {
+    cs_svc_kind kind;
+    const char *model;     /* name; NULL: the first model */
+    const void *image;     /* encoded image bytes, or NULL with image_id */
+    size_t image_len;
+    const char *image_id;  /* hex SHA-256 of an image uploaded before */
+    const char *method;    /* cs_cam_method_parse names; default gradcam */
+    const char *layer;     /* "auto" or comma-separated layer names */
+    const char *class_spec; /* "top" or a class index */
+    int topk;              /* predictions returned, 1..20 (default 5) */
+    const char *colormap;  /* jet (default), turbo, viridis, inferno, gray */
+    double alpha;          /* overlay opacity in [0,1]; < 0: 0.5 */
+    int aug_smooth, eigen_smooth;
+} cs_svc_request;
+
+typedef enum cs_svc_outcome {
+    CS_SVC_OK = 0,
+    CS_SVC_BAD_REQUEST,   /* unknown model/method/layer/class, bad value */
+    CS_SVC_BAD_IMAGE,     /* not a JPEG/PNG/WebP, or corrupt */
+    CS_SVC_TOO_LARGE,     /* over the byte or pixel limit */
+    CS_SVC_UNKNOWN_IMAGE, /* image_id not (or no longer) in the image store */
+    CS_SVC_BUSY,          /* admission queue full: retry later */
+    CS_SVC_TIMEOUT,       /* no worker took it before the deadline */
+    CS_SVC_STOPPING,      /* the service is stopping or not ready */
+    CS_SVC_INTERNAL       /* engine or allocation failure */
+} cs_svc_outcome;
+
+const char *cs_svc_outcome_name(cs_svc_outcome o);
+
+typedef struct cs_svc_prediction {
+    int index;
+    float score;           /* softmax probability */
+    char label[96];        /* "" when the model has no labels */
+} cs_svc_prediction;
+
+/* Stage times in milliseconds.  For a cache hit only total is non-zero. */
+typedef struct cs_svc_timings {
+    double queue, decode, preprocess, inference, cam, encode, total;
+} cs_svc_timings;
+
+/* An immutable, reference-counted result, shared by the cache and every
+ * response that returns it.  Read-only for callers. */
+typedef struct cs_svc_result {
+    cs_svc_kind kind;
+    char model[64];
+    char image_id[65];
+    int npred;
+    cs_svc_prediction preds[CS_SVC_MAX_TOPK];
+    /* explain only: */
+    char method[32];
+    char layer[512];       /* comma-separated when several */
+    int class_index;
+    char class_label[96];
+    const char *colormap;  /* static name */
+    double alpha;
+    int overlay_w, overlay_h;
+    uint8_t *overlay_png;  size_t overlay_len;
+    uint8_t *heatmap_png;  size_t heatmap_len;
+    /* The same PNGs in base64 (NUL-terminated), made once when the result
+     * is computed so that every cache hit answers without re-encoding. */
+    char *overlay_b64;     size_t overlay_b64_len;
+    char *heatmap_b64;     size_t heatmap_b64_len;
+    int image_w, image_h;  /* the upload's size (after EXIF orientation) */
+    float box[4];          /* the model's crop window (x0, y0, x1, y1) as fractions of
+                            * the image: where the heatmap lies on the picture */
+    cs_svc_timings computed; /* the timings of the computation that made it */
+} cs_svc_result;
+
+typedef struct cs_svc_response {
+    cs_svc_outcome outcome;
+    cs_error err;          /* the message when outcome != CS_SVC_OK */
+    const cs_svc_result *result; /* a reference when CS_SVC_OK */
+    int cache_hit;
+    char image_id[65];     /* known as soon as the image was hashed ("" else) */
+    cs_svc_timings timings; /* of this request */
+} cs_svc_response;
+
+/* Releases the response's result reference (NULL-safe, idempotent). */
+void cs_svc_response_clear(cs_svc_response *r);
+
+/* Called exactly once per queued request, on a service thread; owns *resp
+ * (copy it, then clear it when done with the result). */
+typedef void (*cs_svc_done_fn)(void *ctx, cs_svc_response *resp);
+
+/* Submits a request.  Returns 1 when it was answered at once -- a cache hit
+ * or an error found before queuing -- with *resp filled and done never
+ * called; returns 0 when queued: done(ctx, resp) follows exactly once,
+ * possibly before cs_svc_submit returns (the caller must be ready for
+ * that), and *resp is not touched. */
+int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, void *ctx,
+                  cs_svc_response *resp);
+
+/* Blocking convenience over cs_svc_submit. */
+void cs_svc_call(cs_svc *s, const cs_svc_request *req, cs_svc_response *resp);
+
+/* Hex SHA-256 of buf into hex[65]. */
+cs_status cs_svc_sha256_hex(const void *buf, size_t len, char hex[65], cs_error *err);
+
+/* Appends the service's Prometheus metrics (stage latency histograms, cache
+ * hits/misses/bytes by tier, queue depth, in-flight, batch sizes, model load
+ * seconds, rejections) to f. */
+void cs_svc_write_metrics(cs_svc *s, FILE *f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

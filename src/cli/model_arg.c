@@ -1,0 +1,73 @@
+/* --model PATH, or the embedded default model when --model is absent. */
+#include "cli/model_arg.h"
+
+#include "camserve/models.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const cs_model *g_default;
+static const char *g_sidecar, *g_labels;
+
+cs_status cli_load_model(const char *path_or_null, const cs_model_options *opt, cs_model **out,
+                         cs_error *err) {
+    if (path_or_null) return cs_model_load(path_or_null, opt, out, err);
+    const void *buf;
+    size_t len;
+    const char *sidecar, *labels;
+    cs_status st = cs_models_default(&buf, &len, &sidecar, &labels, err);
+    if (st != CS_OK) return st;
+    if ((st = cs_model_load_buffer(buf, len, opt, out, err)) != CS_OK)
+        return cs_error_prefix(err, "the default model");
+    g_default = *out;
+    g_sidecar = sidecar;
+    g_labels = labels;
+    return CS_OK;
+}
+
+const char *cli_model_display(const char *path_or_null) {
+    return path_or_null ? path_or_null : "default";
+}
+
+const char *cli_model_sidecar(const cs_model *m) {
+    return m && m == g_default ? g_sidecar : NULL;
+}
+
+const char *cli_model_labels_text(const cs_model *m) {
+    return m && m == g_default ? g_labels : NULL;
+}
+
+cs_status cli_model_preproc(const cs_model *m, cs_preproc *pp, char **labels, cs_error *err) {
+    if (labels) *labels = NULL;
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    *pp = cs_img_preproc_default();
+    const char *embedded = cli_model_sidecar(m); /* the default model has no folder */
+    if (embedded) return cs_img_preproc_from_json(embedded, pp, NULL, err);
+    return cs_img_preproc_for_model(cs_model_path(m), cs_model_metadata(m, "camserve.preprocess"),
+                                    (int)info.input_dims[2], (int)info.input_dims[3], pp, labels,
+                                    NULL, err);
+}
+
+cs_status cli_labels_from_text(const char *text, cli_labels *out, cs_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!(out->buf = strdup(text))) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    int lines = 1;
+    for (const char *p = text; *p; p++) lines += *p == '\n';
+    if (!(out->names = malloc((size_t)lines * sizeof(char *)))) {
+        free(out->buf);
+        out->buf = NULL;
+        return cs_errorf(err, CS_ENOMEM, "out of memory");
+    }
+    char *p = out->buf;
+    while (*p) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = '\0';
+        size_t l = strlen(p);
+        if (l && p[l - 1] == '\r') p[l - 1] = '\0';
+        out->names[out->n++] = p;
+        if (!nl) break;
+        p = nl + 1;
+    }
+    return CS_OK;
+}

@@ -1,0 +1,771 @@
+/* camserve HTTP server (see server.h).
+ *
+ * One req_ctx per request, created on libmicrohttpd's first call and freed
+ * in its "request completed" notification.  A POST goes through:
+ *   RECEIVING  body bytes appended (raw / JSON) or fed to the multipart
+ *              post processor; the cap is checked on Content-Length and on
+ *              every chunk, so no body beyond it is ever stored
+ *   WAITING    submitted to the service; the connection is suspended
+ *   DONE       the service answered; the connection is resumed and the
+ *              answer formatted on libmicrohttpd's thread
+ * ctx->mu orders the service's completion callback against the suspend:
+ * the handler holds it across cs_svc_submit + MHD_suspend_connection, so the
+ * callback's MHD_resume_connection always follows the suspend.
+ *
+ * Metrics kept here: requests by endpoint and status, latency per endpoint,
+ * resident memory; the service appends its own. */
+#include "camserve/server.h"
+
+#include "camserve/cam.h"
+
+#include "util/assets.h"
+#include "util/histogram.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { EP_UI, EP_STATIC, EP_EXPLAIN, EP_CLASSIFY, EP_MODELS, EP_HEALTHZ, EP_READYZ, EP_METRICS,
+       EP_OTHER, NEP };
+static const char *const EP_NAMES[NEP] = {"/", "static", "/v1/explain", "/v1/classify",
+                                          "/v1/models", "/healthz", "/readyz", "/metrics", "other"};
+static const int CODES[] = {200, 400, 404, 405, 413, 415, 499, 500, 503, 504};
+#define NCODES (int)(sizeof CODES / sizeof CODES[0])
+
+struct cs_http {
+    cs_http_params p;
+    char host[64];
+    cs_svc *svc;
+    struct MHD_Daemon *d;
+    int port;
+    atomic_int active;
+    /* Body bytes buffered by all connections together: uploads beyond this
+     * budget get 503, so memory stays bounded however many clients send at
+     * once (each is also capped at max_upload_bytes). */
+    atomic_size_t body_bytes;
+    size_t body_budget;
+    bool quiesced, stopped;
+    int listen_fd; /* handed back by MHD_quiesce_daemon, closed after the stop */
+    pthread_mutex_t mmu;
+    uint64_t requests[NEP][NCODES + 1]; /* last column: other codes */
+    cs_hist latency[NEP];
+};
+
+cs_http_params cs_http_default_params(void) {
+    cs_http_params p;
+    memset(&p, 0, sizeof p);
+    p.host = "127.0.0.1";
+    p.port = 8080;
+    p.threads = 2;
+    p.max_connections = 512;
+    p.connection_timeout_s = 30;
+    p.max_upload_bytes = (size_t)25 << 20;
+    p.retry_after_s = 1;
+    return p;
+}
+
+/* ---- per-request context ---------------------------------------------------------- */
+
+enum { ST_RECEIVING, ST_WAITING, ST_DONE };
+enum { BODY_RAW, BODY_JSON, BODY_MULTIPART };
+
+#define NPARAMS 11
+static const char *const PARAM_NAMES[NPARAMS] = {"model", "method", "layer", "class", "topk",
+                                                 "colormap", "alpha", "format", "image_id",
+                                                 "aug_smooth", "eigen_smooth"};
+enum { P_MODEL, P_METHOD, P_LAYER, P_CLASS, P_TOPK, P_CMAP, P_ALPHA, P_FORMAT, P_IMAGE_ID, P_AUG,
+       P_EIGEN };
+#define PARAM_MAX 1024
+
+typedef struct req_ctx {
+    cs_http *h;
+    struct MHD_Connection *conn;
+    int ep;
+    double t0;
+    int status; /* of the answer queued, 0 before */
+    int state;
+    int body_kind;
+    char *body;
+    size_t len, cap;
+    bool have_image_field;
+    struct MHD_PostProcessor *pp;
+    int early_status; /* 413 / 400 decided while receiving */
+    char early_msg[256];
+    char params[NPARAMS][PARAM_MAX];
+    bool param_set[NPARAMS];
+    pthread_mutex_t mu;
+    bool suspended;
+    cs_svc_response resp;
+} req_ctx;
+
+static int param_index(const char *key) {
+    for (int i = 0; i < NPARAMS; i++)
+        if (!strcmp(PARAM_NAMES[i], key)) return i;
+    return -1;
+}
+
+/* ---- answers ------------------------------------------------------------------------ */
+
+static enum MHD_Result send_buf(req_ctx *c, int status, const char *ctype, void *buf, size_t len,
+                                enum MHD_ResponseMemoryMode mode, const char *const *headers) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, buf, mode);
+    if (!r) {
+        if (mode == MHD_RESPMEM_MUST_FREE) free(buf);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    for (int i = 0; headers && headers[i]; i += 2) MHD_add_response_header(r, headers[i], headers[i + 1]);
+    enum MHD_Result ret = MHD_queue_response(c->conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    if (ret == MHD_YES) c->status = status;
+    return ret;
+}
+
+static enum MHD_Result send_json(req_ctx *c, int status, json_t *j, const char *const *headers) {
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    if (!s) return MHD_NO;
+    return send_buf(c, status, "application/json", s, strlen(s), MHD_RESPMEM_MUST_FREE, headers);
+}
+
+static enum MHD_Result send_error(req_ctx *c, int status, const char *msg) {
+    char retry[16];
+    snprintf(retry, sizeof retry, "%d", c->h->p.retry_after_s);
+    const char *hdr[] = {"Retry-After", retry, "Cache-Control", "no-store", NULL};
+    const char *const *h = status == 503 ? hdr : hdr + 2;
+    if (c->h->p.access_log || status == 500)
+        fprintf(stderr, "camserve serve: %s -> %d %s\n", EP_NAMES[c->ep], status, msg);
+    return send_json(c, status, json_pack("{s:s}", "error", msg), h);
+}
+
+static int status_of(cs_svc_outcome o) {
+    switch (o) {
+    case CS_SVC_OK: return 200;
+    case CS_SVC_BAD_REQUEST: return 400;
+    case CS_SVC_BAD_IMAGE: return 415;
+    case CS_SVC_TOO_LARGE: return 413;
+    case CS_SVC_UNKNOWN_IMAGE: return 404;
+    case CS_SVC_BUSY: return 503;
+    case CS_SVC_TIMEOUT: return 504;
+    case CS_SVC_STOPPING: return 503;
+    case CS_SVC_INTERNAL: return 500;
+    }
+    return 500;
+}
+
+/* The JSON answer with the two base64 PNGs spliced in: jansson writes the
+ * document around short placeholders, and the placeholders (which appear
+ * exactly once, right after their keys, quotes unescaped) are replaced by the
+ * result's precomputed base64 text, which needs no escaping.  This keeps a
+ * cache hit from copying a megabyte through jansson's string escaper. */
+static char *splice(const char *doc, const char *key1, const char *v1, size_t l1, const char *key2,
+                    const char *v2, size_t l2, size_t *out_len) {
+    const char *p1 = strstr(doc, key1), *p2 = strstr(doc, key2);
+    if (!p1 || !p2 || p2 < p1) return NULL;
+    size_t k1 = strlen(key1), k2 = strlen(key2), n = strlen(doc);
+    size_t len = n - k1 - k2 + (size_t)snprintf(NULL, 0, "\"overlay_png_base64\":\"\"") +
+                 (size_t)snprintf(NULL, 0, "\"heatmap_png_base64\":\"\"") + l1 + l2;
+    char *out = malloc(len + 1), *w = out;
+    if (!out) return NULL;
+#define PUT(src, l) (memcpy(w, (src), (l)), w += (l))
+    PUT(doc, (size_t)(p1 - doc));
+    PUT("\"overlay_png_base64\":\"", 22);
+    PUT(v1, l1);
+    PUT("\"", 1);
+    PUT(p1 + k1, (size_t)(p2 - (p1 + k1)));
+    PUT("\"heatmap_png_base64\":\"", 22);
+    PUT(v2, l2);
+    PUT("\"", 1);
+    PUT(p2 + k2, n - (size_t)(p2 + k2 - doc));
+#undef PUT
+    *w = '\0';
+    *out_len = (size_t)(w - out);
+    return out;
+}
+
+static json_t *predictions_json(const cs_svc_result *r) {
+    json_t *a = json_array();
+    for (int i = 0; i < r->npred; i++) {
+        const cs_svc_prediction *p = &r->preds[i];
+        json_array_append_new(a, json_pack("{s:i, s:s?, s:f}", "index", p->index, "label",
+                                           p->label[0] ? p->label : NULL, "score", (double)p->score));
+    }
+    return a;
+}
+
+static enum MHD_Result send_result(req_ctx *c) {
+    cs_svc_response *resp = &c->resp;
+    if (resp->outcome != CS_SVC_OK)
+        return send_error(c, status_of(resp->outcome), resp->err.msg[0] ? resp->err.msg : cs_svc_outcome_name(resp->outcome));
+    const cs_svc_result *r = resp->result;
+    const char *cache = resp->cache_hit ? "hit" : "miss";
+    const char *hdr[] = {"X-Cache", cache, "X-Image-Id", r->image_id, "Cache-Control", "no-store", NULL};
+    if (c->ep == EP_EXPLAIN && !strcmp(c->params[P_FORMAT], "png"))
+        return send_buf(c, 200, "image/png", r->overlay_png, r->overlay_len, MHD_RESPMEM_MUST_COPY, hdr);
+    const cs_svc_timings *t = &resp->timings;
+    json_t *timings = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "queue", t->queue, "decode",
+                                t->decode, "preprocess", t->preprocess, "inference", t->inference,
+                                "cam", t->cam, "encode", t->encode, "total", cs_now_ms() - c->t0);
+    json_t *o = json_pack("{s:s, s:s, s:{s:i, s:i}, s:o}", "model", r->model, "image_id", r->image_id,
+                          "image", "width", r->image_w, "height", r->image_h, "predictions",
+                          predictions_json(r));
+    if (r->kind == CS_SVC_EXPLAIN)
+        json_object_set_new(o, "cam", json_pack("{s:s, s:s, s:i, s:s?, s:s, s:f, s:i, s:i, s:[f,f,f,f], s:s, s:s}",
+                                                "method", r->method, "layer", r->layer, "class_index",
+                                                r->class_index, "class_label",
+                                                r->class_label[0] ? r->class_label : NULL, "colormap",
+                                                r->colormap, "alpha", r->alpha, "width", r->overlay_w,
+                                                "height", r->overlay_h, "box", (double)r->box[0],
+                                                (double)r->box[1], (double)r->box[2], (double)r->box[3],
+                                                "overlay_png_base64", "@1", "heatmap_png_base64", "@2"));
+    json_object_set_new(o, "timings_ms", timings);
+    json_object_set_new(o, "cache", json_string(cache));
+    if (r->kind != CS_SVC_EXPLAIN) return send_json(c, 200, o, hdr);
+    char *doc = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    size_t len = 0;
+    char *body = doc ? splice(doc, "\"overlay_png_base64\":\"@1\"", r->overlay_b64, r->overlay_b64_len,
+                              "\"heatmap_png_base64\":\"@2\"", r->heatmap_b64, r->heatmap_b64_len, &len)
+                     : NULL;
+    free(doc);
+    if (!body) return send_error(c, 500, "out of memory");
+    return send_buf(c, 200, "application/json", body, len, MHD_RESPMEM_MUST_FREE, hdr);
+}
+
+/* ---- GET endpoints --------------------------------------------------------------------- */
+
+static long resident_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, rss = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &size, &rss) != 2) rss = 0;
+        fclose(f);
+    }
+    return rss * sysconf(_SC_PAGESIZE);
+}
+
+static enum MHD_Result send_metrics(req_ctx *c) {
+    cs_http *h = c->h;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return send_error(c, 500, "out of memory");
+    fprintf(f, "# HELP camserve_http_requests_total HTTP requests answered, by endpoint and status.\n"
+               "# TYPE camserve_http_requests_total counter\n");
+    pthread_mutex_lock(&h->mmu);
+    for (int e = 0; e < NEP; e++)
+        for (int k = 0; k <= NCODES; k++)
+            if (h->requests[e][k] || (k == 0 && e != EP_OTHER && e != EP_STATIC))
+                fprintf(f, "camserve_http_requests_total{endpoint=\"%s\",code=\"%s%d\"} %llu\n", EP_NAMES[e],
+                        k < NCODES ? "" : "other", k < NCODES ? CODES[k] : 0,
+                        (unsigned long long)h->requests[e][k]);
+    fprintf(f, "# HELP camserve_http_request_seconds Time from the request's first byte to the answer queued.\n"
+               "# TYPE camserve_http_request_seconds histogram\n");
+    for (int e = 0; e < NEP; e++) {
+        if (!h->latency[e].count && (e == EP_OTHER || e == EP_STATIC)) continue;
+        char lab[64];
+        snprintf(lab, sizeof lab, "endpoint=\"%s\"", EP_NAMES[e]);
+        cs_hist_write(f, "camserve_http_request_seconds", lab, &h->latency[e]);
+    }
+    pthread_mutex_unlock(&h->mmu);
+    fprintf(f, "# HELP camserve_http_active_requests Requests being received or answered.\n"
+               "# TYPE camserve_http_active_requests gauge\ncamserve_http_active_requests %d\n",
+            atomic_load(&h->active));
+    fprintf(f, "# HELP process_resident_memory_bytes Resident memory (from /proc/self/statm).\n"
+               "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %ld\n",
+            resident_bytes());
+    fprintf(f, "# HELP camserve_ready Whether the models are loaded and the service runs.\n"
+               "# TYPE camserve_ready gauge\ncamserve_ready %d\n", cs_svc_ready(h->svc));
+    cs_svc_write_metrics(h->svc, f);
+    fclose(f);
+    return send_buf(c, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len, MHD_RESPMEM_MUST_FREE, NULL);
+}
+
+static enum MHD_Result send_models(req_ctx *c) {
+    cs_svc *svc = c->h->svc;
+    if (!cs_svc_ready(svc)) return send_error(c, 503, "models are still loading");
+    json_t *arr = json_array();
+    for (int i = 0; i < cs_svc_num_models(svc); i++) {
+        const cs_svc_model_info *mi = cs_svc_model_at(svc, i);
+        json_t *layers = json_array(), *labels = json_array();
+        int nl = cs_model_num_layers(mi->model), def = cs_model_default_layer(mi->model);
+        for (int l = 0; l < nl; l++) {
+            int64_t d[4];
+            cs_model_layer_dims(mi->model, l, d);
+            json_array_append_new(layers, json_pack("{s:s, s:[I,I,I]}", "name", cs_model_layer_name(mi->model, l),
+                                                    "shape", (json_int_t)d[1], (json_int_t)d[2], (json_int_t)d[3]));
+        }
+        for (int l = 0; l < mi->num_labels && l < mi->num_classes; l++)
+            json_array_append_new(labels, json_string(mi->labels[l]));
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:i, s:o, s:{s:i, s:i}, s:o, s:s?, s:s?, s:f}", "name", mi->name,
+                           "digest", mi->digest, "num_classes", mi->num_classes, "classes", labels,
+                           "input", "width", mi->input_w, "height", mi->input_h, "layers", layers,
+                           "default_layer", def >= 0 ? cs_model_layer_name(mi->model, def) : NULL,
+                           "preprocess", mi->preprocess_source, "load_ms", mi->load_ms));
+    }
+    json_t *methods = json_array();
+    for (int m = 0; m < CS_CAM_METHOD_COUNT; m++)
+        json_array_append_new(methods, json_string(cs_cam_method_name((cs_cam_method)m)));
+    json_t *cmaps = json_array();
+    for (int m = CS_IMG_CMAP_JET; m <= CS_IMG_CMAP_GRAY; m++)
+        json_array_append_new(cmaps, json_string(cs_img_colormap_name((cs_img_colormap)m)));
+    return send_json(c, 200, json_pack("{s:o, s:o, s:o}", "models", arr, "methods", methods, "colormaps", cmaps), NULL);
+}
+
+static const char *mime_of(const char *path) {
+    const char *dot = strrchr(path, '.');
+    static const char *const map[][2] = {
+        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
+        {".json", "application/json"}, {".png", "image/png"}, {".jpg", "image/jpeg"},
+        {".jpeg", "image/jpeg"}, {".webp", "image/webp"}, {".svg", "image/svg+xml"},
+        {".ico", "image/x-icon"}, {".txt", "text/plain; charset=utf-8"}};
+    for (size_t i = 0; dot && i < sizeof map / sizeof map[0]; i++)
+        if (!strcasecmp(dot, map[i][0])) return map[i][1];
+    return "application/octet-stream";
+}
+
+/* ---- receiving a body ---------------------------------------------------------------------- */
+
+static void too_large(req_ctx *c);
+
+static bool append(req_ctx *c, const char *data, size_t n) {
+    cs_http *h = c->h;
+    if (c->len + n > h->p.max_upload_bytes) {
+        too_large(c);
+        return false;
+    }
+    if (c->len + n + 1 > c->cap) {
+        size_t cap = c->cap ? c->cap : 65536;
+        while (cap < c->len + n + 1) cap *= 2;
+        if (cap > h->p.max_upload_bytes + 1) cap = h->p.max_upload_bytes + 1;
+        size_t grow = cap - c->cap;
+        if (atomic_fetch_add(&h->body_bytes, grow) + grow > h->body_budget) {
+            atomic_fetch_sub(&h->body_bytes, grow);
+            c->early_status = 503;
+            snprintf(c->early_msg, sizeof c->early_msg,
+                     "server busy: too many uploads in progress; retry shortly");
+            return false;
+        }
+        char *nb = realloc(c->body, cap);
+        if (!nb) {
+            atomic_fetch_sub(&h->body_bytes, grow);
+            c->early_status = 500;
+            snprintf(c->early_msg, sizeof c->early_msg, "out of memory");
+            return false;
+        }
+        c->body = nb;
+        c->cap = cap;
+    }
+    memcpy(c->body + c->len, data, n);
+    c->len += n;
+    c->body[c->len] = '\0';
+    return true;
+}
+
+static void too_large(req_ctx *c) {
+    c->early_status = 413;
+    snprintf(c->early_msg, sizeof c->early_msg, "request body too large (limit %zu bytes)",
+             c->h->p.max_upload_bytes);
+}
+
+static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *filename, const char *content_type,
+                                 const char *transfer_encoding, const char *data, uint64_t off,
+                                 size_t size) {
+    req_ctx *c = cls;
+    if (c->early_status) return MHD_YES;
+    if (!strcmp(key, "image")) {
+        c->have_image_field = true;
+        append(c, data, size); /* on failure early_status says why */
+        return MHD_YES;
+    }
+    int i = param_index(key);
+    if (i < 0) return MHD_YES; /* unknown fields are ignored */
+    size_t cur = off == 0 ? 0 : strlen(c->params[i]);
+    if (cur + size >= PARAM_MAX) {
+        c->early_status = 400;
+        snprintf(c->early_msg, sizeof c->early_msg, "field '%s' is too long", key);
+        return MHD_YES;
+    }
+    memcpy(c->params[i] + cur, data, size);
+    c->params[i][cur + size] = '\0';
+    c->param_set[i] = true;
+    return MHD_YES;
+}
+
+/* JSON bodies: {"image_id": "...", "model": ..., "class": 3, "alpha": 0.4, ...} */
+static const char *json_params(req_ctx *c) {
+    json_error_t je;
+    json_t *root = json_loadb(c->body, c->len, 0, &je);
+    if (!root || !json_is_object(root)) {
+        json_decref(root);
+        snprintf(c->early_msg, sizeof c->early_msg, "malformed JSON body: %s", root ? "not an object" : je.text);
+        return c->early_msg;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        int i = param_index(key);
+        if (i < 0) continue;
+        char *dst = c->params[i];
+        int n;
+        if (json_is_string(v)) n = snprintf(dst, PARAM_MAX, "%s", json_string_value(v));
+        else if (json_is_integer(v)) n = snprintf(dst, PARAM_MAX, "%lld", (long long)json_integer_value(v));
+        else if (json_is_real(v)) n = snprintf(dst, PARAM_MAX, "%.17g", json_real_value(v));
+        else if (json_is_boolean(v)) n = snprintf(dst, PARAM_MAX, "%d", json_is_true(v) ? 1 : 0);
+        else if (json_is_null(v)) continue;
+        else {
+            snprintf(c->early_msg, sizeof c->early_msg, "field '%s' must be a string or a number", key);
+            json_decref(root);
+            return c->early_msg;
+        }
+        if (n >= PARAM_MAX) {
+            snprintf(c->early_msg, sizeof c->early_msg, "field '%s' is too long", key);
+            json_decref(root);
+            return c->early_msg;
+        }
+        c->param_set[i] = true;
+    }
+    json_decref(root);
+    return NULL;
+}
+
+/* ---- POST /v1/explain and /v1/classify --------------------------------------------------------- */
+
+static void on_done(void *ctx, cs_svc_response *resp) {
+    req_ctx *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    c->resp = *resp;
+    c->state = ST_DONE;
+    if (c->suspended) {
+        c->suspended = false;
+        MHD_resume_connection(c->conn);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static bool parse_flag(const char *s) { return !strcmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes"); }
+
+static enum MHD_Result submit(req_ctx *c) {
+    char msg[256];
+    if (c->early_status) return send_error(c, c->early_status, c->early_msg);
+    if (c->body_kind == BODY_MULTIPART) {
+        enum MHD_Result ok = MHD_destroy_post_processor(c->pp);
+        c->pp = NULL;
+        if (c->early_status) return send_error(c, c->early_status, c->early_msg);
+        if (ok != MHD_YES) return send_error(c, 400, "malformed multipart body");
+        if (!c->have_image_field && !c->params[P_IMAGE_ID][0])
+            return send_error(c, 400, "multipart body without an 'image' field (or an image_id)");
+    } else if (c->body_kind == BODY_JSON) {
+        const char *e = json_params(c);
+        if (e) return send_error(c, 400, e);
+    }
+    cs_svc_request req;
+    memset(&req, 0, sizeof req);
+    req.kind = c->ep == EP_EXPLAIN ? CS_SVC_EXPLAIN : CS_SVC_CLASSIFY;
+    req.model = c->params[P_MODEL];
+    req.method = c->params[P_METHOD];
+    req.layer = c->params[P_LAYER];
+    req.class_spec = c->params[P_CLASS];
+    req.colormap = c->params[P_CMAP];
+    req.image_id = c->params[P_IMAGE_ID];
+    req.alpha = -1;
+    if (c->params[P_TOPK][0]) {
+        char *end;
+        long v = strtol(c->params[P_TOPK], &end, 10);
+        if (*end || v < 1 || v > CS_SVC_MAX_TOPK) {
+            snprintf(msg, sizeof msg, "topk must be an integer 1..%d", CS_SVC_MAX_TOPK);
+            return send_error(c, 400, msg);
+        }
+        req.topk = (int)v;
+    }
+    if (c->params[P_ALPHA][0]) {
+        char *end;
+        double v = strtod(c->params[P_ALPHA], &end);
+        if (*end || !(v >= 0 && v <= 1)) return send_error(c, 400, "alpha must be a number in [0, 1]");
+        req.alpha = v;
+    }
+    const char *fmt = c->params[P_FORMAT];
+    if (*fmt && strcmp(fmt, "json") && !(c->ep == EP_EXPLAIN && !strcmp(fmt, "png")))
+        return send_error(c, 400, c->ep == EP_EXPLAIN ? "format must be json or png" : "format must be json");
+    req.aug_smooth = parse_flag(c->params[P_AUG]);
+    req.eigen_smooth = parse_flag(c->params[P_EIGEN]);
+    if (c->body_kind != BODY_JSON && c->len > 0) {
+        req.image = c->body;
+        req.image_len = c->len;
+    } else if (c->body_kind != BODY_JSON && !c->params[P_IMAGE_ID][0]) {
+        return send_error(c, 400, "empty body: send an image (raw image/* body or multipart field 'image') or {\"image_id\": ...}");
+    }
+    pthread_mutex_lock(&c->mu);
+    c->state = ST_WAITING;
+    if (cs_svc_submit(c->h->svc, &req, on_done, c, &c->resp)) {
+        c->state = ST_DONE;
+        pthread_mutex_unlock(&c->mu);
+        return send_result(c);
+    }
+    /* queued: on_done waits for c->mu, so it cannot resume before this */
+    MHD_suspend_connection(c->conn);
+    c->suspended = true;
+    pthread_mutex_unlock(&c->mu);
+    return MHD_YES;
+}
+
+/* ---- dispatch --------------------------------------------------------------------------------- */
+
+static int endpoint_of(const char *url) {
+    if (!strcmp(url, "/") || !strcmp(url, "/index.html")) return EP_UI;
+    if (!strcmp(url, "/v1/explain")) return EP_EXPLAIN;
+    if (!strcmp(url, "/v1/classify")) return EP_CLASSIFY;
+    if (!strcmp(url, "/v1/models")) return EP_MODELS;
+    if (!strcmp(url, "/healthz")) return EP_HEALTHZ;
+    if (!strcmp(url, "/readyz")) return EP_READYZ;
+    if (!strcmp(url, "/metrics")) return EP_METRICS;
+    if (cs_asset_find(cs_web_assets, url)) return EP_STATIC;
+    return EP_OTHER;
+}
+
+static enum MHD_Result method_not_allowed(req_ctx *c, const char *allow) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "method not allowed: use %s", allow);
+    const char *hdr[] = {"Allow", allow, NULL};
+    return send_json(c, 405, json_pack("{s:s}", "error", msg), hdr);
+}
+
+static enum MHD_Result first_call(req_ctx *c, const char *url, const char *method) {
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
+    switch (c->ep) {
+    case EP_EXPLAIN:
+    case EP_CLASSIFY: break;
+    case EP_OTHER: {
+        char msg[300];
+        snprintf(msg, sizeof msg, "not found: %.200s", url);
+        return send_error(c, 404, msg);
+    }
+    default:
+        if (!get) return method_not_allowed(c, "GET, HEAD");
+        break;
+    }
+    switch (c->ep) {
+    case EP_UI:
+    case EP_STATIC: {
+        const cs_asset *a = cs_asset_find(cs_web_assets, c->ep == EP_UI ? "/index.html" : url);
+        if (!a) return send_error(c, 404, "the web UI is not built into this binary");
+        const char *hdr[] = {"Cache-Control", "no-cache", NULL};
+        return send_buf(c, 200, mime_of(a->path), (void *)a->data, a->size, MHD_RESPMEM_PERSISTENT, hdr);
+    }
+    case EP_MODELS: return send_models(c);
+    case EP_HEALTHZ: return send_json(c, 200, json_pack("{s:s}", "status", "ok"), NULL);
+    case EP_READYZ:
+        return cs_svc_ready(c->h->svc) ? send_json(c, 200, json_pack("{s:s}", "status", "ready"), NULL)
+                                       : send_json(c, 503, json_pack("{s:s}", "status", "loading"), NULL);
+    case EP_METRICS: return send_metrics(c);
+    default: break;
+    }
+    if (!post) return method_not_allowed(c, "POST");
+    /* POST: the query string may carry every parameter */
+    for (int i = 0; i < NPARAMS; i++) {
+        const char *v = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, PARAM_NAMES[i]);
+        if (!v) continue;
+        if (strlen(v) >= PARAM_MAX) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "parameter '%s' is too long", PARAM_NAMES[i]);
+            return send_error(c, 400, msg);
+        }
+        snprintf(c->params[i], PARAM_MAX, "%s", v);
+        c->param_set[i] = true;
+    }
+    const char *cl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (*end == '\0' && v > c->h->p.max_upload_bytes) {
+            too_large(c);
+            return send_error(c, 413, c->early_msg);
+        }
+    }
+    const char *ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct && !strncasecmp(ct, "multipart/form-data", 19)) {
+        c->body_kind = BODY_MULTIPART;
+        c->pp = MHD_create_post_processor(c->conn, 64 * 1024, post_iter, c);
+        if (!c->pp) return send_error(c, 400, "malformed multipart body: no boundary in Content-Type");
+    } else if (ct && !strncasecmp(ct, "application/json", 16)) {
+        c->body_kind = BODY_JSON;
+    } else {
+        /* image types, application/octet-stream or anything else: the bytes are
+         * the image, and decoding decides (415 when they are not one) */
+        c->body_kind = BODY_RAW;
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **con_cls) {
+    cs_http *h = cls;
+    req_ctx *c = *con_cls;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c) return MHD_NO;
+        c->h = h;
+        c->conn = conn;
+        c->t0 = cs_now_ms();
+        c->ep = endpoint_of(url);
+        pthread_mutex_init(&c->mu, NULL);
+        *con_cls = c;
+        atomic_fetch_add(&h->active, 1);
+        return first_call(c, url, method);
+    }
+    if (c->status) { /* answered early (413 ...): drop whatever still comes */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (c->early_status) return MHD_YES; /* discard; answered when the body ends */
+        if (c->body_kind == BODY_MULTIPART) {
+            if (MHD_post_process(c->pp, upload_data, n) != MHD_YES && !c->early_status) {
+                c->early_status = 400;
+                snprintf(c->early_msg, sizeof c->early_msg, "malformed multipart body");
+            }
+        } else {
+            append(c, upload_data, n); /* on failure early_status says why */
+        }
+        if (c->early_status == 413) {
+            /* answer now if libmicrohttpd allows it mid-upload; else at the end */
+            send_error(c, 413, c->early_msg);
+        }
+        return MHD_YES;
+    }
+    switch (c->state) {
+    case ST_RECEIVING: return submit(c);
+    case ST_DONE: return send_result(c);
+    default: return MHD_YES; /* spurious call while waiting */
+    }
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe) {
+    cs_http *h = cls;
+    req_ctx *c = *con_cls;
+    if (!c) return;
+    *con_cls = NULL;
+    /* a request aborted while queued cannot happen: a suspended connection
+     * is not processed, so this always runs after on_done */
+    pthread_mutex_lock(&c->mu);
+    pthread_mutex_unlock(&c->mu);
+    int status = c->status ? c->status : 499;
+    int k = NCODES;
+    for (int i = 0; i < NCODES; i++)
+        if (CODES[i] == status) k = i;
+    pthread_mutex_lock(&h->mmu);
+    h->requests[c->ep][k]++;
+    cs_hist_observe(&h->latency[c->ep], (cs_now_ms() - c->t0) / 1e3);
+    pthread_mutex_unlock(&h->mmu);
+    if (h->p.access_log)
+        fprintf(stderr, "camserve serve: %s %d %.1f ms%s\n", EP_NAMES[c->ep], status, cs_now_ms() - c->t0,
+                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+    cs_svc_response_clear(&c->resp);
+    if (c->pp) MHD_destroy_post_processor(c->pp);
+    atomic_fetch_sub(&h->body_bytes, c->cap);
+    free(c->body);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+    atomic_fetch_sub(&h->active, 1);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------------- */
+
+cs_status cs_http_start(cs_svc *svc, const cs_http_params *p, cs_http **out, cs_error *err) {
+    *out = NULL;
+    cs_http_params q = p ? *p : cs_http_default_params();
+    if (!q.host || !*q.host) q.host = "127.0.0.1";
+    if (q.threads < 1) q.threads = 1;
+    if (q.max_connections < 1) q.max_connections = 512;
+    if (q.connection_timeout_s < 1) q.connection_timeout_s = 30;
+    if (q.max_upload_bytes == 0) q.max_upload_bytes = (size_t)25 << 20;
+    if (q.port < 0 || q.port > 65535) return cs_errorf(err, CS_EINVAL, "port must be 0..65535");
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    char port[16];
+    snprintf(port, sizeof port, "%d", q.port);
+    int gai = getaddrinfo(q.host, port, &hints, &ai);
+    if (gai != 0 || !ai) return cs_errorf(err, CS_EINVAL, "cannot resolve host '%s': %s", q.host, gai_strerror(gai));
+    cs_http *h = calloc(1, sizeof *h);
+    if (!h) {
+        freeaddrinfo(ai);
+        return cs_errorf(err, CS_ENOMEM, "out of memory");
+    }
+    h->p = q;
+    snprintf(h->host, sizeof h->host, "%s", q.host);
+    h->p.host = h->host;
+    h->svc = svc;
+    h->listen_fd = -1;
+    h->body_budget = q.max_upload_bytes * 8 > ((size_t)256 << 20) ? q.max_upload_bytes * 8 : (size_t)256 << 20;
+    pthread_mutex_init(&h->mmu, NULL);
+    for (int e = 0; e < NEP; e++) cs_hist_init(&h->latency[e], cs_hist_latency_bounds, cs_hist_latency_nbounds);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    h->d = MHD_start_daemon(flags, (uint16_t)q.port, NULL, NULL, handler, h,
+                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)q.threads,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)q.max_connections,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)q.connection_timeout_s,
+                            MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, 512u,
+                            MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!h->d) {
+        pthread_mutex_destroy(&h->mmu);
+        free(h);
+        return cs_errorf(err, CS_EIO, "cannot listen on %s:%d (address in use, or not a local address?)", q.host, q.port);
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : q.port;
+    *out = h;
+    return CS_OK;
+}
+
+int cs_http_port(const cs_http *h) { return h->port; }
+int cs_http_active(const cs_http *h) { return atomic_load(&((cs_http *)h)->active); }
+
+void cs_http_quiesce(cs_http *h) {
+    if (!h || h->quiesced || !h->d) return;
+    MHD_socket fd = MHD_quiesce_daemon(h->d);
+    h->quiesced = true;
+    /* the listening socket is ours now, but the daemon's threads may still
+     * look at it: close it only after MHD_stop_daemon */
+    h->listen_fd = fd;
+}
+
+void cs_http_stop(cs_http *h, int drain_ms) {
+    if (!h || h->stopped) return;
+    cs_http_quiesce(h);
+    double until = cs_now_ms() + drain_ms;
+    while (atomic_load(&h->active) > 0 && cs_now_ms() < until) usleep(10000);
+    MHD_stop_daemon(h->d);
+    h->d = NULL;
+    if (h->listen_fd >= 0) close(h->listen_fd);
+    h->listen_fd = -1;
+    h->stopped = true;
+}
+
+void cs_http_free(cs_http *h) {
+    if (!h) return;
+    cs_http_stop(h, 0);
+    pthread_mutex_destroy(&h->mmu);
+    free(h);
+}

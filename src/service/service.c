@@ -1,0 +1,1340 @@
+/* camserve service: admission, the prep pool, inference workers with dynamic
+ * batching, the result cache and the image store (see service.h).
+ *
+ * Data layout.  One mutex (s->mu) guards three FIFO job lists and the
+ * counters that go with them:
+ *   prep   submitted, waiting for decode + preprocess
+ *   infer  preprocessed, waiting for a worker (dynamic batching reads here)
+ *   post   run by a worker, waiting for overlay/heatmap/PNG + completion
+ * A job is owned by exactly one list or one thread at a time; it is freed by
+ * finish_job after its callback ran.  The prep pool serves post before prep:
+ * finishing started work first keeps memory bounded.  Callbacks always run
+ * without s->mu held.
+ *
+ * Metrics live under their own lock (s->mmu) so /metrics never waits for the
+ * queue lock of a busy service. */
+#include "camserve/service.h"
+
+#include "camserve/explain.h"
+#include "service/service_internal.h"
+#include "util/histogram.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static void hex32(const uint8_t *d, char hex[65]) {
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        hex[2 * i] = digits[d[i] >> 4];
+        hex[2 * i + 1] = digits[d[i] & 15];
+    }
+    hex[64] = '\0';
+}
+
+static int unhex32(const char *hex, uint8_t out[32]) {
+    if (!hex || strlen(hex) != 64) return 0;
+    for (int i = 0; i < 64; i++) {
+        int c = tolower((unsigned char)hex[i]), v;
+        if (c >= '0' && c <= '9') v = c - '0';
+        else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
+        else return 0;
+        if (i % 2 == 0) out[i / 2] = (uint8_t)(v << 4);
+        else out[i / 2] |= (uint8_t)v;
+    }
+    return 1;
+}
+
+static int sha256(const void *buf, size_t len, uint8_t out[32]) {
+    unsigned int n = 0;
+    return EVP_Digest(buf, len, out, &n, EVP_sha256(), NULL) == 1 && n == 32;
+}
+
+cs_status cs_svc_sha256_hex(const void *buf, size_t len, char hex[65], cs_error *err) {
+    uint8_t d[32];
+    if (!sha256(buf, len, d)) return cs_errorf(err, CS_EINTERNAL, "SHA-256 failed");
+    hex32(d, hex);
+    return CS_OK;
+}
+
+static void abs_deadline(struct timespec *ts, double ms_from_now) {
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    long long ns = (long long)ts->tv_nsec + (long long)(ms_from_now * 1e6);
+    ts->tv_sec += (time_t)(ns / 1000000000LL);
+    ts->tv_nsec = (long)(ns % 1000000000LL);
+}
+
+static void cond_init_mono(pthread_cond_t *c) {
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* ---- reference-counted values ---------------------------------------------- */
+
+/* Encoded image bytes in the image store, shared with the jobs decoding them. */
+typedef struct blob {
+    atomic_int refs;
+    size_t len;
+    uint8_t data[];
+} blob;
+
+static void blob_retain(void *v) { atomic_fetch_add(&((blob *)v)->refs, 1); }
+static void blob_release(void *v) {
+    blob *b = v;
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+}
+
+typedef struct result_box {
+    atomic_int refs;
+    size_t bytes;
+    cs_svc_result r;
+} result_box;
+
+#define BOX_OF(res) ((result_box *)((char *)(res) - offsetof(result_box, r)))
+
+static void result_retain(void *v) { atomic_fetch_add(&((result_box *)v)->refs, 1); }
+static void result_release(void *v) {
+    result_box *b = v;
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
+        free(b->r.overlay_png);
+        free(b->r.heatmap_png);
+        free(b->r.overlay_b64);
+        free(b->r.heatmap_b64);
+        free(b);
+    }
+}
+
+void cs_svc_response_clear(cs_svc_response *r) {
+    if (r && r->result) {
+        result_release(BOX_OF(r->result));
+        r->result = NULL;
+    }
+}
+
+const char *cs_svc_outcome_name(cs_svc_outcome o) {
+    switch (o) {
+    case CS_SVC_OK: return "ok";
+    case CS_SVC_BAD_REQUEST: return "bad_request";
+    case CS_SVC_BAD_IMAGE: return "bad_image";
+    case CS_SVC_TOO_LARGE: return "too_large";
+    case CS_SVC_UNKNOWN_IMAGE: return "unknown_image";
+    case CS_SVC_BUSY: return "busy";
+    case CS_SVC_TIMEOUT: return "timeout";
+    case CS_SVC_STOPPING: return "stopping";
+    case CS_SVC_INTERNAL: return "internal";
+    }
+    return "?";
+}
+
+/* ---- service state ------------------------------------------------------------ */
+
+typedef struct svc_model {
+    cs_svc_model_info info; /* public view; points into the fields below */
+    char name[64];
+    cs_model *m;
+    cs_preproc pp;
+    uint8_t digest[32];
+    char pp_text[256]; /* canonical preprocessing, part of every cache key */
+    char *labels_buf;
+    char **labels;
+    int b0; /* fixed batch of the exported graph, 0 when dynamic */
+} svc_model;
+
+typedef struct job job;
+
+enum { STAGE_QUEUE, STAGE_DECODE, STAGE_PREPROCESS, STAGE_INFERENCE, STAGE_CAM, STAGE_ENCODE,
+       STAGE_TOTAL, NSTAGES };
+static const char *const STAGE_NAMES[NSTAGES] = {"queue", "decode", "preprocess", "inference",
+                                                 "cam", "encode", "total"};
+
+struct cs_svc {
+    cs_svc_params p;
+    svc_model models[CS_SVC_MAX_MODELS];
+    int nmodels;
+
+    pthread_mutex_t mu;
+    pthread_cond_t prep_cv, work_cv, idle_cv;
+    job *prep_head, *prep_tail, *infer_head, *infer_tail, *post_head, *post_tail;
+    int prep_len, infer_len, post_len, running;
+    int inflight;        /* admitted and not yet finished */
+    bool stopping, quit, workers_joined, started;
+    atomic_int ready;
+
+    pthread_t *workers, *preps;
+    int nworkers_started, npreps_started;
+    cs_session **sessions; /* workers x nmodels */
+
+    svc_lru *results, *images;
+
+    pthread_mutex_t mmu;
+    cs_hist stage[NSTAGES];
+    cs_hist batch;
+    uint64_t hits, misses, rejected[CS_SVC_INTERNAL + 1], completed[CS_SVC_INTERNAL + 1];
+};
+
+struct job {
+    job *next;
+    cs_svc *s;
+    svc_model *model;
+    cs_svc_kind kind;
+    cs_explain_options eo;
+    cs_img_colormap cmap;
+    double alpha;
+    int topk;
+    uint8_t key[32];
+    char image_id[65];
+    blob *image;
+    cs_svc_done_fn done;
+    void *ctx;
+    double t_submit, t_ready, deadline;
+    cs_image img;   /* decoded upload, kept for the overlay */
+    float box[4];   /* crop window in img pixels */
+    float *input;   /* C x H x W */
+    float *logits;  /* num_classes */
+    float *cam;     /* cam_h x cam_w in [0,1] */
+    int cam_h, cam_w, class_idx;
+    cs_svc_timings tm;
+    cs_svc_outcome outcome;
+    cs_error err;
+};
+
+cs_svc_params cs_svc_default_params(void) {
+    cs_svc_params p;
+    memset(&p, 0, sizeof p);
+    p.workers = 1;
+    p.threads = 0;
+    p.prep_threads = 2;
+    p.max_batch = 8;
+    p.batch_window_ms = 2;
+    p.queue = 64;
+    p.timeout_ms = 30000;
+    p.cache_mem_bytes = (size_t)256 << 20;
+    p.image_store_bytes = (size_t)128 << 20;
+    p.overlay_max_side = 800;
+    p.limits = cs_img_limits_default();
+    return p;
+}
+
+cs_status cs_svc_create(const cs_svc_params *p, cs_svc **out, cs_error *err) {
+    *out = NULL;
+    cs_svc_params q = p ? *p : cs_svc_default_params();
+    if (q.workers < 1 || q.workers > 256 || q.max_batch < 1 || q.max_batch > 256 || q.queue < 0 ||
+        q.batch_window_ms < 0 || q.timeout_ms < 1 || q.prep_threads < 1 || q.prep_threads > 64 ||
+        q.threads < 0)
+        return cs_errorf(err, CS_EINVAL,
+                         "bad service parameters: workers 1..256, max_batch 1..256, queue >= 0, "
+                         "timeout_ms >= 1, prep_threads 1..64");
+    if (q.threads == 0) {
+        q.threads = omp_get_num_procs() / q.workers;
+        if (q.threads < 1) q.threads = 1;
+    }
+    if (q.overlay_max_side <= 0) q.overlay_max_side = 800;
+    cs_svc *s = calloc(1, sizeof *s);
+    if (!s) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    s->p = q;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->mmu, NULL);
+    cond_init_mono(&s->prep_cv);
+    cond_init_mono(&s->work_cv);
+    cond_init_mono(&s->idle_cv);
+    for (int i = 0; i < NSTAGES; i++)
+        cs_hist_init(&s->stage[i], cs_hist_latency_bounds, cs_hist_latency_nbounds);
+    cs_hist_init(&s->batch, cs_hist_batch_bounds, cs_hist_batch_nbounds);
+    s->results = svc_lru_create(q.cache_mem_bytes, result_retain, result_release);
+    s->images = svc_lru_create(q.image_store_bytes, blob_retain, blob_release);
+    if (!s->results || !s->images) {
+        cs_svc_free(s);
+        return cs_errorf(err, CS_ENOMEM, "out of memory");
+    }
+    *out = s;
+    return CS_OK;
+}
+
+/* ---- models -------------------------------------------------------------------- */
+
+static cs_status split_labels(svc_model *sm, char *text) {
+    sm->labels_buf = text;
+    int lines = 1;
+    for (char *c = text; *c; c++) lines += *c == '\n';
+    sm->labels = calloc((size_t)lines, sizeof(char *));
+    if (!sm->labels) return CS_ENOMEM;
+    int n = 0;
+    for (char *p = text; *p && n < lines;) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = '\0';
+        size_t l = strlen(p);
+        if (l && p[l - 1] == '\r') p[l - 1] = '\0';
+        sm->labels[n++] = p;
+        if (!nl) break;
+        p = nl + 1;
+    }
+    sm->info.num_labels = n;
+    sm->info.labels = (const char *const *)sm->labels;
+    return CS_OK;
+}
+
+static char *read_file(const char *path, size_t max, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    for (;;) {
+        if (n + 65536 + 1 > cap) {
+            cap = cap ? cap * 2 : 1 << 20;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (n > max) {
+            free(buf);
+            fclose(f);
+            return NULL;
+        }
+        if (got == 0) break;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static void model_clear(svc_model *sm) {
+    cs_model_free(sm->m);
+    free(sm->labels);
+    free(sm->labels_buf);
+    memset(sm, 0, sizeof *sm);
+}
+
+/* Common tail of both loaders: names, checks the preprocessing against the
+ * input, computes the key text and publishes the public info. */
+static cs_status model_finish(cs_svc *s, svc_model *sm, const char *name, double t0,
+                              cs_error *err) {
+    cs_model_info info;
+    cs_model_get_info(sm->m, &info);
+    if (info.input_dims[1] != 3 || sm->pp.crop_h != info.input_dims[2] ||
+        sm->pp.crop_w != info.input_dims[3])
+        return cs_errorf(err, CS_EINVAL,
+                         "model '%s': its preprocessing makes 3x%dx%d tensors; its input is %lldx%lldx%lld",
+                         name, sm->pp.crop_h, sm->pp.crop_w, (long long)info.input_dims[1],
+                         (long long)info.input_dims[2], (long long)info.input_dims[3]);
+    for (int i = 0; i < s->nmodels; i++)
+        if (!strcmp(s->models[i].name, name))
+            return cs_errorf(err, CS_EINVAL, "two models are named '%s'", name);
+    snprintf(sm->name, sizeof sm->name, "%s", name);
+    const cs_preproc *pp = &sm->pp;
+    snprintf(sm->pp_text, sizeof sm->pp_text,
+             "r%d,%dx%d,c%dx%d,i%d,o%d,s%.9g,m%.9g/%.9g/%.9g,d%.9g/%.9g/%.9g", pp->resize,
+             pp->resize_w, pp->resize_h, pp->crop_w, pp->crop_h, (int)pp->interp, (int)pp->order,
+             pp->scale, pp->mean[0], pp->mean[1], pp->mean[2], pp->std[0], pp->std[1], pp->std[2]);
+    sm->b0 = info.input_dims[0] > 0 ? (int)info.input_dims[0] : 0;
+    sm->info.name = sm->name;
+    hex32(sm->digest, sm->info.digest);
+    sm->info.model = sm->m;
+    sm->info.input_h = (int)info.input_dims[2];
+    sm->info.input_w = (int)info.input_dims[3];
+    sm->info.num_classes = (int)info.num_classes;
+    sm->info.load_ms = cs_now_ms() - t0;
+    return CS_OK;
+}
+
+cs_status cs_svc_add_model(cs_svc *s, const char *name, const char *path, cs_error *err) {
+    if (s->started) return cs_errorf(err, CS_EINVAL, "models must be added before the service starts");
+    if (s->nmodels >= CS_SVC_MAX_MODELS)
+        return cs_errorf(err, CS_ELIMIT, "at most %d models", CS_SVC_MAX_MODELS);
+    double t0 = cs_now_ms();
+    svc_model sm;
+    memset(&sm, 0, sizeof sm);
+    size_t len = 0;
+    char *bytes = read_file(path, (size_t)4 << 30, &len);
+    if (!bytes) return cs_errorf(err, CS_EIO, "cannot read model %s: %s", path, strerror(errno));
+    int ok = sha256(bytes, len, sm.digest);
+    free(bytes);
+    if (!ok) return cs_errorf(err, CS_EINTERNAL, "SHA-256 failed");
+    cs_model_options mo = {.num_threads = s->p.threads};
+    cs_status st = cs_model_load(path, &mo, &sm.m, err);
+    if (st != CS_OK) return cs_error_prefix(err, "%s", path);
+    cs_model_info info;
+    cs_model_get_info(sm.m, &info);
+    sm.pp = cs_img_preproc_default();
+    char *labels_path = NULL;
+    st = cs_img_preproc_for_model(path, cs_model_metadata(sm.m, "camserve.preprocess"),
+                                  (int)info.input_dims[2], (int)info.input_dims[3], &sm.pp,
+                                  &labels_path, &sm.info.preprocess_source, err);
+    if (st == CS_OK && labels_path) {
+        size_t ll;
+        char *text = read_file(labels_path, (size_t)64 << 20, &ll);
+        if (!text) st = cs_errorf(err, CS_EIO, "cannot read labels %s", labels_path);
+        else if (split_labels(&sm, text) != CS_OK) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+    }
+    free(labels_path);
+    char base[64];
+    if (!name || !*name) {
+        const char *b = strrchr(path, '/');
+        b = b ? b + 1 : path;
+        snprintf(base, sizeof base, "%s", b);
+        char *dot = strrchr(base, '.');
+        if (dot && dot != base && !strcmp(dot, ".onnx")) *dot = '\0';
+        name = base;
+    }
+    if (st == CS_OK) st = model_finish(s, &sm, name, t0, err);
+    if (st != CS_OK) {
+        model_clear(&sm);
+        return st;
+    }
+    s->models[s->nmodels++] = sm;
+    /* the public info points into the struct: fix the copies' pointers */
+    svc_model *dst = &s->models[s->nmodels - 1];
+    dst->info.name = dst->name;
+    return CS_OK;
+}
+
+cs_status cs_svc_add_model_buffer(cs_svc *s, const char *name, const void *buf, size_t len,
+                                  const char *config_json, const char *labels_text,
+                                  cs_error *err) {
+    if (s->started) return cs_errorf(err, CS_EINVAL, "models must be added before the service starts");
+    if (s->nmodels >= CS_SVC_MAX_MODELS)
+        return cs_errorf(err, CS_ELIMIT, "at most %d models", CS_SVC_MAX_MODELS);
+    if (!name || !*name) name = "default";
+    double t0 = cs_now_ms();
+    svc_model sm;
+    memset(&sm, 0, sizeof sm);
+    if (!sha256(buf, len, sm.digest)) return cs_errorf(err, CS_EINTERNAL, "SHA-256 failed");
+    cs_model_options mo = {.num_threads = s->p.threads};
+    cs_status st = cs_model_load_buffer(buf, len, &mo, &sm.m, err);
+    if (st != CS_OK) return cs_error_prefix(err, "model '%s'", name);
+    cs_model_info info;
+    cs_model_get_info(sm.m, &info);
+    sm.pp = cs_img_preproc_default();
+    if (config_json) {
+        st = cs_img_preproc_from_json(config_json, &sm.pp, NULL, err);
+        sm.info.preprocess_source = "config";
+    } else {
+        st = cs_img_preproc_for_model(NULL, cs_model_metadata(sm.m, "camserve.preprocess"),
+                                      (int)info.input_dims[2], (int)info.input_dims[3], &sm.pp,
+                                      NULL, &sm.info.preprocess_source, err);
+    }
+    if (st == CS_OK && labels_text) {
+        char *t = strdup(labels_text);
+        if (!t || split_labels(&sm, t) != CS_OK) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+    }
+    if (st == CS_OK) st = model_finish(s, &sm, name, t0, err);
+    if (st != CS_OK) {
+        model_clear(&sm);
+        return st;
+    }
+    s->models[s->nmodels++] = sm;
+    s->models[s->nmodels - 1].info.name = s->models[s->nmodels - 1].name;
+    return CS_OK;
+}
+
+int cs_svc_num_models(const cs_svc *s) { return s->nmodels; }
+
+const cs_svc_model_info *cs_svc_model_at(const cs_svc *s, int i) {
+    return i >= 0 && i < s->nmodels ? &s->models[i].info : NULL;
+}
+
+int cs_svc_ready(const cs_svc *s) { return atomic_load(&((cs_svc *)s)->ready); }
+
+/* ---- metrics -------------------------------------------------------------------- */
+
+static void count_outcome(cs_svc *s, cs_svc_outcome o, bool rejected) {
+    pthread_mutex_lock(&s->mmu);
+    if (rejected) s->rejected[o]++;
+    else s->completed[o]++;
+    pthread_mutex_unlock(&s->mmu);
+}
+
+void cs_svc_write_metrics(cs_svc *s, FILE *f) {
+    pthread_mutex_lock(&s->mu);
+    int prep = s->prep_len, infer = s->infer_len, post = s->post_len, running = s->running,
+        inflight = s->inflight;
+    pthread_mutex_unlock(&s->mu);
+    size_t rb = 0, re = 0, ib = 0, ie = 0;
+    uint64_t rev = 0, iev = 0;
+    svc_lru_stats(s->results, &rb, &re, &rev);
+    svc_lru_stats(s->images, &ib, &ie, &iev);
+
+    fprintf(f, "# HELP camserve_queue_depth Requests waiting, by pipeline stage.\n"
+               "# TYPE camserve_queue_depth gauge\n"
+               "camserve_queue_depth{stage=\"prep\"} %d\ncamserve_queue_depth{stage=\"infer\"} %d\n"
+               "camserve_queue_depth{stage=\"post\"} %d\n",
+            prep, infer, post);
+    fprintf(f, "# HELP camserve_running Requests inside a network run.\n# TYPE camserve_running gauge\n"
+               "camserve_running %d\n", running);
+    fprintf(f, "# HELP camserve_inflight Requests admitted and not yet answered.\n"
+               "# TYPE camserve_inflight gauge\ncamserve_inflight %d\n"
+               "# HELP camserve_inflight_limit Admission bound (queue + workers x max_batch).\n"
+               "# TYPE camserve_inflight_limit gauge\ncamserve_inflight_limit %d\n",
+            inflight, s->p.queue + s->p.workers * s->p.max_batch);
+    fprintf(f, "# HELP camserve_cache_bytes Bytes held by each cache tier.\n# TYPE camserve_cache_bytes gauge\n"
+               "camserve_cache_bytes{tier=\"memory\"} %zu\ncamserve_cache_bytes{tier=\"images\"} %zu\n"
+               "# HELP camserve_cache_entries Entries held by each cache tier.\n# TYPE camserve_cache_entries gauge\n"
+               "camserve_cache_entries{tier=\"memory\"} %zu\ncamserve_cache_entries{tier=\"images\"} %zu\n"
+               "# HELP camserve_cache_evictions_total Entries evicted to stay within the byte bound.\n"
+               "# TYPE camserve_cache_evictions_total counter\n"
+               "camserve_cache_evictions_total{tier=\"memory\"} %llu\ncamserve_cache_evictions_total{tier=\"images\"} %llu\n"
+               "# HELP camserve_cache_limit_bytes Byte bound of each cache tier.\n# TYPE camserve_cache_limit_bytes gauge\n"
+               "camserve_cache_limit_bytes{tier=\"memory\"} %zu\ncamserve_cache_limit_bytes{tier=\"images\"} %zu\n",
+            rb, ib, re, ie, (unsigned long long)rev, (unsigned long long)iev, s->p.cache_mem_bytes,
+            s->p.image_store_bytes);
+    fprintf(f, "# HELP camserve_model_load_seconds Time to load each model.\n"
+               "# TYPE camserve_model_load_seconds gauge\n");
+    for (int i = 0; i < s->nmodels; i++)
+        fprintf(f, "camserve_model_load_seconds{model=\"%s\"} %.6f\n", s->models[i].name,
+                s->models[i].info.load_ms / 1e3);
+
+    pthread_mutex_lock(&s->mmu);
+    fprintf(f, "# HELP camserve_cache_hits_total Result cache hits by tier.\n# TYPE camserve_cache_hits_total counter\n"
+               "camserve_cache_hits_total{tier=\"memory\"} %llu\n"
+               "# HELP camserve_cache_misses_total Result cache misses (all tiers).\n# TYPE camserve_cache_misses_total counter\n"
+               "camserve_cache_misses_total %llu\n",
+            (unsigned long long)s->hits, (unsigned long long)s->misses);
+    fprintf(f, "# HELP camserve_service_requests_total Requests the service finished, by outcome.\n"
+               "# TYPE camserve_service_requests_total counter\n");
+    for (int o = 0; o <= CS_SVC_INTERNAL; o++)
+        fprintf(f, "camserve_service_requests_total{outcome=\"%s\"} %llu\n",
+                cs_svc_outcome_name((cs_svc_outcome)o), (unsigned long long)s->completed[o]);
+    fprintf(f, "# HELP camserve_service_rejected_total Requests refused before queuing, by reason.\n"
+               "# TYPE camserve_service_rejected_total counter\n");
+    for (int o = 1; o <= CS_SVC_INTERNAL; o++)
+        fprintf(f, "camserve_service_rejected_total{reason=\"%s\"} %llu\n",
+                cs_svc_outcome_name((cs_svc_outcome)o), (unsigned long long)s->rejected[o]);
+    fprintf(f, "# HELP camserve_stage_seconds Time per pipeline stage of computed (missed) requests.\n"
+               "# TYPE camserve_stage_seconds histogram\n");
+    for (int i = 0; i < NSTAGES; i++) {
+        char lab[64];
+        snprintf(lab, sizeof lab, "stage=\"%s\"", STAGE_NAMES[i]);
+        cs_hist_write(f, "camserve_stage_seconds", lab, &s->stage[i]);
+    }
+    fprintf(f, "# HELP camserve_batch_size Requests per network run.\n# TYPE camserve_batch_size histogram\n");
+    cs_hist_write(f, "camserve_batch_size", "", &s->batch);
+    pthread_mutex_unlock(&s->mmu);
+}
+
+/* ---- jobs ----------------------------------------------------------------------- */
+
+static void list_push(job **head, job **tail, job *j) {
+    j->next = NULL;
+    if (*tail) (*tail)->next = j;
+    else *head = j;
+    *tail = j;
+}
+
+static job *list_pop(job **head, job **tail) {
+    job *j = *head;
+    if (j) {
+        *head = j->next;
+        if (!*head) *tail = NULL;
+        j->next = NULL;
+    }
+    return j;
+}
+
+static void job_free(job *j) {
+    blob_release(j->image);
+    cs_img_free(&j->img);
+    free(j->input);
+    free(j->logits);
+    free(j->cam);
+    free(j);
+}
+
+static void fail_job(job *j, cs_svc_outcome o, cs_status code, const char *msg) {
+    j->outcome = o;
+    if (msg) cs_errorf(&j->err, code, "%s", msg);
+}
+
+/* Completes a job: metrics, callback, free.  Never called with s->mu held. */
+static void finish_job(cs_svc *s, job *j, const cs_svc_result *res) {
+    cs_svc_response resp;
+    memset(&resp, 0, sizeof resp);
+    resp.outcome = j->outcome;
+    resp.err = j->err;
+    resp.result = res; /* the reference moves to the response */
+    memcpy(resp.image_id, j->image_id, sizeof resp.image_id);
+    j->tm.total = cs_now_ms() - j->t_submit;
+    resp.timings = j->tm;
+    pthread_mutex_lock(&s->mmu);
+    s->completed[j->outcome]++;
+    if (j->outcome == CS_SVC_OK) {
+        const double v[NSTAGES] = {j->tm.queue, j->tm.decode, j->tm.preprocess, j->tm.inference,
+                                   j->tm.cam, j->tm.encode, j->tm.total};
+        for (int i = 0; i < NSTAGES; i++)
+            if (i != STAGE_CAM || j->kind == CS_SVC_EXPLAIN) cs_hist_observe(&s->stage[i], v[i] / 1e3);
+    }
+    pthread_mutex_unlock(&s->mmu);
+    j->done(j->ctx, &resp);
+    job_free(j);
+    pthread_mutex_lock(&s->mu);
+    if (--s->inflight == 0) pthread_cond_broadcast(&s->idle_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void finish_list(cs_svc *s, job *list) {
+    while (list) {
+        job *n = list->next;
+        list->next = NULL;
+        finish_job(s, list, NULL);
+        list = n;
+    }
+}
+
+/* Removes from a list every job whose deadline passed; returns them chained. */
+static job *take_expired(job **head, job **tail, int *len, double now) {
+    job *out = NULL, **o = &out, *prev = NULL;
+    for (job *j = *head, *nx; j; j = nx) {
+        nx = j->next;
+        if (now >= j->deadline) {
+            if (prev) prev->next = nx;
+            else *head = nx;
+            if (*tail == j) *tail = prev;
+            j->next = NULL;
+            fail_job(j, CS_SVC_TIMEOUT, CS_ELIMIT, "timed out waiting for a worker");
+            *o = j;
+            o = &j->next;
+            (*len)--;
+        } else {
+            prev = j;
+        }
+    }
+    return out;
+}
+
+/* ---- prep pool: decode + preprocess before, overlay + encode after ------------- */
+
+static cs_svc_outcome outcome_of(cs_status st) {
+    switch (st) {
+    case CS_ELIMIT: return CS_SVC_TOO_LARGE;
+    case CS_EFORMAT: return CS_SVC_BAD_IMAGE;
+    case CS_EINVAL:
+    case CS_EUNSUPPORTED:
+    case CS_ENOTFOUND: return CS_SVC_BAD_REQUEST;
+    default: return CS_SVC_INTERNAL;
+    }
+}
+
+static void do_prep(cs_svc *s, job *j) {
+    svc_model *sm = j->model;
+    int need_w, need_h;
+    cs_img_preproc_need(&sm->pp, &need_w, &need_h);
+    double t0 = cs_now_ms();
+    j->tm.queue = t0 - j->t_submit;
+    cs_status st = cs_img_decode(j->image->data, j->image->len, &s->p.limits, need_w, need_h,
+                                 &j->img, &j->err);
+    double t1 = cs_now_ms();
+    j->tm.decode = t1 - t0;
+    blob_release(j->image); /* the store keeps its own reference */
+    j->image = NULL;
+    if (st != CS_OK) {
+        j->outcome = outcome_of(st);
+        return;
+    }
+    size_t per = (size_t)3 * sm->pp.crop_h * sm->pp.crop_w;
+    j->input = malloc(per * sizeof(float));
+    if (!j->input) {
+        fail_job(j, CS_SVC_INTERNAL, CS_ENOMEM, "out of memory");
+        return;
+    }
+    st = cs_img_preprocess(&j->img, &sm->pp, j->input, &j->err);
+    if (st != CS_OK) {
+        j->outcome = outcome_of(st);
+        return;
+    }
+    cs_img_preproc_crop_box(&sm->pp, &j->img, j->box);
+    if (j->kind == CS_SVC_CLASSIFY) {
+        /* only the size is reported; the pixels are not needed any more */
+        int w = j->img.orig_width, h = j->img.orig_height;
+        cs_img_free(&j->img);
+        j->img.orig_width = w;
+        j->img.orig_height = h;
+    }
+    j->tm.preprocess = cs_now_ms() - t1;
+}
+
+typedef struct pred_ix {
+    float p;
+    int i;
+} pred_ix;
+
+static int pred_cmp(const void *a, const void *b) {
+    const pred_ix *x = a, *y = b;
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return x->i - y->i;
+}
+
+static void fill_predictions(const svc_model *sm, const float *logits, int topk, cs_svc_result *r) {
+    int n = sm->info.num_classes;
+    pred_ix *v = malloc((size_t)n * sizeof *v);
+    if (!v) return;
+    float mx = logits[0];
+    for (int i = 1; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    for (int i = 0; i < n; i++) {
+        v[i].p = (float)(exp((double)logits[i] - mx) / sum);
+        v[i].i = i;
+    }
+    qsort(v, (size_t)n, sizeof *v, pred_cmp);
+    r->npred = topk < n ? topk : n;
+    for (int k = 0; k < r->npred; k++) {
+        r->preds[k].index = v[k].i;
+        r->preds[k].score = v[k].p;
+        const char *lab = v[k].i < sm->info.num_labels ? sm->labels[v[k].i] : "";
+        snprintf(r->preds[k].label, sizeof r->preds[k].label, "%s", lab);
+    }
+    free(v);
+}
+
+static cs_status encode_png(const cs_image *img, uint8_t **out, size_t *len, cs_error *err) {
+    return cs_img_encode(img, CS_IMG_FORMAT_PNG, 0, out, len, err);
+}
+
+static cs_status base64(const uint8_t *buf, size_t len, char **out, size_t *out_len, cs_error *err) {
+    if (len > (size_t)INT32_MAX / 2) return cs_errorf(err, CS_ELIMIT, "image too large to encode");
+    *out = malloc(4 * ((len + 2) / 3) + 1);
+    if (!*out) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    *out_len = (size_t)EVP_EncodeBlock((unsigned char *)*out, buf, (int)len);
+    return CS_OK;
+}
+
+static result_box *do_post(cs_svc *s, job *j) {
+    svc_model *sm = j->model;
+    result_box *b = calloc(1, sizeof *b);
+    if (!b) {
+        fail_job(j, CS_SVC_INTERNAL, CS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    atomic_init(&b->refs, 1);
+    cs_svc_result *r = &b->r;
+    r->kind = j->kind;
+    snprintf(r->model, sizeof r->model, "%s", sm->name);
+    memcpy(r->image_id, j->image_id, sizeof r->image_id);
+    r->image_w = j->img.orig_width;
+    r->image_h = j->img.orig_height;
+    if (j->img.width > 0 && j->img.height > 0) {
+        r->box[0] = j->box[0] / (float)j->img.width;
+        r->box[1] = j->box[1] / (float)j->img.height;
+        r->box[2] = j->box[2] / (float)j->img.width;
+        r->box[3] = j->box[3] / (float)j->img.height;
+    }
+    fill_predictions(sm, j->logits, j->topk, r);
+    if (j->kind == CS_SVC_EXPLAIN) {
+        double t0 = cs_now_ms();
+        snprintf(r->method, sizeof r->method, "%s", cs_cam_method_name(j->eo.method));
+        size_t off = 0;
+        for (int l = 0; l < j->eo.nlayers && off < sizeof r->layer; l++)
+            off += (size_t)snprintf(r->layer + off, sizeof r->layer - off, "%s%s", l ? "," : "",
+                                    cs_model_layer_name(sm->m, j->eo.layers[l]));
+        r->class_index = j->class_idx;
+        snprintf(r->class_label, sizeof r->class_label, "%s",
+                 j->class_idx < sm->info.num_labels ? sm->labels[j->class_idx] : "");
+        r->colormap = cs_img_colormap_name(j->cmap);
+        r->alpha = j->alpha;
+        cs_image over = {0}, heat = {0};
+        cs_status st = cs_img_overlay(&j->img, j->cam, j->cam_h, j->cam_w, j->box, j->cmap,
+                                      (float)j->alpha, s->p.overlay_max_side, &over, &j->err);
+        /* the heatmap at the CAM's own resolution (the model input): a
+         * browser scales it for free, and encoding it at overlay size cost
+         * more than the network on 2 cores */
+        if (st == CS_OK)
+            st = cs_img_heatmap(j->cam, j->cam_h, j->cam_w, j->cam_w, j->cam_h, j->cmap, &heat, &j->err);
+        if (st == CS_OK) st = encode_png(&over, &r->overlay_png, &r->overlay_len, &j->err);
+        if (st == CS_OK) st = encode_png(&heat, &r->heatmap_png, &r->heatmap_len, &j->err);
+        if (st == CS_OK) st = base64(r->overlay_png, r->overlay_len, &r->overlay_b64, &r->overlay_b64_len, &j->err);
+        if (st == CS_OK) st = base64(r->heatmap_png, r->heatmap_len, &r->heatmap_b64, &r->heatmap_b64_len, &j->err);
+        r->overlay_w = over.width;
+        r->overlay_h = over.height;
+        cs_img_free(&over);
+        cs_img_free(&heat);
+        j->tm.encode = cs_now_ms() - t0;
+        if (st != CS_OK) {
+            j->outcome = outcome_of(st);
+            result_release(b);
+            return NULL;
+        }
+    }
+    r->computed = j->tm;
+    r->computed.total = cs_now_ms() - j->t_submit;
+    b->bytes = sizeof *b + r->overlay_len + r->heatmap_len + r->overlay_b64_len + r->heatmap_b64_len;
+    return b;
+}
+
+static void *prep_main(void *arg) {
+    cs_svc *s = arg;
+    double next_sweep = cs_now_ms() + 50;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        double now = cs_now_ms();
+        if (now >= next_sweep) {
+            int dummy = 0;
+            job *exp = take_expired(&s->infer_head, &s->infer_tail, &s->infer_len, now);
+            job *exp2 = take_expired(&s->prep_head, &s->prep_tail, &dummy, now);
+            s->prep_len += dummy;
+            next_sweep = now + 50;
+            if (exp || exp2) {
+                pthread_mutex_unlock(&s->mu);
+                finish_list(s, exp);
+                finish_list(s, exp2);
+                pthread_mutex_lock(&s->mu);
+                continue;
+            }
+        }
+        job *j = list_pop(&s->post_head, &s->post_tail);
+        if (j) {
+            s->post_len--;
+            pthread_mutex_unlock(&s->mu);
+            result_box *b = j->outcome == CS_SVC_OK ? do_post(s, j) : NULL;
+            if (b) svc_lru_put(s->results, j->key, b, b->bytes);
+            finish_job(s, j, b ? &b->r : NULL);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        j = list_pop(&s->prep_head, &s->prep_tail);
+        if (j) {
+            s->prep_len--;
+            pthread_mutex_unlock(&s->mu);
+            do_prep(s, j);
+            if (j->outcome != CS_SVC_OK) {
+                finish_job(s, j, NULL);
+                pthread_mutex_lock(&s->mu);
+                continue;
+            }
+            pthread_mutex_lock(&s->mu);
+            if (s->quit) { /* the workers may be gone: never queue after stop */
+                pthread_mutex_unlock(&s->mu);
+                fail_job(j, CS_SVC_STOPPING, CS_EINVAL, "the server is shutting down");
+                finish_job(s, j, NULL);
+                pthread_mutex_lock(&s->mu);
+                continue;
+            }
+            j->t_ready = cs_now_ms();
+            list_push(&s->infer_head, &s->infer_tail, j);
+            s->infer_len++;
+            pthread_cond_signal(&s->work_cv);
+            continue;
+        }
+        if (s->quit && s->workers_joined) break;
+        struct timespec ts;
+        abs_deadline(&ts, 50);
+        pthread_cond_timedwait(&s->prep_cv, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- inference workers ----------------------------------------------------------- */
+
+static bool compatible(const job *a, const job *b) {
+    if (a->model != b->model || a->kind != b->kind) return false;
+    if (a->kind == CS_SVC_CLASSIFY) return true;
+    const cs_explain_options *x = &a->eo, *y = &b->eo;
+    return x->method == y->method && x->nlayers == y->nlayers &&
+           !memcmp(x->layers, y->layers, sizeof(int) * (size_t)x->nlayers) &&
+           x->class_mode == y->class_mode &&
+           (x->class_mode != CS_CLASS_INDEX || x->class_index == y->class_index) &&
+           x->aug_smooth == y->aug_smooth && x->eigen_smooth == y->eigen_smooth;
+}
+
+/* Moves compatible jobs from the infer queue into batch (s->mu held). */
+static void gather(cs_svc *s, job **batch, int *n, int max) {
+    job *prev = NULL;
+    for (job *j = s->infer_head, *nx; j && *n < max; j = nx) {
+        nx = j->next;
+        if (compatible(batch[0], j)) {
+            if (prev) prev->next = nx;
+            else s->infer_head = nx;
+            if (s->infer_tail == j) s->infer_tail = prev;
+            j->next = NULL;
+            batch[(*n)++] = j;
+            s->infer_len--;
+        } else {
+            prev = j;
+        }
+    }
+}
+
+static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
+    svc_model *sm = batch[0]->model;
+    const int H = sm->pp.crop_h, W = sm->pp.crop_w, ncls = sm->info.num_classes;
+    const size_t per = (size_t)3 * H * W;
+    /* Batch sizes are padded (the last image repeated, its outputs dropped):
+     * a graph exported with a fixed batch runs in multiples of it, a dynamic
+     * one in powers of two, so a session builds at most log2(max_batch)+1
+     * plans per layer set instead of one per size -- a plan costs about
+     * three inferences to build and a session keeps only a few. */
+    int nb = n;
+    if (sm->b0 > 0) nb = (n + sm->b0 - 1) / sm->b0 * sm->b0;
+    else
+        while (nb & (nb - 1)) nb += nb & -nb;
+    float *in = malloc((size_t)nb * per * sizeof(float));
+    cs_error err = {0};
+    cs_status st = CS_OK;
+    cs_explain_output ex = {0};
+    float *logits = NULL;
+    double t0 = cs_now_ms();
+    if (!in) {
+        st = cs_errorf(&err, CS_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < nb; i++) memcpy(in + (size_t)i * per, batch[i < n ? i : n - 1]->input, per * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        batch[i]->tm.queue += t0 - batch[i]->t_ready;
+        free(batch[i]->input);
+        batch[i]->input = NULL;
+    }
+    if (batch[0]->kind == CS_SVC_CLASSIFY) {
+        logits = malloc((size_t)nb * ncls * sizeof(float));
+        if (!logits) st = cs_errorf(&err, CS_ENOMEM, "out of memory");
+        else st = cs_session_run(sess, in, nb, logits, &err);
+        double dt = cs_now_ms() - t0;
+        for (int i = 0; i < n && st == CS_OK; i++) {
+            batch[i]->tm.inference = dt;
+            batch[i]->logits = malloc((size_t)ncls * sizeof(float));
+            if (!batch[i]->logits) st = cs_errorf(&err, CS_ENOMEM, "out of memory");
+            else memcpy(batch[i]->logits, logits + (size_t)i * ncls, (size_t)ncls * sizeof(float));
+        }
+    } else {
+        st = cs_explain_run(sess, sm->m, in, nb, &batch[0]->eo, &ex, &err);
+        for (int i = 0; i < n && st == CS_OK; i++) {
+            job *j = batch[i];
+            size_t im = (size_t)ex.in_h * ex.in_w;
+            j->tm.inference = ex.forward_ms;
+            j->tm.cam = ex.backward_ms + ex.cam_ms;
+            j->logits = malloc((size_t)ncls * sizeof(float));
+            j->cam = malloc(im * sizeof(float));
+            if (!j->logits || !j->cam) {
+                st = cs_errorf(&err, CS_ENOMEM, "out of memory");
+                break;
+            }
+            memcpy(j->logits, ex.logits + (size_t)i * ncls, (size_t)ncls * sizeof(float));
+            /* one map per image: class modes top and index only */
+            memcpy(j->cam, ex.maps_input + (size_t)i * ex.k * im, im * sizeof(float));
+            j->cam_h = ex.in_h;
+            j->cam_w = ex.in_w;
+            j->class_idx = ex.class_idx[i * ex.k];
+        }
+    }
+done:
+    if (st != CS_OK)
+        for (int i = 0; i < n; i++) {
+            batch[i]->outcome = outcome_of(st);
+            batch[i]->err = err;
+        }
+    cs_explain_output_free(&ex);
+    free(logits);
+    free(in);
+    pthread_mutex_lock(&s->mmu);
+    cs_hist_observe(&s->batch, n);
+    pthread_mutex_unlock(&s->mmu);
+}
+
+typedef struct worker_arg {
+    cs_svc *s;
+    int idx;
+} worker_arg;
+
+static void *worker_main(void *arg) {
+    worker_arg wa = *(worker_arg *)arg;
+    free(arg);
+    cs_svc *s = wa.s;
+    /* OpenMP's thread count is per calling thread: each worker sets its own */
+    omp_set_num_threads(s->p.threads);
+    job *batch[256];
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->infer_head && !s->quit) pthread_cond_wait(&s->work_cv, &s->mu);
+        if (!s->infer_head) break; /* quit with nothing left */
+        job *first = list_pop(&s->infer_head, &s->infer_tail);
+        s->infer_len--;
+        if (cs_now_ms() >= first->deadline) {
+            fail_job(first, CS_SVC_TIMEOUT, CS_ELIMIT, "timed out waiting for a worker");
+            pthread_mutex_unlock(&s->mu);
+            finish_job(s, first, NULL);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        int n = 1;
+        batch[0] = first;
+        double until = first->t_ready + s->p.batch_window_ms;
+        for (;;) {
+            gather(s, batch, &n, s->p.max_batch);
+            if (n >= s->p.max_batch || s->quit || cs_now_ms() >= until) break;
+            struct timespec ts;
+            abs_deadline(&ts, until - cs_now_ms());
+            pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
+        }
+        s->running += n;
+        pthread_mutex_unlock(&s->mu);
+        int mi = (int)(first->model - s->models);
+        run_batch(s, s->sessions[wa.idx * s->nmodels + mi], batch, n);
+        pthread_mutex_lock(&s->mu);
+        s->running -= n;
+        for (int i = 0; i < n; i++) {
+            list_push(&s->post_head, &s->post_tail, batch[i]);
+            s->post_len++;
+        }
+        pthread_cond_broadcast(&s->prep_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------- */
+
+cs_status cs_svc_start(cs_svc *s, cs_error *err) {
+    if (s->started) return CS_OK;
+    if (s->nmodels == 0) return cs_errorf(err, CS_EINVAL, "no model to serve");
+    int nw = s->p.workers, np = s->p.prep_threads;
+    s->sessions = calloc((size_t)nw * s->nmodels, sizeof *s->sessions);
+    s->workers = calloc((size_t)nw, sizeof(pthread_t));
+    s->preps = calloc((size_t)np, sizeof(pthread_t));
+    if (!s->sessions || !s->workers || !s->preps) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    for (int i = 0; i < nw * s->nmodels; i++) {
+        cs_status st = cs_session_create(s->models[i % s->nmodels].m, &s->sessions[i], err);
+        if (st != CS_OK) return st;
+    }
+    s->started = true;
+    for (int i = 0; i < np; i++) {
+        if (pthread_create(&s->preps[i], NULL, prep_main, s) != 0)
+            return cs_errorf(err, CS_EINTERNAL, "cannot start threads");
+        s->npreps_started++;
+    }
+    for (int i = 0; i < nw; i++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        if (!wa) return cs_errorf(err, CS_ENOMEM, "out of memory");
+        wa->s = s;
+        wa->idx = i;
+        if (pthread_create(&s->workers[i], NULL, worker_main, wa) != 0) {
+            free(wa);
+            return cs_errorf(err, CS_EINTERNAL, "cannot start threads");
+        }
+        s->nworkers_started++;
+    }
+    atomic_store(&s->ready, 1);
+    return CS_OK;
+}
+
+void cs_svc_stop(cs_svc *s, int drain_ms) {
+    if (!s || !s->started) return;
+    atomic_store(&s->ready, 0);
+    pthread_mutex_lock(&s->mu);
+    if (s->quit) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    s->stopping = true;
+    struct timespec ts;
+    abs_deadline(&ts, drain_ms > 0 ? drain_ms : 0);
+    while (s->inflight > 0)
+        if (pthread_cond_timedwait(&s->idle_cv, &s->mu, &ts) == ETIMEDOUT) break;
+    s->quit = true;
+    /* whatever has not reached a worker by now is answered "stopping" */
+    job *left = NULL, **o = &left;
+    for (job *j; (j = list_pop(&s->prep_head, &s->prep_tail)) || (j = list_pop(&s->infer_head, &s->infer_tail));) {
+        fail_job(j, CS_SVC_STOPPING, CS_EINVAL, "the server is shutting down");
+        *o = j;
+        o = &j->next;
+    }
+    s->prep_len = s->infer_len = 0;
+    pthread_cond_broadcast(&s->work_cv);
+    pthread_cond_broadcast(&s->prep_cv);
+    pthread_mutex_unlock(&s->mu);
+    finish_list(s, left);
+    for (int i = 0; i < s->nworkers_started; i++) pthread_join(s->workers[i], NULL);
+    pthread_mutex_lock(&s->mu);
+    s->workers_joined = true;
+    pthread_cond_broadcast(&s->prep_cv);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < s->npreps_started; i++) pthread_join(s->preps[i], NULL);
+    s->nworkers_started = s->npreps_started = 0;
+}
+
+void cs_svc_free(cs_svc *s) {
+    if (!s) return;
+    if (s->started) {
+        pthread_mutex_lock(&s->mu);
+        bool q = s->quit;
+        pthread_mutex_unlock(&s->mu);
+        if (!q) cs_svc_stop(s, 0);
+    }
+    if (s->sessions)
+        for (int i = 0; i < s->p.workers * s->nmodels; i++) cs_session_free(s->sessions[i]);
+    free(s->sessions);
+    free(s->workers);
+    free(s->preps);
+    for (int i = 0; i < s->nmodels; i++) model_clear(&s->models[i]);
+    svc_lru_free(s->results);
+    svc_lru_free(s->images);
+    pthread_cond_destroy(&s->prep_cv);
+    pthread_cond_destroy(&s->work_cv);
+    pthread_cond_destroy(&s->idle_cv);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->mmu);
+    free(s);
+}
+
+/* ---- submit ------------------------------------------------------------------------- */
+
+static int answer(cs_svc *s, cs_svc_response *resp, cs_svc_outcome o, double t0) {
+    resp->outcome = o;
+    resp->timings.total = cs_now_ms() - t0;
+    count_outcome(s, o, o != CS_SVC_OK);
+    return 1;
+}
+
+static svc_model *find_model(cs_svc *s, const char *name, cs_error *err) {
+    if (!name || !*name) return &s->models[0];
+    for (int i = 0; i < s->nmodels; i++)
+        if (!strcmp(s->models[i].name, name)) return &s->models[i];
+    char list[512] = "";
+    size_t off = 0;
+    for (int i = 0; i < s->nmodels && off < sizeof list; i++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", s->models[i].name);
+    cs_errorf(err, CS_ENOTFOUND, "unknown model '%.64s'; valid: %s", name, list);
+    return NULL;
+}
+
+/* The cache key: SHA-256 over everything that changes the answer. */
+static int make_key(const job *j, const uint8_t img_sha[32], uint8_t key[32]) {
+    char params[512];
+    int n = snprintf(params, sizeof params, "kind=%d;topk=%d", (int)j->kind, j->topk);
+    if (j->kind == CS_SVC_EXPLAIN) {
+        const cs_explain_options *o = &j->eo;
+        n += snprintf(params + n, sizeof params - (size_t)n, ";method=%s;cls=%d:%d;aug=%d;eig=%d;cmap=%s;alpha=%.6f;layers=",
+                      cs_cam_method_name(o->method), (int)o->class_mode,
+                      o->class_mode == CS_CLASS_INDEX ? o->class_index : -1, o->aug_smooth,
+                      o->eigen_smooth, cs_img_colormap_name(j->cmap), j->alpha);
+        for (int l = 0; l < o->nlayers && n < (int)sizeof params - 8; l++)
+            n += snprintf(params + n, sizeof params - (size_t)n, "%d,", o->layers[l]);
+        n += snprintf(params + n, sizeof params - (size_t)n, ";side=%d", j->s->p.overlay_max_side);
+    }
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned int len = 0;
+    static const char tag[] = "camserve/result/v1;engine=" CS_VERSION ";";
+    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(c, tag, sizeof tag - 1) == 1 &&
+             EVP_DigestUpdate(c, j->model->digest, 32) == 1 &&
+             EVP_DigestUpdate(c, j->model->pp_text, strlen(j->model->pp_text)) == 1 &&
+             EVP_DigestUpdate(c, img_sha, 32) == 1 && EVP_DigestUpdate(c, params, strlen(params)) == 1 &&
+             EVP_DigestFinal_ex(c, key, &len) == 1 && len == 32;
+    EVP_MD_CTX_free(c);
+    return ok;
+}
+
+/* Parses and checks the request into j (everything but the image). */
+static cs_svc_outcome parse_request(cs_svc *s, const cs_svc_request *req, job *j, cs_error *err) {
+    j->model = find_model(s, req->model, err);
+    if (!j->model) return CS_SVC_BAD_REQUEST;
+    const svc_model *sm = j->model;
+    j->kind = req->kind;
+    j->eo = cs_explain_default_options();
+    j->topk = req->topk > 0 ? req->topk : 5;
+    if (j->topk > CS_SVC_MAX_TOPK) {
+        cs_errorf(err, CS_EINVAL, "topk must be 1..%d, got %d", CS_SVC_MAX_TOPK, req->topk);
+        return CS_SVC_BAD_REQUEST;
+    }
+    if (j->topk > sm->info.num_classes) j->topk = sm->info.num_classes;
+    if (j->kind == CS_SVC_CLASSIFY) return CS_SVC_OK;
+    if (req->method && *req->method && cs_cam_method_parse(req->method, &j->eo.method, err) != CS_OK)
+        return CS_SVC_BAD_REQUEST;
+    const char *cls = req->class_spec && *req->class_spec ? req->class_spec : "top";
+    if (!strncmp(cls, "topk", 4) || cs_explain_parse_class(cls, &j->eo, err) != CS_OK) {
+        cs_errorf(err, CS_EINVAL, "bad class '%.64s': use top or a class index 0..%d", cls,
+                  sm->info.num_classes - 1);
+        return CS_SVC_BAD_REQUEST;
+    }
+    if (j->eo.class_mode == CS_CLASS_INDEX && j->eo.class_index >= sm->info.num_classes) {
+        cs_errorf(err, CS_EINVAL, "class %d out of range: valid: top or 0..%d (the model has %d classes)",
+                  j->eo.class_index, sm->info.num_classes - 1, sm->info.num_classes);
+        return CS_SVC_BAD_REQUEST;
+    }
+    const char *layer = req->layer && *req->layer ? req->layer : "auto";
+    if (cs_explain_parse_layers(sm->m, layer, &j->eo, err) != CS_OK) return CS_SVC_BAD_REQUEST;
+    if (cs_cam_method_needs_forward(j->eo.method) && j->eo.nlayers != 1) {
+        cs_errorf(err, CS_EINVAL, "%s explains one layer at a time", cs_cam_method_name(j->eo.method));
+        return CS_SVC_BAD_REQUEST;
+    }
+    j->eo.aug_smooth = req->aug_smooth != 0;
+    j->eo.eigen_smooth = req->eigen_smooth != 0;
+    if (j->eo.aug_smooth && sm->b0 > 0) {
+        cs_errorf(err, CS_EINVAL, "aug_smooth needs a model with a dynamic batch");
+        return CS_SVC_BAD_REQUEST;
+    }
+    j->cmap = CS_IMG_CMAP_JET;
+    if (req->colormap && *req->colormap && cs_img_colormap_parse(req->colormap, &j->cmap, err) != CS_OK)
+        return CS_SVC_BAD_REQUEST;
+    j->alpha = req->alpha < 0 ? 0.5 : req->alpha;
+    if (!(j->alpha >= 0 && j->alpha <= 1)) {
+        cs_errorf(err, CS_EINVAL, "alpha must be in [0, 1]");
+        return CS_SVC_BAD_REQUEST;
+    }
+    /* alpha is part of the key: round it so 0.5 and 0.50000001 share entries */
+    j->alpha = round(j->alpha * 1000) / 1000;
+    return CS_SVC_OK;
+}
+
+int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, void *ctx,
+                  cs_svc_response *resp) {
+    double t0 = cs_now_ms();
+    memset(resp, 0, sizeof *resp);
+    if (!atomic_load(&s->ready)) {
+        cs_errorf(&resp->err, CS_EINVAL, "%s", s->started ? "the server is shutting down" : "models are still loading");
+        return answer(s, resp, CS_SVC_STOPPING, t0);
+    }
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        cs_errorf(&resp->err, CS_ENOMEM, "out of memory");
+        return answer(s, resp, CS_SVC_INTERNAL, t0);
+    }
+    j->s = s;
+    cs_svc_outcome o = parse_request(s, req, j, &resp->err);
+    uint8_t img_sha[32];
+    if (o == CS_SVC_OK) {
+        if (req->image && req->image_len > 0) {
+            if (req->image_len > s->p.limits.max_bytes) {
+                cs_errorf(&resp->err, CS_ELIMIT, "image too large: %zu bytes (limit %zu)", req->image_len,
+                          s->p.limits.max_bytes);
+                o = CS_SVC_TOO_LARGE;
+            } else if (cs_img_sniff(req->image, req->image_len) == CS_IMG_FORMAT_UNKNOWN) {
+                cs_errorf(&resp->err, CS_EFORMAT, "invalid image: not a JPEG, PNG or WebP file");
+                o = CS_SVC_BAD_IMAGE;
+            } else if (!sha256(req->image, req->image_len, img_sha)) {
+                cs_errorf(&resp->err, CS_EINTERNAL, "SHA-256 failed");
+                o = CS_SVC_INTERNAL;
+            }
+        } else if (req->image_id && *req->image_id) {
+            if (!unhex32(req->image_id, img_sha)) {
+                cs_errorf(&resp->err, CS_EINVAL, "image_id must be 64 hex digits (the SHA-256 of the image)");
+                o = CS_SVC_BAD_REQUEST;
+            }
+        } else {
+            cs_errorf(&resp->err, CS_EINVAL, "no image: send the image bytes or an image_id");
+            o = CS_SVC_BAD_REQUEST;
+        }
+    }
+    if (o != CS_SVC_OK) {
+        free(j);
+        return answer(s, resp, o, t0);
+    }
+    hex32(img_sha, j->image_id);
+    memcpy(resp->image_id, j->image_id, sizeof resp->image_id);
+    if (!make_key(j, img_sha, j->key)) {
+        free(j);
+        cs_errorf(&resp->err, CS_EINTERNAL, "SHA-256 failed");
+        return answer(s, resp, CS_SVC_INTERNAL, t0);
+    }
+
+    /* the image store: an upload is remembered (or refreshed) even on a hit,
+     * so that later image_id requests with other parameters find it */
+    blob *b = svc_lru_get(s->images, img_sha);
+    if (!b && req->image) {
+        b = malloc(sizeof *b + req->image_len);
+        if (b) {
+            atomic_init(&b->refs, 1);
+            b->len = req->image_len;
+            memcpy(b->data, req->image, req->image_len);
+            svc_lru_put(s->images, img_sha, b, sizeof *b + b->len);
+        }
+    }
+
+    result_box *hit = s->p.cache_mem_bytes ? svc_lru_get(s->results, j->key) : NULL;
+    pthread_mutex_lock(&s->mmu);
+    if (hit) s->hits++;
+    else s->misses++;
+    pthread_mutex_unlock(&s->mmu);
+    if (hit) {
+        blob_release(b);
+        free(j);
+        resp->result = &hit->r;
+        resp->cache_hit = 1;
+        return answer(s, resp, CS_SVC_OK, t0);
+    }
+    if (!b) {
+        free(j);
+        if (req->image) {
+            cs_errorf(&resp->err, CS_ENOMEM, "out of memory");
+            return answer(s, resp, CS_SVC_INTERNAL, t0);
+        }
+        cs_errorf(&resp->err, CS_ENOTFOUND,
+                  "unknown image_id %.64s: the server does not have (or no longer has) this image; upload it again",
+                  req->image_id);
+        return answer(s, resp, CS_SVC_UNKNOWN_IMAGE, t0);
+    }
+    j->image = b;
+    j->done = done;
+    j->ctx = ctx;
+    j->t_submit = t0;
+    j->deadline = t0 + s->p.timeout_ms;
+
+    pthread_mutex_lock(&s->mu);
+    int limit = s->p.queue + s->p.workers * s->p.max_batch;
+    if (s->stopping || s->inflight >= limit) {
+        bool stopping = s->stopping;
+        int inflight = s->inflight;
+        pthread_mutex_unlock(&s->mu);
+        job_free(j);
+        if (stopping) {
+            cs_errorf(&resp->err, CS_EINVAL, "the server is shutting down");
+            return answer(s, resp, CS_SVC_STOPPING, t0);
+        }
+        cs_errorf(&resp->err, CS_ELIMIT, "server busy: %d requests in flight (limit %d); retry shortly",
+                  inflight, limit);
+        return answer(s, resp, CS_SVC_BUSY, t0);
+    }
+    s->inflight++;
+    list_push(&s->prep_head, &s->prep_tail, j);
+    s->prep_len++;
+    pthread_cond_signal(&s->prep_cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* ---- blocking call ------------------------------------------------------------------- */
+
+typedef struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    cs_svc_response *resp;
+} waiter;
+
+static void wake(void *ctx, cs_svc_response *resp) {
+    waiter *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    *w->resp = *resp;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void cs_svc_call(cs_svc *s, const cs_svc_request *req, cs_svc_response *resp) {
+    waiter w = {.done = 0, .resp = resp};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    if (cs_svc_submit(s, req, wake, &w, resp) == 0) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+    }
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+}

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The HTTP API of `camserve serve`, against the small golden ResNet
+# (64x64 input, 10 classes, no labels) on 127.0.0.1:
+#   healthz, readyz, models, the UI files, explain (raw PNG, multipart,
+#   JPEG photo), the cache (a repeat is a hit), format=png, classify,
+#   image_id reuse, dynamic batching, metrics, flags from the environment.
+#
+#   bash tests/cli/server_api.sh CAMSERVE_BIN SOURCE_DIR SHARED_DIR
+set -u
+bin=$1
+src=$2
+model=$src/tests/golden/resnet_basic/model.onnx
+tmp=$(mktemp -d)
+. "$src/tests/cli/lib/server_common.bash"
+trap 'cleanup_server; rm -rf "$tmp"' EXIT
+need_tools
+
+png=$src/tests/data/images/resize_src.png
+photo=$(photo_image)
+
+start_server api --model "$model:golden" --workers 1 --max-batch 4 || exit 1
+
+# ---- liveness, readiness, models, UI ----
+req "healthz" 200 "$BASE/healthz" && jcheck "healthz says ok" '.status == "ok"'
+req "readyz" 200 "$BASE/readyz" && jcheck "readyz says ready" '.status == "ready"'
+if req "GET /v1/models" 200 "$BASE/v1/models"; then
+    jcheck "one model named golden" '.models | length == 1 and .[0].name == "golden"'
+    jcheck "digest is 64 hex digits" '.models[0].digest | test("^[0-9a-f]{64}$")'
+    jcheck "10 classes, 64x64 input" '.models[0].num_classes == 10 and .models[0].input.width == 64 and .models[0].input.height == 64'
+    jcheck "candidate layers and a default among them" '.models[0] as $m | ($m.layers | length) > 3 and ([$m.layers[].name] | index($m.default_layer)) != null'
+    jcheck "methods and colormaps listed" '(.methods | index("gradcam")) != null and (.colormaps | index("jet")) != null'
+    digest=$(jq -r '.models[0].digest' "$tmp/body")
+    want=$(sha256sum "$model" | cut -d' ' -f1)
+    [ "$digest" = "$want" ] && ok "digest is SHA-256 of the model file" || fail "digest $digest != sha256sum $want"
+fi
+req "GET / (UI)" 200 "$BASE/" && grep -q "camserve" "$tmp/body" && grep -qi "content-type: text/html" "$tmp/headers" \
+    && ok "UI is HTML" || fail "UI page"
+req "GET /app.js" 200 "$BASE/app.js" && grep -qi "content-type: text/javascript" "$tmp/headers" && ok "app.js type" || fail "app.js type"
+req "GET /style.css" 200 "$BASE/style.css"
+
+# ---- explain: raw PNG body ----
+if req "explain raw PNG" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?method=gradcam&topk=5"; then
+    jcheck "answer has every field" 'has("model") and has("image_id") and has("predictions") and has("cam") and has("timings_ms") and has("cache")'
+    jcheck "5 predictions, sorted, probabilities" '.predictions | length == 5 and (map(.score) | . == (sort | reverse)) and all(.[]; .score >= 0 and .score <= 1)'
+    jcheck "cam fields" '.cam.method == "gradcam" and (.cam.layer | length) > 0 and (.cam.class_index | type) == "number"'
+    jcheck "first answer is a miss" '.cache == "miss"'
+    jcheck "timings: every stage" '.timings_ms | has("decode") and has("preprocess") and has("inference") and has("cam") and has("encode") and has("total")'
+    jq -r .cam.overlay_png_base64 "$tmp/body" | base64 -d > "$tmp/overlay.png" 2>/dev/null
+    jq -r .cam.heatmap_png_base64 "$tmp/body" | base64 -d > "$tmp/heatmap.png" 2>/dev/null
+    [ "$(head -c 8 "$tmp/overlay.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] && ok "overlay is a PNG" || fail "overlay is not a PNG"
+    [ "$(head -c 8 "$tmp/heatmap.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] && ok "heatmap is a PNG" || fail "heatmap is not a PNG"
+    image_id=$(jq -r .image_id "$tmp/body")
+    want=$(sha256sum "$png" | cut -d' ' -f1)
+    [ "$image_id" = "$want" ] && ok "image_id is SHA-256 of the bytes" || fail "image_id $image_id != $want"
+    top=$(jq -r '.predictions[0].index' "$tmp/body")
+    cls=$(jq -r '.cam.class_index' "$tmp/body")
+    [ "$top" = "$cls" ] && ok "class top explains the top prediction" || fail "class_index $cls != top $top"
+fi
+req "same request again" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?method=gradcam&topk=5" \
+    && jcheck "repeat is a cache hit" '.cache == "hit"' && grep -qi "^x-cache: hit" "$tmp/headers" && ok "X-Cache: hit header" || fail "X-Cache header"
+req "other colormap" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?method=gradcam&topk=5&colormap=viridis" \
+    && jcheck "a changed parameter is a miss" '.cache == "miss"'
+
+# ---- format=png, multipart, classify ----
+if req "format=png" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?format=png"; then
+    grep -qi "content-type: image/png" "$tmp/headers" && ok "format=png content type" || fail "format=png content type"
+    [ "$(head -c 8 "$tmp/body" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] && ok "format=png body is a PNG" || fail "format=png body"
+fi
+req "multipart upload" 200 -F "image=@$png;type=image/png" -F method=layercam -F class=2 "$BASE/v1/explain" \
+    && jcheck "multipart fields used" '.cam.method == "layercam" and .cam.class_index == 2'
+if req "classify" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/classify?topk=3"; then
+    jcheck "classify: 3 predictions, no cam" '(.predictions | length) == 3 and (has("cam") | not)'
+fi
+
+# ---- image_id reuse: no upload, other parameters ----
+if [ -n "${image_id:-}" ]; then
+    req "image_id with another class" 200 -H "Content-Type: application/json" \
+        -d "{\"image_id\": \"$image_id\", \"class\": 7, \"method\": \"gradcam++\"}" "$BASE/v1/explain" \
+        && jcheck "image_id request computed" '.cam.class_index == 7 and .cam.method == "gradcampp" and .cache == "miss"'
+    req "image_id again" 200 -H "Content-Type: application/json" \
+        -d "{\"image_id\": \"$image_id\", \"class\": 7, \"method\": \"gradcam++\"}" "$BASE/v1/explain" \
+        && jcheck "image_id repeat is a hit" '.cache == "hit"'
+    req "image_id classify" 200 -H "Content-Type: application/json" -d "{\"image_id\": \"$image_id\"}" "$BASE/v1/classify"
+fi
+
+# ---- a real photo (JPEG, DCT-scaled decode) ----
+if [ -n "$photo" ]; then
+    if req "explain photo $(basename "$photo")" 200 -H "Content-Type: image/jpeg" --data-binary @"$photo" "$BASE/v1/explain"; then
+        jcheck "photo size reported" '.image.width > 64 and .image.height > 64'
+        jcheck "crop box inside the image" '.cam.box | length == 4 and .[0] >= 0 and .[2] <= 1 and .[0] < .[2] and .[1] < .[3]'
+    fi
+else
+    echo "skip: no photo (darknet not installed, no python3)"
+fi
+
+# ---- metrics ----
+if req "metrics" 200 "$BASE/metrics"; then
+    m=$tmp/body
+    v() { grep -E "^$1 " "$m" | awk '{print $2}' | head -1; }
+    [ "$(v 'camserve_http_requests_total\{endpoint="/v1/explain",code="200"\}')" -ge 6 ] 2>/dev/null \
+        && ok "explain 200 counter" || fail "explain 200 counter: $(grep 'explain",code="200' "$m")"
+    [ "$(v 'camserve_cache_hits_total\{tier="memory"\}')" -ge 2 ] 2>/dev/null && ok "cache hits counted" || fail "cache hits"
+    [ "$(v 'camserve_cache_misses_total')" -ge 3 ] 2>/dev/null && ok "cache misses counted" || fail "cache misses"
+    for name in 'camserve_queue_depth{stage="infer"}' 'camserve_batch_size_count' 'process_resident_memory_bytes' \
+                'camserve_model_load_seconds{model="golden"}' 'camserve_stage_seconds_bucket{stage="inference",le="+Inf"}' \
+                'camserve_http_request_seconds_count{endpoint="/v1/explain"}' 'camserve_cache_bytes{tier="memory"}'; do
+        grep -qF "$name " "$m" && ok "metric $name" || fail "metric $name missing"
+    done
+fi
+stop_server TERM && [ "$STOP_RC" = 0 ] && ok "SIGTERM: exit 0 in ${STOP_SECONDS}s" || fail "SIGTERM exit (rc ${STOP_RC:-none})"
+
+# ---- dynamic batching: concurrent compatible requests share a run ----
+start_server batching --model "$model" --workers 1 --max-batch 8 --batch-window-ms 300 || exit 1
+for i in 1 2 3 4 5 6; do
+    curl -s --max-time 30 -o /dev/null -w '%{http_code}\n' -H "Content-Type: image/png" --data-binary @"$png" \
+        "$BASE/v1/explain?alpha=0.$i" >"$tmp/batch.$i" &
+done
+wait_for=$(seq 1 50)
+for _ in $wait_for; do
+    [ "$(cat "$tmp"/batch.* 2>/dev/null | grep -c .)" -ge 6 ] && break
+    sleep 0.2
+done
+[ "$(grep -l '^200$' "$tmp"/batch.* | wc -l)" -eq 6 ] && ok "6 concurrent explains answered" || fail "concurrent explains: $(cat "$tmp"/batch.*)"
+curl -s "$BASE/metrics" >"$tmp/body"
+runs=$(grep -E '^camserve_batch_size_count ' "$tmp/body" | awk '{print $2}')
+images=$(grep -E '^camserve_batch_size_sum ' "$tmp/body" | awk '{print $2}')
+[ -n "$runs" ] && [ "${runs:-0}" -lt "${images%.*}" ] && ok "batched: $images images in $runs network runs" \
+    || fail "no batching: $images images in $runs runs"
+stop_server TERM
+
+# ---- flags from the environment; a flag wins ----
+CAMSERVE_WORKERS=abc "$bin" serve --model "$model" >"$tmp/env.out" 2>&1
+[ $? -eq 2 ] && grep -q -- "--workers" "$tmp/env.out" && ok "CAMSERVE_WORKERS is read (bad value: usage error)" \
+    || fail "CAMSERVE_WORKERS not read: $(cat "$tmp/env.out")"
+export CAMSERVE_MAX_BATCH=3 CAMSERVE_PORT=not-a-port
+if start_server env --model "$model"; then
+    grep -q "max batch 3" "$SERVER_LOG" && ok "CAMSERVE_MAX_BATCH=3 applied" || fail "env max batch: $(cat "$SERVER_LOG")"
+    ok "--port flag wins over CAMSERVE_PORT"
+fi
+unset CAMSERVE_MAX_BATCH CAMSERVE_PORT
+stop_server TERM
+
+echo "server_api: $fails failure(s)"
+[ "$fails" -eq 0 ]

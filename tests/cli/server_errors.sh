@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# `camserve serve` under bad input and pressure, on 127.0.0.1: non-image and
+# corrupt bodies (415), oversized bodies (413, by Content-Length and
+# chunked), malformed multipart and JSON (400), unknown model / method /
+# layer / class (400 naming the valid choices), 404 / 405, slow clients that
+# stall mid-request, clients that vanish mid-upload, a full queue (503 +
+# Retry-After), the per-request timeout (504), and SIGTERM / SIGINT while
+# busy (exit within 10 s).
+#
+#   bash tests/cli/server_errors.sh CAMSERVE_BIN SOURCE_DIR SHARED_DIR
+set -u
+bin=$1
+src=$2
+model=$src/tests/golden/resnet_basic/model.onnx
+tmp=$(mktemp -d)
+. "$src/tests/cli/lib/server_common.bash"
+slow_pids=()
+trap 'for p in "${slow_pids[@]}"; do kill "$p" 2>/dev/null; done; cleanup_server; rm -rf "$tmp"' EXIT
+need_tools
+
+png=$src/tests/data/images/resize_src.png
+photo=$(photo_image)
+printf 'this is not an image\n' >"$tmp/text.txt"
+head -c 300 "$src/tests/data/images/orient_1.jpg" >"$tmp/truncated.jpg"
+head -c $((2 * 1024 * 1024 + 17)) /dev/zero >"$tmp/big.bin"
+
+start_server errors --model "$model:golden" --max-upload-mb 1 --idle-timeout-s 5 || exit 1
+
+# ---- bodies that are not images ----
+req "text body" 415 -H "Content-Type: text/plain" --data-binary @"$tmp/text.txt" "$BASE/v1/explain" \
+    && jcheck "415 says invalid image" '.error | test("^invalid image")'
+req "truncated JPEG" 415 -H "Content-Type: image/jpeg" --data-binary @"$tmp/truncated.jpg" "$BASE/v1/explain" \
+    && jcheck "truncated: invalid image" '.error | test("invalid image")'
+req "classify text body" 415 -H "Content-Type: image/png" --data-binary @"$tmp/text.txt" "$BASE/v1/classify"
+req "empty body" 400 -X POST -H "Content-Type: image/png" "$BASE/v1/explain"
+
+# ---- sizes ----
+req "oversized (Content-Length)" 413 -H "Content-Type: image/jpeg" --data-binary @"$tmp/big.bin" "$BASE/v1/explain" \
+    && jcheck "413 names the limit" '.error | test("too large")'
+req "oversized (chunked)" 413 -H "Content-Type: image/jpeg" -H "Transfer-Encoding: chunked" \
+    --data-binary @"$tmp/big.bin" "$BASE/v1/explain"
+req "oversized multipart" 413 -F "image=@$tmp/big.bin;type=image/jpeg" "$BASE/v1/explain"
+
+# ---- malformed requests ----
+req "malformed multipart" 400 -H "Content-Type: multipart/form-data; boundary=XyZ" \
+    --data-binary $'--XyZ\r\nContent-Disposition: form-data; name="image"\r\n\r\nabc' "$BASE/v1/explain" \
+    && jcheck "says multipart" '.error | test("multipart")'
+req "multipart without boundary" 400 -H "Content-Type: multipart/form-data" --data-binary "xx" "$BASE/v1/explain"
+req "multipart without image" 400 -F method=gradcam "$BASE/v1/explain" && jcheck "names the field" '.error | test("image")'
+req "malformed JSON" 400 -H "Content-Type: application/json" -d '{"image_id": ' "$BASE/v1/explain" \
+    && jcheck "says JSON" '.error | test("JSON")'
+req "JSON without image_id" 400 -H "Content-Type: application/json" -d '{"method": "gradcam"}' "$BASE/v1/explain"
+req "bad image_id" 400 -H "Content-Type: application/json" -d '{"image_id": "xyz"}' "$BASE/v1/explain"
+req "unknown image_id" 404 -H "Content-Type: application/json" \
+    -d '{"image_id": "0000000000000000000000000000000000000000000000000000000000000000"}' "$BASE/v1/explain" \
+    && jcheck "404 says upload again" '.error | test("upload")'
+
+# ---- unknown choices: 400 naming the valid ones ----
+P=(-H "Content-Type: image/png" --data-binary @"$png")
+req "unknown method" 400 "${P[@]}" "$BASE/v1/explain?method=fancycam" \
+    && jcheck "lists the methods" '.error | test("fancycam") and test("gradcam") and test("scorecam")'
+req "unknown layer" 400 "${P[@]}" "$BASE/v1/explain?layer=nope" \
+    && jcheck "lists the layers" '.error | test("nope") and test("layer4")'
+req "class out of range" 400 "${P[@]}" "$BASE/v1/explain?class=99" && jcheck "names 0..9" '.error | test("0\\.\\.9")'
+req "class not a number" 400 "${P[@]}" "$BASE/v1/explain?class=dog" && jcheck "says top or index" '.error | test("top")'
+req "unknown model" 400 "${P[@]}" "$BASE/v1/explain?model=resnet9000" \
+    && jcheck "lists the models" '.error | test("resnet9000") and test("golden")'
+req "unknown colormap" 400 "${P[@]}" "$BASE/v1/explain?colormap=rainbow" && jcheck "lists colormaps" '.error | test("jet")'
+req "alpha out of range" 400 "${P[@]}" "$BASE/v1/explain?alpha=3"
+req "topk out of range" 400 "${P[@]}" "$BASE/v1/explain?topk=0"
+req "unknown format" 400 "${P[@]}" "$BASE/v1/explain?format=gif"
+
+# ---- routing ----
+req "unknown path" 404 "$BASE/v2/nothing"
+req "GET on explain" 405 "$BASE/v1/explain" && grep -qi "^allow: POST" "$tmp/headers" && ok "Allow header" || fail "Allow header"
+req "POST on healthz" 405 -X POST "$BASE/healthz"
+req "still healthy" 200 "$BASE/healthz"
+
+# ---- slow clients stall mid-request; others are served meanwhile ----
+# three raw sockets: half a request line, headers without the blank line,
+# and a body cut short of its Content-Length
+exec 5<>/dev/tcp/127.0.0.1/"$PORT" 6<>/dev/tcp/127.0.0.1/"$PORT" 7<>/dev/tcp/127.0.0.1/"$PORT"
+printf 'POST /v1/expl' >&5
+printf 'POST /v1/explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n' >&6
+printf 'POST /v1/explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n\x89PNG' >&7
+t0=$(date +%s%N)
+req "healthz while 3 clients stall" 200 --max-time 3 "$BASE/healthz"
+req "explain while 3 clients stall" 200 --max-time 10 "${P[@]}" "$BASE/v1/explain?class=1"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$ms" -lt 5000 ] && ok "served in ${ms} ms despite stalled clients" || fail "stalled clients slowed others: ${ms} ms"
+# the connection timeout (5 s here) drops the stalled clients
+sleep 6
+req "healthz after the idle timeout" 200 --max-time 3 "$BASE/healthz"
+exec 5>&- 6>&- 7>&-
+
+# ---- a client that vanishes mid-upload ----
+head -c $((900 * 1024)) /dev/urandom >"$tmp/rand.bin"
+curl -s -o /dev/null --max-time 1 --limit-rate 100k -H "Content-Type: image/jpeg" \
+    --data-binary @"$tmp/rand.bin" "$BASE/v1/explain"
+[ $? -eq 28 ] && ok "client gave up mid-upload" || fail "the slow upload did not time out on the client side"
+req "served after a vanished client" 200 "${P[@]}" "$BASE/v1/explain?class=2"
+active=$(curl -s "$BASE/metrics" | grep -E '^camserve_http_active_requests ' | awk '{print $2}')
+[ "${active:-9}" -le 1 ] && ok "no request left behind (active $active)" || fail "active requests: $active"
+stop_server TERM && [ "$STOP_RC" = 0 ] && ok "SIGTERM idle: exit 0 in ${STOP_SECONDS}s" || fail "SIGTERM (rc ${STOP_RC:-none})"
+
+# ---- full queue: fail fast with 503 + Retry-After ----
+flood=${photo:-$png}
+if start_server queue --model "$model" --workers 1 --queue 1 --max-batch 1 --batch-window-ms 0; then
+    for i in $(seq 1 24); do
+        curl -s --max-time 30 -o /dev/null -D "$tmp/flood.h$i" -w '%{http_code}\n' \
+            -H "Content-Type: image/png" --data-binary @"$flood" "$BASE/v1/explain?alpha=0.$((i + 10))" >"$tmp/flood.$i" &
+    done
+    for _ in $(seq 1 150); do
+        [ "$(cat "$tmp"/flood.[0-9]* 2>/dev/null | grep -c .)" -ge 24 ] && break
+        sleep 0.2
+    done
+    codes=$(cat "$tmp"/flood.[0-9]* | sort | uniq -c | tr '\n' ' ')
+    n503=$(cat "$tmp"/flood.[0-9]* | grep -c '^503$')
+    n200=$(cat "$tmp"/flood.[0-9]* | grep -c '^200$')
+    [ "$n503" -ge 1 ] && [ "$n200" -ge 1 ] && [ $((n503 + n200)) -eq 24 ] && ok "flood: $codes" || fail "flood: $codes"
+    h=$(grep -l '^HTTP/1.1 503' "$tmp"/flood.h* | head -1)
+    [ -n "$h" ] && grep -qi '^retry-after: [0-9]' "$h" && ok "503 carries Retry-After" || fail "no Retry-After on 503"
+    req "served after the flood" 200 "${P[@]}" "$BASE/v1/explain?class=3"
+
+    stop_server TERM
+fi
+
+# ---- SIGTERM while requests are in flight: they finish, then the exit ----
+# a 400 ms batch window holds the four requests inside the service when the
+# signal comes
+if start_server drain --model "$model" --workers 1 --max-batch 8 --batch-window-ms 400; then
+    for i in 1 2 3 4; do
+        curl -s --max-time 30 -o /dev/null -w '%{http_code}\n' -H "Content-Type: image/png" \
+            --data-binary @"$png" "$BASE/v1/explain?alpha=0.0$i" >"$tmp/term.$i" &
+    done
+    sleep 0.2
+    stop_server TERM && [ "$STOP_RC" = 0 ] && ok "SIGTERM busy: exit 0 in ${STOP_SECONDS}s (< 10 s)" \
+        || fail "SIGTERM busy (rc ${STOP_RC:-none})"
+    wait
+    codes=$(cat "$tmp"/term.* | sort | uniq -c | tr '\n' ' ')
+    [ "$(grep -c '^200$' "$tmp"/term.* | awk -F: '{s += $2} END {print s}')" -eq 4 ] \
+        && ok "in flight at SIGTERM, all answered: $codes" || fail "in flight at SIGTERM: $codes"
+fi
+
+# ---- per-request timeout: 504 ----
+if [ -n "$photo" ] && start_server timeout --model "$model" --timeout-ms 1 --batch-window-ms 0; then
+    req "timeout 1 ms" 504 -H "Content-Type: image/jpeg" --data-binary @"$photo" "$BASE/v1/explain" \
+        && jcheck "504 says timed out" '.error | test("timed out")'
+    stop_server INT && [ "$STOP_RC" = 0 ] && ok "SIGINT: exit 0 in ${STOP_SECONDS}s" || fail "SIGINT (rc ${STOP_RC:-none})"
+fi
+
+echo "server_errors: $fails failure(s)"
+[ "$fails" -eq 0 ]

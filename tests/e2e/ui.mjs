@@ -1,0 +1,99 @@
+// End-to-end test of the web UI in headless Chromium (playwright-core).
+//
+//   node tests/e2e/ui.mjs --url http://127.0.0.1:PORT --image photo.jpg \
+//        --corrupt bad.jpg --out ARTIFACT_DIR
+//
+// Opens the UI, picks a sample from the gallery (or uploads --image when the
+// server has no samples), waits for predictions and the overlay, changes the
+// class and checks the overlay changed, uploads a corrupt file and checks the
+// error shows.  Screenshots go to --out.  playwright-core is resolved from
+// $CAMSERVE_NODE_MODULES, else tests/e2e/node_modules.  Exit 0 = pass.
+import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
+  if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1]]);
+  return acc;
+}, []));
+const modules = process.env.CAMSERVE_NODE_MODULES || path.join(here, 'node_modules');
+const require = createRequire(path.join(modules, 'noop.js'));
+const { chromium } = require('playwright-core');
+
+const out = args.out || '/tmp/camserve-ui';
+mkdirSync(out, { recursive: true });
+const TIMEOUT = 20000;
+
+function fail(msg) {
+  console.error(`ui.mjs: FAIL: ${msg}`);
+  process.exitCode = 1;
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+         '--disable-component-update', '--no-first-run', '--disable-dev-shm-usage'],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 860 } });
+  const consoleErrors = [];
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+  await page.goto(args.url, { waitUntil: 'load', timeout: TIMEOUT });
+  await page.waitForSelector('#status.ok', { timeout: TIMEOUT });
+  await page.screenshot({ path: path.join(out, '1-empty.png') });
+
+  // a sample if the server ships some, else an upload
+  const samples = await page.locator('#gallery button').count();
+  if (samples > 0) {
+    console.log(`ui.mjs: ${samples} samples; picking the first`);
+    await page.locator('#gallery button').first().click();
+  } else {
+    console.log('ui.mjs: no samples; uploading', args.image);
+    await page.setInputFiles('#file', args.image);
+  }
+  await page.waitForSelector('#preds li.pred', { timeout: TIMEOUT });
+  await page.waitForFunction(() => {
+    const i = document.getElementById('heat-layer');
+    return i && i.src.startsWith('data:image/png') && i.complete && i.naturalWidth > 0;
+  }, null, { timeout: TIMEOUT });
+  const npred = await page.locator('#preds li.pred').count();
+  if (npred < 1 || npred > 5) fail(`expected 1..5 predictions, got ${npred}`);
+  const badge = await page.textContent('#cache-badge');
+  if (!/cache (hit|miss)/.test(badge)) fail(`cache badge says '${badge}'`);
+  const nstages = await page.locator('#timings .timing').count();
+  if (nstages !== 5) fail(`expected 5 timing bars, got ${nstages}`);
+  await page.screenshot({ path: path.join(out, '2-overlay.png') });
+  const before = await page.getAttribute('#heat-layer', 'src');
+
+  // another class: re-requested by image_id, a different map
+  const classes = await page.locator('#class option').evaluateAll((os) => os.map((o) => o.value));
+  const top = await page.locator('#preds li.pred.selected small').textContent().catch(() => '');
+  const pick = classes.find((v) => v !== 'top' && `#${v}` !== (top || '').trim());
+  await page.selectOption('#class', pick);
+  await page.waitForFunction((b) => {
+    const i = document.getElementById('heat-layer');
+    return i.src !== b && document.getElementById('busy').hidden;
+  }, before, { timeout: TIMEOUT }).catch(() => fail('the heatmap did not change with the class'));
+  const caption = await page.textContent('#cam-caption');
+  if (!caption.includes(`class ${pick} `)) fail(`caption '${caption}' does not name class ${pick}`);
+  await page.click('#view-side');
+  await page.waitForSelector('#side:not([hidden])', { timeout: TIMEOUT });
+  await page.screenshot({ path: path.join(out, '3-class-side-by-side.png') });
+
+  // a corrupt file: a readable error
+  await page.setInputFiles('#file', args.corrupt);
+  await page.waitForSelector('#error:not([hidden])', { timeout: TIMEOUT });
+  const err = await page.textContent('#error-text');
+  if (!/invalid image/i.test(err)) fail(`error message '${err}' does not say invalid image`);
+  await page.screenshot({ path: path.join(out, '4-error.png') });
+
+  if (consoleErrors.filter((e) => !/415|Failed to load resource/.test(e)).length)
+    fail(`console errors: ${consoleErrors.join(' | ')}`);
+  console.log(`ui.mjs: ${process.exitCode ? 'FAILED' : 'ok'}; screenshots in ${out}`);
+} catch (e) {
+  fail(e.stack || String(e));
+} finally {
+  await browser.close();
+}
