@@ -145,6 +145,7 @@ typedef struct cs_graph {
     int *outputs;   /* value indices of graph outputs */
     int64_t opset;
     const char *producer_name;
+    void *pb;       /* the unpacked ONNX message: weights point into it */
     int nmeta;      /* metadata_props, for preprocessing config */
     const char **meta_keys, **meta_values;
 } cs_graph;

@@ -6,8 +6,13 @@
 #include "engine/engine_internal.h"
 #include "onnx/onnx_load.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <omp.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,22 +288,24 @@ cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_optio
 cs_status cs_model_load(const char *path, const cs_model_options *opt, cs_model **out,
                         cs_error *err) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return cs_errorf(err, CS_EIO, "cannot open model %s", path);
+    /* mmap, not read: protobuf-c copies what it keeps anyway, so the file
+     * is only paged through once */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return cs_errorf(err, CS_EIO, "cannot open model %s: %s", path, strerror(errno));
+    struct stat sb;
     cs_status st = CS_OK;
-    unsigned char *buf = NULL;
-    long len = -1;
-    if (fseek(f, 0, SEEK_END) == 0) len = ftell(f);
-    if (len < 0 || fseek(f, 0, SEEK_SET) != 0) st = cs_errorf(err, CS_EIO, "cannot read model %s", path);
-    else if (len > (2L << 30)) st = cs_errorf(err, CS_ELIMIT, "model %s is larger than 2 GiB", path);
-    else if (!(buf = malloc((size_t)len + 1))) st = cs_errorf(err, CS_ENOMEM, "out of memory reading %s", path);
-    else if (fread(buf, 1, (size_t)len, f) != (size_t)len) st = cs_errorf(err, CS_EIO, "short read on %s", path);
-    fclose(f);
+    void *map = MAP_FAILED;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) st = cs_errorf(err, CS_EIO, "cannot read model %s", path);
+    else if (sb.st_size > (2L << 30)) st = cs_errorf(err, CS_ELIMIT, "model %s is larger than 2 GiB", path);
+    else if (sb.st_size == 0) st = cs_errorf(err, CS_EFORMAT, "%s: invalid ONNX model: empty file", path);
+    else if ((map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
+        st = cs_errorf(err, CS_EIO, "cannot map model %s: %s", path, strerror(errno));
+    close(fd);
     if (st == CS_OK) {
-        st = cs_model_load_buffer(buf, (size_t)len, opt, out, err);
+        st = cs_model_load_buffer(map, (size_t)sb.st_size, opt, out, err);
         if (st != CS_OK) cs_error_prefix(err, "%s", path);
+        munmap(map, (size_t)sb.st_size);
     }
-    free(buf);
     if (st == CS_OK) {
         (*out)->path = strdup(path);
         if (!(*out)->path) {

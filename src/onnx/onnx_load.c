@@ -5,6 +5,7 @@
 
 #include "onnx/onnx.pb-c.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,6 +116,13 @@ static cs_status copy_tensor_data(loader *L, const Onnx__TensorProto *t, cs_valu
         return cs_errorf(L->err, CS_EFORMAT, "tensor '%s': %zu data bytes for a shape needing %zu",
                          name, have, bytes);
 
+    /* Weights are by far the largest part of a model: point at the bytes
+     * protobuf-c already unpacked (the message lives as long as the graph)
+     * instead of copying them once more. */
+    if (t->has_raw_data && bytes && ((uintptr_t)t->raw_data.data % 16) == 0) {
+        v->data = t->raw_data.data;
+        return CS_OK;
+    }
     v->data = cs_arena_alloc(&g->arena, bytes ? bytes : 1);
     if (!v->data) return cs_errorf(L->err, CS_ENOMEM, "out of memory for tensor '%s'", name);
     if (!bytes) return CS_OK;
@@ -363,12 +371,13 @@ cs_status cs_onnx_parse(const void *buf, size_t len, cs_graph *g, cs_error *err)
     loader L = {.g = g, .err = err};
     cs_status st = build(&L, mp);
     map_free(&L.names);
-    onnx__model_proto__free_unpacked(mp, NULL);
+    g->pb = mp; /* constants may point into it */
     if (st != CS_OK) cs_graph_free(g);
     return st;
 }
 
 void cs_graph_free(cs_graph *g) {
     cs_arena_free(&g->arena);
+    if (g->pb) onnx__model_proto__free_unpacked(g->pb, NULL);
     memset(g, 0, sizeof *g);
 }
