@@ -33,6 +33,15 @@ typedef struct cs_model_info {
 
 typedef struct cs_model_options {
     int num_threads; /* 0: all cores */
+    /* A directory for the prepared-model cache (cs_model_load only): the
+     * folded graph and the weights packed for this CPU are written there
+     * once and mapped back on later loads, which skips parsing, folding and
+     * packing.  Entries are checksummed; a stale or corrupt one is rebuilt.
+     * NULL: no cache. */
+    const char *prepared_dir;
+    /* Compute the SHA-256 of the ONNX bytes (cs_model_digest); always done
+     * when prepared_dir is set. */
+    int compute_digest;
 } cs_model_options;
 
 cs_status cs_model_load(const char *path, const cs_model_options *opt, cs_model **out,
@@ -48,6 +57,11 @@ void cs_model_get_info(const cs_model *m, cs_model_info *out);
 const char *cs_model_metadata(const cs_model *m, const char *key);
 /* Path the model was loaded from ("" for a buffer). */
 const char *cs_model_path(const cs_model *m);
+/* SHA-256 of the ONNX bytes; 0 when it was not computed (see
+ * cs_model_options.compute_digest), 1 otherwise. */
+int cs_model_digest(const cs_model *m, uint8_t out[32]);
+/* Whether the model came from the prepared-model cache. */
+int cs_model_from_cache(const cs_model *m);
 
 /* Histogram of ONNX op types as loaded: returns the count of distinct types;
  * names[i] / counts[i] for i < return value. */

@@ -11,7 +11,13 @@ static const char *g_sidecar, *g_labels;
 
 cs_status cli_load_model(const char *path_or_null, const cs_model_options *opt, cs_model **out,
                          cs_error *err) {
-    if (path_or_null) return cs_model_load(path_or_null, opt, out, err);
+    if (path_or_null) {
+        /* CAMSERVE_PREPARED_DIR: the prepared-model cache for CLI runs */
+        cs_model_options o = opt ? *opt : (cs_model_options){0};
+        const char *prep = getenv("CAMSERVE_PREPARED_DIR");
+        if (prep && *prep && !o.prepared_dir) o.prepared_dir = prep;
+        return cs_model_load(path_or_null, &o, out, err);
+    }
     const void *buf;
     size_t len;
     const char *sidecar, *labels;

@@ -47,6 +47,13 @@ struct cs_model {
     cs_arena bwd_arena;
     cs_packed *bwd_packed; /* [g.nnodes] */
 
+    /* a prepared-model cache entry this model was mapped from (constants
+     * and packed weights point into it), else NULL */
+    void *prep_map;
+    size_t prep_len;
+    uint8_t digest[32]; /* SHA-256 of the ONNX file, when have_digest */
+    bool have_digest;
+
     int nhist;
     const char **hist_names;
     int *hist_counts;
@@ -79,6 +86,15 @@ double cs_plan_flops(const cs_plan *p);
 int cs_plan_num_kernels(const cs_plan *p);
 
 cs_status cs_dnnl_check(dnnl_status_t s, const char *what, cs_error *err);
+
+/* prepared.c: the on-disk prepared-model cache */
+int cs_sha256(const void *buf, size_t len, uint8_t out[32]);
+/* Fills m's graph, packed weights, digest and counts from dir's entry for
+ * the model file; CS_ENOTFOUND / CS_EFORMAT when there is none or it is
+ * stale or corrupt (m is then untouched). */
+cs_status cs_prepared_load(const char *dir, const char *model_path, cs_model *m, cs_error *err);
+cs_status cs_prepared_store(const char *dir, const char *model_path, const cs_model *m,
+                            cs_error *err);
 
 /* oneDNN strides, dilations (minus one) and paddings of a 2-D Conv node,
  * with the right padding chosen so that the output is exactly y. */

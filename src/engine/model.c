@@ -214,6 +214,8 @@ static cs_status op_histogram(cs_model *m, const cs_graph *g, cs_error *err) {
 
 /* ---- public: model --------------------------------------------------------------- */
 
+static cs_status model_finish(cs_model *m, int pack, cs_error *err);
+
 static cs_status model_init(cs_model *m, const cs_model_options *opt, cs_error *err) {
     cs_graph *g = &m->g;
     m->num_threads = opt && opt->num_threads > 0 ? opt->num_threads : omp_get_num_procs();
@@ -231,6 +233,14 @@ static cs_status model_init(cs_model *m, const cs_model_options *opt, cs_error *
     if (st != CS_OK) return st;
     if (getenv("CS_TRACE")) fprintf(stderr, "load: folding %.1f ms\n", cs_now_ms() - t0);
 
+    return model_finish(m, 1, err);
+}
+
+/* The part of loading shared with the prepared-model path: engine, the
+ * batch-1 plan (validation, packing when pack is set), layers, counts. */
+static cs_status model_finish(cs_model *m, int pack, cs_error *err) {
+    cs_graph *g = &m->g;
+    cs_status st;
     cs_value *in = &g->values[g->inputs[0]];
     cs_value *out = &g->values[g->outputs[0]];
     if (in->shape.dtype != CS_DT_FLOAT || in->shape.ndim != 4)
@@ -242,13 +252,13 @@ static cs_status model_init(cs_model *m, const cs_model_options *opt, cs_error *
 
     if (dnnl_engine_create(&m->eng, dnnl_cpu, 0) != dnnl_success)
         return cs_errorf(err, CS_EBACKEND, "oneDNN CPU engine could not be created");
-    m->packed = calloc((size_t)g->nnodes + 1, sizeof(cs_packed));
+    if (!m->packed) m->packed = calloc((size_t)g->nnodes + 1, sizeof(cs_packed));
     m->bwd_packed = calloc((size_t)g->nnodes + 1, sizeof(cs_packed));
     if (!m->packed || !m->bwd_packed) return cs_errorf(err, CS_ENOMEM, "out of memory");
 
     /* The batch-1 plan: validates shapes, packs weights into the model. */
     cs_plan *p;
-    st = cs_plan_build(m, 1, NULL, 0, 1, -1, &p, err);
+    st = cs_plan_build(m, 1, NULL, 0, pack, -1, &p, err);
     if (st != CS_OK) return st;
     const cs_shape *os = cs_plan_shape(p, g->outputs[0]);
     if (!os || os->ndim < 2 || os->dtype != CS_DT_FLOAT || os->dims[0] != 1) {
@@ -273,6 +283,13 @@ cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_optio
     if (!m) return cs_errorf(err, CS_ENOMEM, "out of memory");
     pthread_mutex_init(&m->bwd_lock, NULL);
     double t0 = cs_now_ms();
+    if (opt && (opt->compute_digest || opt->prepared_dir)) {
+        if (!cs_sha256(buf, len, m->digest)) {
+            cs_model_free(m);
+            return cs_errorf(err, CS_EINTERNAL, "SHA-256 failed");
+        }
+        m->have_digest = true;
+    }
     cs_status st = cs_onnx_parse(buf, len, &m->g, err);
     double t1 = cs_now_ms();
     if (st == CS_OK) st = model_init(m, opt, err);
@@ -288,6 +305,23 @@ cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_optio
 cs_status cs_model_load(const char *path, const cs_model_options *opt, cs_model **out,
                         cs_error *err) {
     *out = NULL;
+    if (opt && opt->prepared_dir) {
+        cs_model *m = calloc(1, sizeof *m);
+        if (!m) return cs_errorf(err, CS_ENOMEM, "out of memory");
+        pthread_mutex_init(&m->bwd_lock, NULL);
+        m->num_threads = opt->num_threads > 0 ? opt->num_threads : omp_get_num_procs();
+        cs_error perr = {0};
+        cs_status pst = cs_prepared_load(opt->prepared_dir, path, m, &perr);
+        if (pst == CS_OK) pst = op_histogram(m, &m->g, &perr);
+        if (pst == CS_OK) pst = model_finish(m, 0, &perr);
+        if (pst == CS_OK && (m->path = strdup(path))) {
+            *out = m;
+            return CS_OK;
+        }
+        /* no entry, or an unusable one: load the ONNX file and (re)write it */
+        if (pst != CS_ENOTFOUND && getenv("CS_TRACE")) fprintf(stderr, "prepared: %s\n", perr.msg);
+        cs_model_free(m);
+    }
     /* mmap, not read: protobuf-c copies what it keeps anyway, so the file
      * is only paged through once */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -313,9 +347,22 @@ cs_status cs_model_load(const char *path, const cs_model_options *opt, cs_model 
             *out = NULL;
             return cs_errorf(err, CS_ENOMEM, "out of memory");
         }
+        /* a cache that cannot be written costs the next start time, not
+         * this load */
+        cs_error werr = {0};
+        if (opt && opt->prepared_dir && cs_prepared_store(opt->prepared_dir, path, *out, &werr) != CS_OK)
+            fprintf(stderr, "camserve: prepared-model cache not written: %s\n", werr.msg);
     }
     return st;
 }
+
+int cs_model_digest(const cs_model *m, uint8_t out[32]) {
+    if (!m->have_digest) return 0;
+    memcpy(out, m->digest, 32);
+    return 1;
+}
+
+int cs_model_from_cache(const cs_model *m) { return m->prep_map != NULL; }
 
 void cs_model_free(cs_model *m) {
     if (!m) return;
@@ -331,6 +378,7 @@ void cs_model_free(cs_model *m) {
     free(m->hist_counts);
     free(m->path);
     cs_graph_free(&m->g);
+    if (m->prep_map) munmap(m->prep_map, m->prep_len);
     free(m);
 }
 
