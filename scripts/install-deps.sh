@@ -12,6 +12,8 @@ PKGS=(
   libturbojpeg0-dev libjpeg62-turbo-dev libspng-dev libwebp-dev  # image codecs
   libjansson-dev libssl-dev                    # JSON, SHA-256
   libmicrohttpd-dev libcurl4-openssl-dev       # HTTP server, model downloads
+  liblmdb-dev libhiredis-dev                   # result caches: disk, replicas
+  redis-server nginx-light                     # the scale-out test's Redis and load balancer
   clang libclang-rt-14-dev                     # libFuzzer + sanitizers
   valgrind
   curl jq                                      # the server's integration tests
