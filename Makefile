@@ -6,7 +6,7 @@ FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure run test test-unit test-asan fuzz bench clean golden
+.PHONY: all deps configure run demo test test-unit test-asan fuzz bench clean golden
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -17,7 +17,13 @@ configure:
 deps:
 	@scripts/install-deps.sh
 
-run: deps all
+# The demo (explanations of the sample images into build/demo/), then the
+# app itself on http://127.0.0.1:8080 until Ctrl-C.  `make demo` stops
+# after the demo.
+run: demo
+	$(BUILD)/camserve serve --host 127.0.0.1 --port $${CAMSERVE_PORT:-8080}
+
+demo: deps all
 	@scripts/demo.sh $(BUILD)/camserve
 
 # Everything CI checks: the Release build with every ctest, the unit tests
@@ -38,7 +44,9 @@ fuzz:
 	scripts/run-fuzzers.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 bench: deps all
-	bench/run.sh $(BUILD)/camserve
+	cd bench && npm install --ignore-scripts --no-audit --no-fund --silent
+	GRADCAM=1 bench/run.sh $(BUILD)/camserve
+	bench/cam.sh $(BUILD)/camserve
 
 golden:
 	/usr/bin/python3 tools/make_golden.py --out tests/golden
