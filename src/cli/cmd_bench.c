@@ -155,7 +155,7 @@ int cs_cli_bench_gemm(int argc, char **argv) {
     cli_opt opts[] = {{"size", true}, {"json", false}, {"threads", true}};
     int rc = cli_parse("bench-gemm", argc, argv, opts, 3), ok = 1;
     if (rc) return rc;
-    int n = cli_int("bench-gemm", &opts[0], 1024, &ok);
+    int n = cli_int("bench-gemm", &opts[0], 2048, &ok);
     cli_set_threads(cli_int("bench-gemm", &opts[2], 0, &ok));
     if (!ok) {
         cli_free(opts, 3);

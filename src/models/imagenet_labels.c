@@ -1,10 +1,10 @@
-/* The 1000 ImageNet-1k class names in the standard (ILSVRC-2012, sorted WordNet
- * id) index order, one per line: torchvision 0.14's
- * torchvision.models._meta._IMAGENET_CATEGORIES, written out by
- *   /usr/bin/python3 -c "from torchvision.models._meta import _IMAGENET_CATEGORIES as C; ..."
- * (sha256 of the text: ee4fa67b1dd46919ef87529b70e25bdd1ec9ebd350de3ad426e6640eb70320a1).  Every model of the pull
- * catalog uses this order, so `camserve pull` writes it as imagenet_labels.txt
- * without a second download. */
+/* The 1000 ImageNet-1k class names in the standard (ILSVRC-2012, sorted
+ * WordNet id) index order, one per line: torchvision 0.14's
+ * torchvision.models._meta._IMAGENET_CATEGORIES written out one per line
+ * (sha256 of the text: ee4fa67b1dd46919ef87529b70e25bdd1ec9ebd350de3ad426e6640eb70320a1,
+ * the same as ../shared/models/imagenet_labels.txt).  Every model of the pull
+ * catalog uses this order, so `camserve pull` writes it as
+ * imagenet_labels.txt without a second download. */
 #include "camserve/models.h"
 
 const char cs_models_imagenet_labels[] =
