@@ -47,16 +47,38 @@ EOF
 check_model mobilenetv2-fp32.onnx 627 1280,7,7
 check_model shufflenet-v2-fp32.onnx 610 1024,7,7
 
-# TODO(imageio): when `classify --image` lands, classify the darknet photos
-# (/usr/share/darknet/data/*.jpg, skip if absent) with both models and check
-# top-1 against ../shared/models/expected.json, with --labels
-# ../shared/models/imagenet_labels.txt:
-#   mobilenetv2-fp32.onnx:   dog.jpg malamute, eagle.jpg "bald eagle",
-#                            giraffe.jpg zebra, horses.jpg ox, kite.jpg seashore
-#   shufflenet-v2-fp32.onnx: dog.jpg malamute, giraffe.jpg zebra,
-#                            kite.jpg parachute, scream.jpg "chambered nautilus"
-# (preprocessing: resize shorter side 256 bilinear, center crop 224, ImageNet
-# mean/std, RGB; see ../shared/models/README.md).
+# The darknet photos (Debian package darknet) through the whole CLI path
+# (decode, torchvision-style preprocessing, forward): top-1 as
+# ../shared/models/expected.json lists it; and explain runs on them.
+photos=/usr/share/darknet/data
+if [ -d "$photos" ] && [ -f "$models/expected.json" ]; then
+    python3 -c '
+import json, sys
+e = json.load(open(sys.argv[1]))
+for model, cases in e["top1"].items():
+    for photo, label in cases.items():
+        print(model + "\t" + photo + "\t" + label)
+' "$models/expected.json" >"$tmp/cases"
+    while IFS=$'\t' read -r model photo label; do
+        if ! "$bin" classify --model "$models/$model" --labels "$models/imagenet_labels.txt" \
+                --image "$photos/$photo" --topk 1 --json >"$tmp/c" 2>"$tmp/err"; then
+            fail "$model $photo: classify failed: $(cat "$tmp/err")"
+            continue
+        fi
+        got=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["predictions"][0]["label"])' "$tmp/c")
+        if [ "$got" = "$label" ]; then echo "ok:   $model $photo -> $got"
+        else fail "$model $photo: top-1 '$got', expected '$label'"; fi
+    done <"$tmp/cases"
+    if "$bin" explain --model "$models/mobilenetv2-fp32.onnx" --labels "$models/imagenet_labels.txt" \
+            --image "$photos/dog.jpg" --out "$tmp/cams" --json >"$tmp/e" 2>"$tmp/err" &&
+       [ -s "$tmp/cams/dog.overlay.png" ] && grep -q '"class_index":249' "$tmp/e"; then
+        echo "ok:   explain mobilenetv2 dog.jpg -> malamute, overlay written"
+    else
+        fail "explain mobilenetv2 dog.jpg: $(cat "$tmp/err")"
+    fi
+else
+    echo "note: $photos or expected.json absent; photo checks skipped"
+fi
 
 if [ "$fails" -ne 0 ]; then
     echo "shared_models: $fails check(s) failed"
