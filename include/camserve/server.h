@@ -8,7 +8,8 @@
  * socket and a bounded buffer, never a thread.
  *
  * Endpoints (docs/api.md): GET / and the embedded web UI, POST /v1/explain,
- * POST /v1/classify, GET /v1/models, GET /healthz, GET /readyz, GET /metrics.
+ * POST /v1/classify, GET /v1/models, GET /healthz, GET /readyz, GET /metrics,
+ * DELETE /v1/cache.
  *
  * Thread-safety: cs_http_start / cs_http_stop / cs_http_free from one
  * thread; cs_http_port and cs_http_active from any. */

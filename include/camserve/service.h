@@ -22,11 +22,19 @@
  * Caches.  The result cache maps a 32-byte key -- SHA-256 over the image's
  * SHA-256, the model digest, the engine version and every parameter that
  * changes the output -- to an immutable, reference-counted cs_svc_result.
- * Only the in-memory LRU tier (bounded in bytes) exists now; the disk and
- * Redis tiers of issue 7 slot in behind the same lookup/insert seam
- * (src/service/service_internal.h).  An image store (LRU of the encoded
+ * Tiers: an in-memory LRU (bounded in bytes), then optionally LMDB on disk
+ * and Redis (camserve/cache.h), looked up in that order on submit; a lower
+ * tier's hit fills the tiers above.  Identical concurrent misses are computed
+ * once (single-flight): later ones wait for the first, each with its own
+ * deadline.  Failures of a lower tier are misses.  An image store (LRU of the encoded
  * bytes, keyed by image_id = hex SHA-256 of the bytes) lets clients ask
  * again for an image they uploaded, without re-uploading it.
+ *
+ * Hot reload.  A model loaded from a file is polled (mtime, size, inode;
+ * reload_poll_ms): a change is loaded beside the running version, swapped in
+ * atomically for new requests, and the old version is freed once the
+ * requests and sessions using it are done (reference counts).  A file that
+ * does not load leaves the old version serving, with one line on stderr.
  *
  * Thread-safety: after cs_svc_start, cs_svc_submit / cs_svc_call /
  * cs_svc_write_metrics / the model accessors may be called from any number
@@ -59,6 +67,15 @@ typedef struct cs_svc_params {
     int timeout_ms;        /* per request, submit to worker pick-up (default 30000) */
     size_t cache_mem_bytes; /* result cache; 0 disables it (default 256 MB) */
     size_t image_store_bytes; /* recent images for image_id requests (default 128 MB) */
+    const char *cache_dir;    /* LMDB result tier (camserve/cache.h); NULL: none.  Borrowed for cs_svc_create */
+    size_t cache_disk_bytes;  /* its byte bound (default 1 GB) */
+    const char *redis_url;    /* Redis result tier, redis://HOST:PORT[/DB]; NULL: none.  Borrowed likewise */
+    int cache_ttl_s;          /* disk / Redis entries older than this are misses (default 86400; 0: none) */
+    int reload_poll_ms;       /* how often model files are checked for changes (hot reload; default
+                               * 1000; 0: never) */
+    size_t prep_cache_bytes;  /* decoded + preprocessed images kept per (image, preprocessing), so that
+                               * another method / class / layer for a seen image skips decode and
+                               * preprocessing (default 64 MB; 0 disables) */
     int overlay_max_side;  /* long side of overlay PNGs (default 800) */
     cs_img_limits limits;  /* decode limits (bytes, pixels) */
 } cs_svc_params;
@@ -105,7 +122,9 @@ typedef struct cs_svc_model_info {
 } cs_svc_model_info;
 
 int cs_svc_num_models(const cs_svc *s);
-/* Valid for the service's lifetime; NULL when out of range. */
+/* The current version of model i; NULL when out of range.  Valid until the
+ * model is reloaded and then for at least 10 s more (a reader holds no
+ * reference: use it and let go). */
 const cs_svc_model_info *cs_svc_model_at(const cs_svc *s, int i);
 
 /* ---- requests ---- */
@@ -211,6 +230,12 @@ void cs_svc_call(cs_svc *s, const cs_svc_request *req, cs_svc_response *resp);
 
 /* Hex SHA-256 of buf into hex[65]. */
 cs_status cs_svc_sha256_hex(const void *buf, size_t len, char hex[65], cs_error *err);
+
+/* Drops cached results from the memory and disk tiers: every model's
+ * (model NULL or "") or one model's.  Redis entries, shared by replicas, are
+ * left to their TTL.  *removed (may be NULL) counts memory + disk entries.
+ * CS_ENOTFOUND for an unknown model.  Any thread, any time after create. */
+cs_status cs_svc_cache_clear(cs_svc *s, const char *model, uint64_t *removed, cs_error *err);
 
 /* Appends the service's Prometheus metrics (stage latency histograms, cache
  * hits/misses/bytes by tier, queue depth, in-flight, batch sizes, model load

@@ -18,6 +18,7 @@ int cs_cli_preprocess(int argc, char **argv);
 int cs_cli_eval(int argc, char **argv);
 int cs_cli_pull(int argc, char **argv);
 int cs_cli_serve(int argc, char **argv);
+int cs_cli_cache(int argc, char **argv);
 
 /* ---- shared helpers (src/cli/util.c) ---- */
 

@@ -20,7 +20,7 @@
 
 enum { O_MODEL, O_HOST, O_PORT, O_WORKERS, O_THREADS, O_MAXBATCH, O_WINDOW, O_QUEUE, O_TIMEOUT,
        O_CACHEDIR, O_CACHEMEM, O_REDIS, O_MAXUPLOAD, O_HTTPTHREADS, O_PREPTHREADS, O_IMAGESTORE,
-       O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_N };
+       O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_CACHEDISK, O_CACHETTL, O_N };
 
 /* --max-batch -> CAMSERVE_MAX_BATCH */
 static const char *env_value(const char *opt) {
@@ -71,6 +71,7 @@ int cs_cli_serve(int argc, char **argv) {
         [O_PREPTHREADS] = {"prep-threads", true}, [O_IMAGESTORE] = {"image-store-mb", true},
         [O_IDLETIMEOUT] = {"idle-timeout-s", true}, [O_MAXCONN] = {"max-connections", true},
         [O_ACCESSLOG] = {"access-log", false},
+        [O_CACHEDISK] = {"cache-disk-mb", true}, [O_CACHETTL] = {"cache-ttl-s", true},
     };
     int rc = cli_parse("serve", argc, argv, opts, O_N), ok = 1;
     if (rc) return rc;
@@ -107,6 +108,10 @@ int cs_cli_serve(int argc, char **argv) {
     sp.timeout_ms = (int)num_opt(&opts[O_TIMEOUT], 30000, 3600000, &ok);
     sp.cache_mem_bytes = (size_t)num_opt(&opts[O_CACHEMEM], 256, 1 << 20, &ok) << 20;
     sp.image_store_bytes = (size_t)num_opt(&opts[O_IMAGESTORE], 128, 1 << 20, &ok) << 20;
+    sp.cache_dir = opts[O_CACHEDIR].value;
+    sp.cache_disk_bytes = (size_t)num_opt(&opts[O_CACHEDISK], 1024, 1 << 24, &ok) << 20;
+    sp.redis_url = opts[O_REDIS].value;
+    sp.cache_ttl_s = (int)num_opt(&opts[O_CACHETTL], 86400, 100L * 365 * 86400, &ok);
     sp.prep_threads = (int)num_opt(&opts[O_PREPTHREADS], 2, 64, &ok);
     long upload_mb = num_opt(&opts[O_MAXUPLOAD], 25, 4096, &ok);
     hp.max_upload_bytes = (size_t)upload_mb << 20;
@@ -121,17 +126,15 @@ int cs_cli_serve(int argc, char **argv) {
                         "--prep-threads, --http-threads and --idle-timeout-s must be at least 1\n");
         ok = 0;
     }
+    if (ok && opts[O_CACHEDIR].value && sp.cache_disk_bytes < ((size_t)1 << 20)) {
+        fprintf(stderr, "camserve serve: --cache-disk-mb must be at least 1\n");
+        ok = 0;
+    }
     if (!ok) {
         free(env_models);
         cli_free(opts, O_N);
         return 2;
     }
-    if (opts[O_CACHEDIR].value)
-        fprintf(stderr, "camserve serve: warning: --cache-dir is not yet implemented (issue 7); "
-                        "results are cached in memory only\n");
-    if (opts[O_REDIS].value)
-        fprintf(stderr, "camserve serve: warning: --redis is not yet implemented (issue 7); "
-                        "results are cached in memory only\n");
 
     /* Signals are taken synchronously by this thread (sigwait): block them
      * before any thread exists so every thread inherits the mask. */
@@ -175,6 +178,11 @@ int cs_cli_serve(int argc, char **argv) {
     }
     fprintf(stderr, "camserve serve: ready (%d worker%s, max batch %d, queue %d)\n", sp.workers,
             sp.workers > 1 ? "s" : "", sp.max_batch, sp.queue);
+    fprintf(stderr, "camserve serve: result cache: memory %zu MB", sp.cache_mem_bytes >> 20);
+    if (opts[O_CACHEDIR].value)
+        fprintf(stderr, ", disk %s (%zu MB)", opts[O_CACHEDIR].value, sp.cache_disk_bytes >> 20);
+    if (opts[O_REDIS].value) fprintf(stderr, ", redis %s", opts[O_REDIS].value);
+    fprintf(stderr, "; ttl %d s\n", sp.cache_ttl_s);
 
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0) {

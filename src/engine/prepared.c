@@ -18,6 +18,7 @@
  * keeps open for its lifetime. */
 #include "engine/engine_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -358,13 +359,33 @@ static cs_status entry_path(const char *dir, const char *model_path, char *out, 
                      (unsigned long long)sb.st_dev, (unsigned long long)sb.st_ino,
                      (long long)sb.st_size, (long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec, eng,
                      (int)dnnl_get_effective_cpu_isa());
-    uint8_t h[32];
-    if (n < 0 || !cs_sha256(id, (size_t)n, h)) return cs_errorf(err, CS_EINTERNAL, "hashing failed");
-    char hex[65];
+    uint8_t h[32], hp[32];
+    if (n < 0 || !cs_sha256(id, (size_t)n, h) || !cs_sha256(real, strlen(real), hp))
+        return cs_errorf(err, CS_EINTERNAL, "hashing failed");
+    /* <16 hex of the path>-<64 hex of the key>.csm: entries of one model
+     * file share the prefix, so a new one can retire the old ones */
+    char hex[65], phex[17];
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", h[i]);
-    if ((size_t)snprintf(out, len, "%s/%s.csm", dir, hex) >= len)
+    for (int i = 0; i < 8; i++) snprintf(phex + 2 * i, 3, "%02x", hp[i]);
+    if ((size_t)snprintf(out, len, "%s/%s-%s.csm", dir, phex, hex) >= len)
         return cs_errorf(err, CS_EINVAL, "cache path too long");
     return CS_OK;
+}
+
+/* Removes the entries of the same model file other than `keep` (the file
+ * changed since, or the engine was upgraded): they would never be read. */
+static void retire_others(const char *dir, const char *keep) {
+    const char *base = strrchr(keep, '/');
+    base = base ? base + 1 : keep;
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, base, 17) != 0 || strcmp(e->d_name, base) == 0) continue;
+        char p[4096];
+        if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < sizeof p) unlink(p);
+    }
+    closedir(d);
 }
 
 cs_status cs_prepared_load(const char *dir, const char *model_path, cs_model *m, cs_error *err) {
@@ -449,5 +470,6 @@ cs_status cs_prepared_store(const char *dir, const char *model_path, const cs_mo
         unlink(tmp);
         return cs_errorf(err, CS_EIO, "cannot write %s", path);
     }
+    retire_others(dir, path);
     return CS_OK;
 }

@@ -35,9 +35,10 @@
 #include <unistd.h>
 
 enum { EP_UI, EP_STATIC, EP_EXPLAIN, EP_CLASSIFY, EP_MODELS, EP_HEALTHZ, EP_READYZ, EP_METRICS,
-       EP_OTHER, NEP };
+       EP_CACHE, EP_OTHER, NEP };
 static const char *const EP_NAMES[NEP] = {"/", "static", "/v1/explain", "/v1/classify",
-                                          "/v1/models", "/healthz", "/readyz", "/metrics", "other"};
+                                          "/v1/models", "/healthz", "/readyz", "/metrics", "/v1/cache",
+                                          "other"};
 static const int CODES[] = {200, 400, 404, 405, 413, 415, 499, 500, 503, 504};
 #define NCODES (int)(sizeof CODES / sizeof CODES[0])
 
@@ -531,6 +532,7 @@ static int endpoint_of(const char *url) {
     if (!strcmp(url, "/healthz")) return EP_HEALTHZ;
     if (!strcmp(url, "/readyz")) return EP_READYZ;
     if (!strcmp(url, "/metrics")) return EP_METRICS;
+    if (!strcmp(url, "/v1/cache")) return EP_CACHE;
     if (cs_asset_find(cs_web_assets, url)) return EP_STATIC;
     return EP_OTHER;
 }
@@ -540,6 +542,19 @@ static enum MHD_Result method_not_allowed(req_ctx *c, const char *allow) {
     snprintf(msg, sizeof msg, "method not allowed: use %s", allow);
     const char *hdr[] = {"Allow", allow, NULL};
     return send_json(c, 405, json_pack("{s:s}", "error", msg), hdr);
+}
+
+/* DELETE /v1/cache[?model=NAME]: drops cached results (memory + disk). */
+static enum MHD_Result clear_cache(req_ctx *c, const char *method) {
+    if (strcmp(method, "DELETE")) return method_not_allowed(c, "DELETE");
+    const char *model = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "model");
+    uint64_t removed = 0;
+    cs_error err = {0};
+    cs_status st = cs_svc_cache_clear(c->h->svc, model, &removed, &err);
+    if (st == CS_ENOTFOUND) return send_error(c, 404, err.msg);
+    if (st != CS_OK) return send_error(c, 500, err.msg);
+    return send_json(c, 200, json_pack("{s:I, s:s?}", "removed", (json_int_t)removed, "model",
+                                       model && *model ? model : NULL), NULL);
 }
 
 static enum MHD_Result first_call(req_ctx *c, const char *url, const char *method) {
@@ -552,6 +567,7 @@ static enum MHD_Result first_call(req_ctx *c, const char *url, const char *metho
         snprintf(msg, sizeof msg, "not found: %.200s", url);
         return send_error(c, 404, msg);
     }
+    case EP_CACHE: return clear_cache(c, method);
     default:
         if (!get) return method_not_allowed(c, "GET, HEAD");
         break;

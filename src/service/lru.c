@@ -153,3 +153,17 @@ void svc_lru_stats(svc_lru *l, size_t *bytes, size_t *entries, uint64_t *evictio
     if (evictions) *evictions = l->evictions;
     pthread_mutex_unlock(&l->mu);
 }
+
+size_t svc_lru_remove_if(svc_lru *l, int (*drop_fn)(void *ctx, void *value), void *ctx) {
+    size_t n = 0;
+    pthread_mutex_lock(&l->mu);
+    for (node *x = l->head, *nx; x; x = nx) {
+        nx = x->next;
+        if (drop_fn(ctx, x->value)) {
+            drop(l, x);
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}

@@ -15,6 +15,7 @@
  * queue lock of a busy service. */
 #include "camserve/service.h"
 
+#include "camserve/cache.h"
 #include "camserve/explain.h"
 #include "service/service_internal.h"
 #include "util/histogram.h"
@@ -27,8 +28,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -100,6 +103,8 @@ static void blob_release(void *v) {
 typedef struct result_box {
     atomic_int refs;
     size_t bytes;
+    uint8_t tag[32]; /* the model digest: DELETE /v1/cache?model= */
+    time_t created;  /* for the TTL */
     cs_svc_result r;
 } result_box;
 
@@ -114,6 +119,26 @@ static void result_release(void *v) {
         free(b->r.overlay_b64);
         free(b->r.heatmap_b64);
         free(b);
+    }
+}
+
+/* A decoded and preprocessed image (the prep cache): what decode + preprocess
+ * made for one image under one model's preprocessing.  Requests copy out of
+ * it, so it is immutable once in the LRU. */
+typedef struct prepped {
+    atomic_int refs;
+    cs_image img;  /* decoded, DCT-scaled; for the overlay */
+    float box[4];  /* crop window in img pixels */
+    size_t nin;    /* floats in input */
+    float input[]; /* C x H x W */
+} prepped;
+
+static void prepped_retain(void *v) { atomic_fetch_add(&((prepped *)v)->refs, 1); }
+static void prepped_release(void *v) {
+    prepped *p = v;
+    if (p && atomic_fetch_sub(&p->refs, 1) == 1) {
+        cs_img_free(&p->img);
+        free(p);
     }
 }
 
@@ -141,8 +166,16 @@ const char *cs_svc_outcome_name(cs_svc_outcome o) {
 
 /* ---- service state ------------------------------------------------------------ */
 
+/* One loaded version of a model: immutable after load, shared by the jobs
+ * that use it (refs) and the worker sessions built on it (one ref each).  A
+ * hot reload retires it; the reloader frees it once refs is 0 and the grace
+ * period (for cs_svc_model_at readers, which hold no reference) is over. */
 typedef struct svc_model {
     cs_svc_model_info info; /* public view; points into the fields below */
+    atomic_int refs;
+    int slot;               /* index in s->slots */
+    double retired_at;
+    struct svc_model *next_retired;
     char name[64];
     cs_model *m;
     cs_preproc pp;
@@ -155,6 +188,20 @@ typedef struct svc_model {
 
 typedef struct job job;
 
+/* A served model name: its current version and, for a file, what the
+ * reloader last saw.  path/seen/pending are the reloader's alone after start;
+ * cur changes under s->vmu. */
+typedef struct svc_slot {
+    svc_model *cur;
+    char path[4096];     /* "" when loaded from memory: never reloaded */
+    struct stat seen;    /* the file as last loaded (or last refused) */
+    struct stat pending; /* a change seen once: loaded when the next poll sees it unchanged */
+    bool has_pending;
+    uint64_t reloads, reload_failures;
+} svc_slot;
+
+#define RETIRE_GRACE_MS 10000.0
+
 enum { STAGE_QUEUE, STAGE_DECODE, STAGE_PREPROCESS, STAGE_INFERENCE, STAGE_CAM, STAGE_ENCODE,
        STAGE_TOTAL, NSTAGES };
 static const char *const STAGE_NAMES[NSTAGES] = {"queue", "decode", "preprocess", "inference",
@@ -162,8 +209,16 @@ static const char *const STAGE_NAMES[NSTAGES] = {"queue", "decode", "preprocess"
 
 struct cs_svc {
     cs_svc_params p;
-    svc_model models[CS_SVC_MAX_MODELS];
+    char *prepared_dir; /* <cache-dir>/models: the engine's prepared-model cache, or NULL */
+    svc_slot slots[CS_SVC_MAX_MODELS];
     int nmodels;
+    /* hot reload: vmu guards every slot's cur and the retired list; the
+     * reloader thread polls the files (lock order: mu before vmu) */
+    pthread_mutex_t vmu;
+    pthread_cond_t reload_cv;
+    svc_model *retired;
+    pthread_t reloader;
+    bool reloader_started, reload_quit;
 
     pthread_mutex_t mu;
     pthread_cond_t prep_cv, work_cv, idle_cv;
@@ -175,18 +230,29 @@ struct cs_svc {
 
     pthread_t *workers, *preps;
     int nworkers_started, npreps_started;
-    cs_session **sessions; /* workers x nmodels */
+    cs_session **sessions;   /* workers x nmodels */
+    svc_model **sess_model;  /* the version each session was built on (a reference) */
 
-    svc_lru *results, *images;
+    svc_lru *results, *images, *prepped;
+    cs_cache *tiers; /* disk + Redis below the memory LRU; NULL when neither */
+
+    /* Single-flight: the leader job of each key being computed, chained by
+     * fnext in 256 buckets by the key's first byte; a request for the same key waits on the
+     * leader's followers list.  Guarded by mu. */
+    job *flights[256];
+    int nfollowers;
 
     pthread_mutex_t mmu;
     cs_hist stage[NSTAGES];
     cs_hist batch;
-    uint64_t hits, misses, rejected[CS_SVC_INTERNAL + 1], completed[CS_SVC_INTERNAL + 1];
+    uint64_t hits, misses, coalesced, rejected[CS_SVC_INTERNAL + 1], completed[CS_SVC_INTERNAL + 1];
 };
 
 struct job {
     job *next;
+    job *fnext;     /* next leader in the same flights bucket */
+    job *followers; /* identical requests waiting for this one (chained by next) */
+    bool leader, follower;
     cs_svc *s;
     svc_model *model;
     cs_svc_kind kind;
@@ -195,6 +261,7 @@ struct job {
     double alpha;
     int topk;
     uint8_t key[32];
+    uint8_t img_sha[32];
     char image_id[65];
     blob *image;
     cs_svc_done_fn done;
@@ -223,6 +290,10 @@ cs_svc_params cs_svc_default_params(void) {
     p.timeout_ms = 30000;
     p.cache_mem_bytes = (size_t)256 << 20;
     p.image_store_bytes = (size_t)128 << 20;
+    p.cache_disk_bytes = (size_t)1 << 30;
+    p.cache_ttl_s = 86400;
+    p.prep_cache_bytes = (size_t)64 << 20;
+    p.reload_poll_ms = 1000;
     p.overlay_max_side = 800;
     p.limits = cs_img_limits_default();
     return p;
@@ -247,6 +318,8 @@ cs_status cs_svc_create(const cs_svc_params *p, cs_svc **out, cs_error *err) {
     s->p = q;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->mmu, NULL);
+    pthread_mutex_init(&s->vmu, NULL);
+    cond_init_mono(&s->reload_cv);
     cond_init_mono(&s->prep_cv);
     cond_init_mono(&s->work_cv);
     cond_init_mono(&s->idle_cv);
@@ -255,10 +328,35 @@ cs_status cs_svc_create(const cs_svc_params *p, cs_svc **out, cs_error *err) {
     cs_hist_init(&s->batch, cs_hist_batch_bounds, cs_hist_batch_nbounds);
     s->results = svc_lru_create(q.cache_mem_bytes, result_retain, result_release);
     s->images = svc_lru_create(q.image_store_bytes, blob_retain, blob_release);
-    if (!s->results || !s->images) {
+    s->prepped = svc_lru_create(q.prep_cache_bytes, prepped_retain, prepped_release);
+    if (!s->results || !s->images || !s->prepped) {
         cs_svc_free(s);
         return cs_errorf(err, CS_ENOMEM, "out of memory");
     }
+    if ((q.cache_dir && *q.cache_dir) || (q.redis_url && *q.redis_url)) {
+        cs_cache_params cp = cs_cache_default_params();
+        cp.dir = q.cache_dir;
+        cp.disk_bytes = q.cache_disk_bytes ? q.cache_disk_bytes : cp.disk_bytes;
+        cp.redis_url = q.redis_url;
+        cp.ttl_s = q.cache_ttl_s;
+        cs_status st = cs_cache_open(&cp, &s->tiers, err);
+        if (st != CS_OK) {
+            cs_svc_free(s);
+            return st;
+        }
+    }
+    if (q.cache_dir && *q.cache_dir) {
+        /* prepared models live beside the result store */
+        size_t n = strlen(q.cache_dir) + sizeof "/models";
+        s->prepared_dir = malloc(n);
+        if (!s->prepared_dir) {
+            cs_svc_free(s);
+            return cs_errorf(err, CS_ENOMEM, "out of memory");
+        }
+        snprintf(s->prepared_dir, n, "%s/models", q.cache_dir);
+    }
+    /* the strings were borrowed for this call */
+    s->p.cache_dir = s->p.redis_url = NULL;
     *out = s;
     return CS_OK;
 }
@@ -317,16 +415,25 @@ static char *read_file(const char *path, size_t max, size_t *len) {
     return buf;
 }
 
-static void model_clear(svc_model *sm) {
+static void model_destroy(svc_model *sm) {
+    if (!sm) return;
     cs_model_free(sm->m);
     free(sm->labels);
     free(sm->labels_buf);
-    memset(sm, 0, sizeof *sm);
+    free(sm);
+}
+
+static void model_retain(svc_model *m) {
+    if (m) atomic_fetch_add(&m->refs, 1);
+}
+/* Never frees: the version is owned by its slot or the retired list. */
+static void model_release(svc_model *m) {
+    if (m) atomic_fetch_sub(&m->refs, 1);
 }
 
 /* Common tail of both loaders: names, checks the preprocessing against the
  * input, computes the key text and publishes the public info. */
-static cs_status model_finish(cs_svc *s, svc_model *sm, const char *name, double t0,
+static cs_status model_finish(cs_svc *s, svc_model *sm, const char *name, double t0, bool check_dup,
                               cs_error *err) {
     cs_model_info info;
     cs_model_get_info(sm->m, &info);
@@ -336,8 +443,8 @@ static cs_status model_finish(cs_svc *s, svc_model *sm, const char *name, double
                          "model '%s': its preprocessing makes 3x%dx%d tensors; its input is %lldx%lldx%lld",
                          name, sm->pp.crop_h, sm->pp.crop_w, (long long)info.input_dims[1],
                          (long long)info.input_dims[2], (long long)info.input_dims[3]);
-    for (int i = 0; i < s->nmodels; i++)
-        if (!strcmp(s->models[i].name, name))
+    for (int i = 0; i < s->nmodels && check_dup; i++)
+        if (!strcmp(s->slots[i].cur->name, name))
             return cs_errorf(err, CS_EINVAL, "two models are named '%s'", name);
     snprintf(sm->name, sizeof sm->name, "%s", name);
     const cs_preproc *pp = &sm->pp;
@@ -356,34 +463,36 @@ static cs_status model_finish(cs_svc *s, svc_model *sm, const char *name, double
     return CS_OK;
 }
 
-cs_status cs_svc_add_model(cs_svc *s, const char *name, const char *path, cs_error *err) {
-    if (s->started) return cs_errorf(err, CS_EINVAL, "models must be added before the service starts");
-    if (s->nmodels >= CS_SVC_MAX_MODELS)
-        return cs_errorf(err, CS_ELIMIT, "at most %d models", CS_SVC_MAX_MODELS);
+/* Loads a model file into a new version (also what a hot reload does);
+ * check_dup: refuse a name already served. */
+static cs_status load_file(cs_svc *s, const char *name, const char *path, bool check_dup, svc_model **out,
+                           cs_error *err) {
     double t0 = cs_now_ms();
-    svc_model sm;
-    memset(&sm, 0, sizeof sm);
-    size_t len = 0;
-    char *bytes = read_file(path, (size_t)4 << 30, &len);
-    if (!bytes) return cs_errorf(err, CS_EIO, "cannot read model %s: %s", path, strerror(errno));
-    int ok = sha256(bytes, len, sm.digest);
-    free(bytes);
-    if (!ok) return cs_errorf(err, CS_EINTERNAL, "SHA-256 failed");
-    cs_model_options mo = {.num_threads = s->p.threads};
-    cs_status st = cs_model_load(path, &mo, &sm.m, err);
-    if (st != CS_OK) return cs_error_prefix(err, "%s", path);
+    svc_model *smp = calloc(1, sizeof *smp);
+    if (!smp) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    /* the engine hashes the bytes it parses (or takes the digest from its
+     * prepared-model cache under --cache-dir, which also skips parsing and
+     * weight packing on a restart) */
+    cs_status st = CS_OK;
+    cs_model_options mo = {.num_threads = s->p.threads, .compute_digest = 1, .prepared_dir = s->prepared_dir};
+    if ((st = cs_model_load(path, &mo, &smp->m, err)) != CS_OK) cs_error_prefix(err, "%s", path);
+    else if (!cs_model_digest(smp->m, smp->digest)) st = cs_errorf(err, CS_EINTERNAL, "model digest missing");
+    if (st != CS_OK) {
+        model_destroy(smp);
+        return st;
+    }
     cs_model_info info;
-    cs_model_get_info(sm.m, &info);
-    sm.pp = cs_img_preproc_default();
+    cs_model_get_info(smp->m, &info);
+    smp->pp = cs_img_preproc_default();
     char *labels_path = NULL;
-    st = cs_img_preproc_for_model(path, cs_model_metadata(sm.m, "camserve.preprocess"),
-                                  (int)info.input_dims[2], (int)info.input_dims[3], &sm.pp,
-                                  &labels_path, &sm.info.preprocess_source, err);
+    st = cs_img_preproc_for_model(path, cs_model_metadata(smp->m, "camserve.preprocess"),
+                                  (int)info.input_dims[2], (int)info.input_dims[3], &smp->pp,
+                                  &labels_path, &smp->info.preprocess_source, err);
     if (st == CS_OK && labels_path) {
         size_t ll;
         char *text = read_file(labels_path, (size_t)64 << 20, &ll);
         if (!text) st = cs_errorf(err, CS_EIO, "cannot read labels %s", labels_path);
-        else if (split_labels(&sm, text) != CS_OK) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+        else if (split_labels(smp, text) != CS_OK) st = cs_errorf(err, CS_ENOMEM, "out of memory");
     }
     free(labels_path);
     char base[64];
@@ -395,15 +504,32 @@ cs_status cs_svc_add_model(cs_svc *s, const char *name, const char *path, cs_err
         if (dot && dot != base && !strcmp(dot, ".onnx")) *dot = '\0';
         name = base;
     }
-    if (st == CS_OK) st = model_finish(s, &sm, name, t0, err);
+    if (st == CS_OK) st = model_finish(s, smp, name, t0, check_dup, err);
     if (st != CS_OK) {
-        model_clear(&sm);
+        model_destroy(smp);
         return st;
     }
-    s->models[s->nmodels++] = sm;
-    /* the public info points into the struct: fix the copies' pointers */
-    svc_model *dst = &s->models[s->nmodels - 1];
-    dst->info.name = dst->name;
+    *out = smp;
+    return CS_OK;
+}
+
+cs_status cs_svc_add_model(cs_svc *s, const char *name, const char *path, cs_error *err) {
+    if (s->started) return cs_errorf(err, CS_EINVAL, "models must be added before the service starts");
+    if (s->nmodels >= CS_SVC_MAX_MODELS)
+        return cs_errorf(err, CS_ELIMIT, "at most %d models", CS_SVC_MAX_MODELS);
+    if (strlen(path) >= sizeof s->slots[0].path)
+        return cs_errorf(err, CS_EINVAL, "model path too long: %.100s...", path);
+    svc_slot *sl = &s->slots[s->nmodels];
+    struct stat st0;
+    bool have_st = stat(path, &st0) == 0;
+    svc_model *m = NULL;
+    cs_status st = load_file(s, name, path, true, &m, err);
+    if (st != CS_OK) return st;
+    memset(sl, 0, sizeof *sl);
+    snprintf(sl->path, sizeof sl->path, "%s", path);
+    if (have_st) sl->seen = st0;
+    m->slot = s->nmodels++;
+    sl->cur = m;
     return CS_OK;
 }
 
@@ -415,41 +541,53 @@ cs_status cs_svc_add_model_buffer(cs_svc *s, const char *name, const void *buf, 
         return cs_errorf(err, CS_ELIMIT, "at most %d models", CS_SVC_MAX_MODELS);
     if (!name || !*name) name = "default";
     double t0 = cs_now_ms();
-    svc_model sm;
-    memset(&sm, 0, sizeof sm);
-    if (!sha256(buf, len, sm.digest)) return cs_errorf(err, CS_EINTERNAL, "SHA-256 failed");
+    svc_model *smp = calloc(1, sizeof *smp);
+    if (!smp) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    cs_status st = CS_OK;
+    if (!sha256(buf, len, smp->digest)) st = cs_errorf(err, CS_EINTERNAL, "SHA-256 failed");
     cs_model_options mo = {.num_threads = s->p.threads};
-    cs_status st = cs_model_load_buffer(buf, len, &mo, &sm.m, err);
-    if (st != CS_OK) return cs_error_prefix(err, "model '%s'", name);
+    if (st == CS_OK && (st = cs_model_load_buffer(buf, len, &mo, &smp->m, err)) != CS_OK)
+        cs_error_prefix(err, "model '%s'", name);
+    if (st != CS_OK) {
+        model_destroy(smp);
+        return st;
+    }
     cs_model_info info;
-    cs_model_get_info(sm.m, &info);
-    sm.pp = cs_img_preproc_default();
+    cs_model_get_info(smp->m, &info);
+    smp->pp = cs_img_preproc_default();
     if (config_json) {
-        st = cs_img_preproc_from_json(config_json, &sm.pp, NULL, err);
-        sm.info.preprocess_source = "config";
+        st = cs_img_preproc_from_json(config_json, &smp->pp, NULL, err);
+        smp->info.preprocess_source = "config";
     } else {
-        st = cs_img_preproc_for_model(NULL, cs_model_metadata(sm.m, "camserve.preprocess"),
-                                      (int)info.input_dims[2], (int)info.input_dims[3], &sm.pp,
-                                      NULL, &sm.info.preprocess_source, err);
+        st = cs_img_preproc_for_model(NULL, cs_model_metadata(smp->m, "camserve.preprocess"),
+                                      (int)info.input_dims[2], (int)info.input_dims[3], &smp->pp,
+                                      NULL, &smp->info.preprocess_source, err);
     }
     if (st == CS_OK && labels_text) {
         char *t = strdup(labels_text);
-        if (!t || split_labels(&sm, t) != CS_OK) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+        if (!t || split_labels(smp, t) != CS_OK) st = cs_errorf(err, CS_ENOMEM, "out of memory");
     }
-    if (st == CS_OK) st = model_finish(s, &sm, name, t0, err);
+    if (st == CS_OK) st = model_finish(s, smp, name, t0, true, err);
     if (st != CS_OK) {
-        model_clear(&sm);
+        model_destroy(smp);
         return st;
     }
-    s->models[s->nmodels++] = sm;
-    s->models[s->nmodels - 1].info.name = s->models[s->nmodels - 1].name;
+    svc_slot *sl = &s->slots[s->nmodels];
+    memset(sl, 0, sizeof *sl);
+    smp->slot = s->nmodels++;
+    sl->cur = smp;
     return CS_OK;
 }
 
 int cs_svc_num_models(const cs_svc *s) { return s->nmodels; }
 
 const cs_svc_model_info *cs_svc_model_at(const cs_svc *s, int i) {
-    return i >= 0 && i < s->nmodels ? &s->models[i].info : NULL;
+    if (i < 0 || i >= s->nmodels) return NULL;
+    cs_svc *w = (cs_svc *)s;
+    pthread_mutex_lock(&w->vmu);
+    const cs_svc_model_info *mi = &s->slots[i].cur->info;
+    pthread_mutex_unlock(&w->vmu);
+    return mi;
 }
 
 int cs_svc_ready(const cs_svc *s) { return atomic_load(&((cs_svc *)s)->ready); }
@@ -472,6 +610,8 @@ void cs_svc_write_metrics(cs_svc *s, FILE *f) {
     uint64_t rev = 0, iev = 0;
     svc_lru_stats(s->results, &rb, &re, &rev);
     svc_lru_stats(s->images, &ib, &ie, &iev);
+    size_t pb = 0, pe = 0;
+    svc_lru_stats(s->prepped, &pb, &pe, NULL);
 
     fprintf(f, "# HELP camserve_queue_depth Requests waiting, by pipeline stage.\n"
                "# TYPE camserve_queue_depth gauge\n"
@@ -485,29 +625,84 @@ void cs_svc_write_metrics(cs_svc *s, FILE *f) {
                "# HELP camserve_inflight_limit Admission bound (queue + workers x max_batch).\n"
                "# TYPE camserve_inflight_limit gauge\ncamserve_inflight_limit %d\n",
             inflight, s->p.queue + s->p.workers * s->p.max_batch);
+    /* the disk tier's figures are its store's, shared by every process on the directory */
+    cs_cache_stats ts[CS_CACHE_NTIERS];
+    for (int t = 0; t < CS_CACHE_NTIERS; t++) cs_cache_get_stats(s->tiers, (cs_cache_tier)t, &ts[t]);
+    const cs_cache_stats *dk = &ts[CS_CACHE_TIER_DISK], *rd = &ts[CS_CACHE_TIER_REDIS];
     fprintf(f, "# HELP camserve_cache_bytes Bytes held by each cache tier.\n# TYPE camserve_cache_bytes gauge\n"
-               "camserve_cache_bytes{tier=\"memory\"} %zu\ncamserve_cache_bytes{tier=\"images\"} %zu\n"
-               "# HELP camserve_cache_entries Entries held by each cache tier.\n# TYPE camserve_cache_entries gauge\n"
-               "camserve_cache_entries{tier=\"memory\"} %zu\ncamserve_cache_entries{tier=\"images\"} %zu\n"
-               "# HELP camserve_cache_evictions_total Entries evicted to stay within the byte bound.\n"
+               "camserve_cache_bytes{tier=\"memory\"} %zu\ncamserve_cache_bytes{tier=\"images\"} %zu\n",
+            rb, ib);
+    fprintf(f, "camserve_cache_bytes{tier=\"prepared\"} %zu\n", pb);
+    if (dk->enabled) fprintf(f, "camserve_cache_bytes{tier=\"disk\"} %llu\n", (unsigned long long)dk->bytes);
+    fprintf(f, "# HELP camserve_cache_entries Entries held by each cache tier.\n# TYPE camserve_cache_entries gauge\n"
+               "camserve_cache_entries{tier=\"memory\"} %zu\ncamserve_cache_entries{tier=\"images\"} %zu\n",
+            re, ie);
+    fprintf(f, "camserve_cache_entries{tier=\"prepared\"} %zu\n", pe);
+    if (dk->enabled) fprintf(f, "camserve_cache_entries{tier=\"disk\"} %llu\n", (unsigned long long)dk->entries);
+    fprintf(f, "# HELP camserve_cache_evictions_total Entries evicted to stay within the byte bound.\n"
                "# TYPE camserve_cache_evictions_total counter\n"
-               "camserve_cache_evictions_total{tier=\"memory\"} %llu\ncamserve_cache_evictions_total{tier=\"images\"} %llu\n"
-               "# HELP camserve_cache_limit_bytes Byte bound of each cache tier.\n# TYPE camserve_cache_limit_bytes gauge\n"
+               "camserve_cache_evictions_total{tier=\"memory\"} %llu\ncamserve_cache_evictions_total{tier=\"images\"} %llu\n",
+            (unsigned long long)rev, (unsigned long long)iev);
+    if (dk->enabled)
+        fprintf(f, "camserve_cache_evictions_total{tier=\"disk\"} %llu\n", (unsigned long long)dk->evictions);
+    fprintf(f, "# HELP camserve_cache_limit_bytes Byte bound of each cache tier.\n# TYPE camserve_cache_limit_bytes gauge\n"
                "camserve_cache_limit_bytes{tier=\"memory\"} %zu\ncamserve_cache_limit_bytes{tier=\"images\"} %zu\n",
-            rb, ib, re, ie, (unsigned long long)rev, (unsigned long long)iev, s->p.cache_mem_bytes,
-            s->p.image_store_bytes);
-    fprintf(f, "# HELP camserve_model_load_seconds Time to load each model.\n"
+            s->p.cache_mem_bytes, s->p.image_store_bytes);
+    if (dk->enabled) fprintf(f, "camserve_cache_limit_bytes{tier=\"disk\"} %llu\n", (unsigned long long)dk->limit);
+    static const char *const TIER_METRICS[][2] = {
+        {"camserve_cache_errors_total", "Tier failures answered as misses or skipped writes."},
+        {"camserve_cache_corrupt_total", "Stored values dropped because their checksum or framing was wrong."},
+        {"camserve_cache_expired_total", "Stored values older than the TTL."},
+        {"camserve_cache_writes_total", "Values written to each tier."},
+    };
+    for (int m = 0; m < 4; m++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", TIER_METRICS[m][0], TIER_METRICS[m][1], TIER_METRICS[m][0]);
+        for (int t = 0; t < CS_CACHE_NTIERS; t++) {
+            if (!ts[t].enabled) continue;
+            uint64_t v = m == 0 ? ts[t].errors : m == 1 ? ts[t].corrupt : m == 2 ? ts[t].expired : ts[t].puts;
+            fprintf(f, "%s{tier=\"%s\"} %llu\n", TIER_METRICS[m][0], cs_cache_tier_name((cs_cache_tier)t),
+                    (unsigned long long)v);
+        }
+    }
+    if (rd->enabled)
+        fprintf(f, "# HELP camserve_cache_up Whether the tier answers (Redis: 0 while backing off after a failure).\n"
+                   "# TYPE camserve_cache_up gauge\ncamserve_cache_up{tier=\"redis\"} %d\n", rd->up);
+    fprintf(f, "# HELP camserve_model_load_seconds Time to load each model (its current version).\n"
                "# TYPE camserve_model_load_seconds gauge\n");
+    pthread_mutex_lock(&s->vmu);
     for (int i = 0; i < s->nmodels; i++)
-        fprintf(f, "camserve_model_load_seconds{model=\"%s\"} %.6f\n", s->models[i].name,
-                s->models[i].info.load_ms / 1e3);
+        fprintf(f, "camserve_model_load_seconds{model=\"%s\"} %.6f\n", s->slots[i].cur->name,
+                s->slots[i].cur->info.load_ms / 1e3);
+    fprintf(f, "# HELP camserve_model_reloads_total Hot reloads of a changed model file, by result.\n"
+               "# TYPE camserve_model_reloads_total counter\n");
+    for (int i = 0; i < s->nmodels; i++)
+        fprintf(f, "camserve_model_reloads_total{model=\"%s\",result=\"ok\"} %llu\n"
+                   "camserve_model_reloads_total{model=\"%s\",result=\"failed\"} %llu\n",
+                s->slots[i].cur->name, (unsigned long long)s->slots[i].reloads, s->slots[i].cur->name,
+                (unsigned long long)s->slots[i].reload_failures);
+    pthread_mutex_unlock(&s->vmu);
 
     pthread_mutex_lock(&s->mmu);
     fprintf(f, "# HELP camserve_cache_hits_total Result cache hits by tier.\n# TYPE camserve_cache_hits_total counter\n"
-               "camserve_cache_hits_total{tier=\"memory\"} %llu\n"
-               "# HELP camserve_cache_misses_total Result cache misses (all tiers).\n# TYPE camserve_cache_misses_total counter\n"
-               "camserve_cache_misses_total %llu\n",
-            (unsigned long long)s->hits, (unsigned long long)s->misses);
+               "camserve_cache_hits_total{tier=\"memory\"} %llu\n", (unsigned long long)s->hits);
+    for (int t = 0; t < CS_CACHE_NTIERS; t++)
+        if (ts[t].enabled)
+            fprintf(f, "camserve_cache_hits_total{tier=\"%s\"} %llu\n", cs_cache_tier_name((cs_cache_tier)t),
+                    (unsigned long long)ts[t].hits);
+    fprintf(f, "# HELP camserve_cache_misses_total Result cache misses (all tiers).\n# TYPE camserve_cache_misses_total counter\n"
+               "camserve_cache_misses_total %llu\n"
+               "# HELP camserve_cache_tier_misses_total Lookups each tier could not answer.\n"
+               "# TYPE camserve_cache_tier_misses_total counter\n"
+               "camserve_cache_tier_misses_total{tier=\"memory\"} %llu\n",
+            (unsigned long long)s->misses,
+            (unsigned long long)(s->misses + (dk->enabled ? dk->hits : 0) + (rd->enabled ? rd->hits : 0)));
+    for (int t = 0; t < CS_CACHE_NTIERS; t++)
+        if (ts[t].enabled)
+            fprintf(f, "camserve_cache_tier_misses_total{tier=\"%s\"} %llu\n", cs_cache_tier_name((cs_cache_tier)t),
+                    (unsigned long long)ts[t].misses);
+    fprintf(f, "# HELP camserve_cache_coalesced_total Requests that waited for an identical one being computed.\n"
+               "# TYPE camserve_cache_coalesced_total counter\ncamserve_cache_coalesced_total %llu\n",
+            (unsigned long long)s->coalesced);
     fprintf(f, "# HELP camserve_service_requests_total Requests the service finished, by outcome.\n"
                "# TYPE camserve_service_requests_total counter\n");
     for (int o = 0; o <= CS_SVC_INTERNAL; o++)
@@ -549,7 +744,67 @@ static job *list_pop(job **head, job **tail) {
     return j;
 }
 
+static void fail_job(job *j, cs_svc_outcome o, cs_status code, const char *msg) {
+    j->outcome = o;
+    if (msg) cs_errorf(&j->err, code, "%s", msg);
+}
+
+static size_t box_bytes(const result_box *b) {
+    const cs_svc_result *r = &b->r;
+    return sizeof *b + r->overlay_len + r->heatmap_len + r->overlay_b64_len + r->heatmap_b64_len;
+}
+
+/* ---- single-flight (s->mu held) ---- */
+
+static job **flight_bucket(cs_svc *s, const uint8_t *key) {
+    return &s->flights[key[0] % (sizeof s->flights / sizeof s->flights[0])];
+}
+
+static job *flight_find(cs_svc *s, const uint8_t *key) {
+    for (job *l = *flight_bucket(s, key); l; l = l->fnext)
+        if (!memcmp(l->key, key, 32)) return l;
+    return NULL;
+}
+
+static void flight_add(cs_svc *s, job *j) {
+    job **b = flight_bucket(s, j->key);
+    j->fnext = *b;
+    *b = j;
+    j->leader = true;
+}
+
+static void flight_remove(cs_svc *s, job *j) {
+    for (job **p = flight_bucket(s, j->key); *p; p = &(*p)->fnext)
+        if (*p == j) {
+            *p = j->fnext;
+            break;
+        }
+    j->fnext = NULL;
+    j->leader = false;
+}
+
+/* Followers whose own deadline passed, removed and chained by next. */
+static job *take_expired_followers(cs_svc *s, double now) {
+    job *out = NULL;
+    for (size_t b = 0; b < sizeof s->flights / sizeof s->flights[0]; b++)
+        for (job *l = s->flights[b]; l; l = l->fnext)
+            for (job **p = &l->followers; *p;) {
+                job *f = *p;
+                if (now < f->deadline) {
+                    p = &f->next;
+                    continue;
+                }
+                *p = f->next;
+                fail_job(f, CS_SVC_TIMEOUT, CS_ELIMIT, "timed out waiting for an identical request being computed");
+                f->next = out;
+                out = f;
+                s->nfollowers--;
+            }
+    return out;
+}
+
 static void job_free(job *j) {
+    model_release(j->model);
     blob_release(j->image);
     cs_img_free(&j->img);
     free(j->input);
@@ -558,13 +813,24 @@ static void job_free(job *j) {
     free(j);
 }
 
-static void fail_job(job *j, cs_svc_outcome o, cs_status code, const char *msg) {
-    j->outcome = o;
-    if (msg) cs_errorf(&j->err, code, "%s", msg);
-}
-
 /* Completes a job: metrics, callback, free.  Never called with s->mu held. */
 static void finish_job(cs_svc *s, job *j, const cs_svc_result *res) {
+    if (j->leader) { /* answer the identical requests that waited for this one */
+        pthread_mutex_lock(&s->mu);
+        flight_remove(s, j);
+        job *fl = j->followers;
+        j->followers = NULL;
+        for (job *f = fl; f; f = f->next) s->nfollowers--;
+        pthread_mutex_unlock(&s->mu);
+        for (job *f = fl, *nx; f; f = nx) {
+            nx = f->next;
+            f->next = NULL;
+            f->outcome = j->outcome;
+            f->err = j->err;
+            if (res) result_retain(BOX_OF(res));
+            finish_job(s, f, res);
+        }
+    }
     cs_svc_response resp;
     memset(&resp, 0, sizeof resp);
     resp.outcome = j->outcome;
@@ -575,7 +841,7 @@ static void finish_job(cs_svc *s, job *j, const cs_svc_result *res) {
     resp.timings = j->tm;
     pthread_mutex_lock(&s->mmu);
     s->completed[j->outcome]++;
-    if (j->outcome == CS_SVC_OK) {
+    if (j->outcome == CS_SVC_OK && !j->follower) {
         const double v[NSTAGES] = {j->tm.queue, j->tm.decode, j->tm.preprocess, j->tm.inference,
                                    j->tm.cam, j->tm.encode, j->tm.total};
         for (int i = 0; i < NSTAGES; i++)
@@ -632,12 +898,83 @@ static cs_svc_outcome outcome_of(cs_status st) {
     }
 }
 
+/* The prep cache key: the image and the model's preprocessing. */
+static int prep_key(const job *j, uint8_t key[32]) {
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned int len = 0;
+    static const char tag[] = "camserve/prepped/v1;";
+    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(c, tag, sizeof tag - 1) == 1 && EVP_DigestUpdate(c, j->img_sha, 32) == 1 &&
+             EVP_DigestUpdate(c, j->model->pp_text, strlen(j->model->pp_text)) == 1 &&
+             EVP_DigestFinal_ex(c, key, &len) == 1 && len == 32;
+    EVP_MD_CTX_free(c);
+    return ok;
+}
+
+static int image_copy(const cs_image *src, cs_image *dst) {
+    *dst = *src;
+    size_t n = (size_t)src->width * src->height * src->channels;
+    dst->rgb = malloc(n ? n : 1);
+    if (!dst->rgb) {
+        memset(dst, 0, sizeof *dst);
+        return 0;
+    }
+    memcpy(dst->rgb, src->rgb, n);
+    return 1;
+}
+
+/* A seen image: copies the tensor (and for explain the pixels) out of the
+ * prep cache.  Returns 1 when the job is prepared. */
+static int prep_from_cache(cs_svc *s, job *j, const uint8_t pk[32], size_t per) {
+    prepped *p = svc_lru_get(s->prepped, pk);
+    if (!p) return 0;
+    int ok = p->nin == per && (j->input = malloc(per * sizeof(float))) != NULL;
+    if (ok) memcpy(j->input, p->input, per * sizeof(float));
+    if (ok && j->kind == CS_SVC_EXPLAIN) ok = image_copy(&p->img, &j->img);
+    if (ok && j->kind == CS_SVC_CLASSIFY) {
+        j->img.orig_width = p->img.orig_width; /* as do_prep leaves it: the size only */
+        j->img.orig_height = p->img.orig_height;
+    }
+    if (ok) memcpy(j->box, p->box, sizeof j->box);
+    if (!ok) {
+        free(j->input);
+        j->input = NULL;
+    }
+    prepped_release(p);
+    return ok;
+}
+
+static void prep_to_cache(cs_svc *s, const job *j, const uint8_t pk[32], size_t per) {
+    size_t pix = (size_t)j->img.width * j->img.height * j->img.channels;
+    prepped *p = malloc(sizeof *p + per * sizeof(float));
+    if (!p) return;
+    atomic_init(&p->refs, 1);
+    if (!image_copy(&j->img, &p->img)) {
+        free(p);
+        return;
+    }
+    memcpy(p->box, j->box, sizeof p->box);
+    p->nin = per;
+    memcpy(p->input, j->input, per * sizeof(float));
+    svc_lru_put(s->prepped, pk, p, sizeof *p + per * sizeof(float) + pix);
+    prepped_release(p);
+}
+
 static void do_prep(cs_svc *s, job *j) {
     svc_model *sm = j->model;
     int need_w, need_h;
     cs_img_preproc_need(&sm->pp, &need_w, &need_h);
     double t0 = cs_now_ms();
     j->tm.queue = t0 - j->t_submit;
+    size_t per = (size_t)3 * sm->pp.crop_h * sm->pp.crop_w;
+    uint8_t pk[32];
+    bool use_pc = s->p.prep_cache_bytes > 0 && prep_key(j, pk);
+    if (use_pc && prep_from_cache(s, j, pk, per)) {
+        blob_release(j->image);
+        j->image = NULL;
+        j->tm.preprocess = cs_now_ms() - t0; /* the copy; decode is skipped */
+        return;
+    }
     cs_status st = cs_img_decode(j->image->data, j->image->len, &s->p.limits, need_w, need_h,
                                  &j->img, &j->err);
     double t1 = cs_now_ms();
@@ -648,7 +985,6 @@ static void do_prep(cs_svc *s, job *j) {
         j->outcome = outcome_of(st);
         return;
     }
-    size_t per = (size_t)3 * sm->pp.crop_h * sm->pp.crop_w;
     j->input = malloc(per * sizeof(float));
     if (!j->input) {
         fail_job(j, CS_SVC_INTERNAL, CS_ENOMEM, "out of memory");
@@ -660,6 +996,7 @@ static void do_prep(cs_svc *s, job *j) {
         return;
     }
     cs_img_preproc_crop_box(&sm->pp, &j->img, j->box);
+    if (use_pc) prep_to_cache(s, j, pk, per);
     if (j->kind == CS_SVC_CLASSIFY) {
         /* only the size is reported; the pixels are not needed any more */
         int w = j->img.orig_width, h = j->img.orig_height;
@@ -774,8 +1111,18 @@ static result_box *do_post(cs_svc *s, job *j) {
     }
     r->computed = j->tm;
     r->computed.total = cs_now_ms() - j->t_submit;
-    b->bytes = sizeof *b + r->overlay_len + r->heatmap_len + r->overlay_b64_len + r->heatmap_b64_len;
+    b->bytes = box_bytes(b);
+    memcpy(b->tag, sm->digest, 32);
+    b->created = time(NULL);
     return b;
+}
+
+static void tier_store(cs_svc *s, const uint8_t key[32], const result_box *b) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (!svc_result_encode(&b->r, &buf, &len)) return;
+    cs_cache_put(s->tiers, key, b->tag, buf, len);
+    free(buf);
 }
 
 static void *prep_main(void *arg) {
@@ -788,12 +1135,14 @@ static void *prep_main(void *arg) {
             int dummy = 0;
             job *exp = take_expired(&s->infer_head, &s->infer_tail, &s->infer_len, now);
             job *exp2 = take_expired(&s->prep_head, &s->prep_tail, &dummy, now);
+            job *exp3 = s->nfollowers ? take_expired_followers(s, now) : NULL;
             s->prep_len += dummy;
             next_sweep = now + 50;
-            if (exp || exp2) {
+            if (exp || exp2 || exp3) {
                 pthread_mutex_unlock(&s->mu);
                 finish_list(s, exp);
                 finish_list(s, exp2);
+                finish_list(s, exp3);
                 pthread_mutex_lock(&s->mu);
                 continue;
             }
@@ -803,8 +1152,15 @@ static void *prep_main(void *arg) {
             s->post_len--;
             pthread_mutex_unlock(&s->mu);
             result_box *b = j->outcome == CS_SVC_OK ? do_post(s, j) : NULL;
+            uint8_t key[32];
+            memcpy(key, j->key, 32);
             if (b) svc_lru_put(s->results, j->key, b, b->bytes);
+            if (b && s->tiers) result_retain(b);
             finish_job(s, j, b ? &b->r : NULL);
+            if (b && s->tiers) { /* after the answer went out: the client never waits for these */
+                tier_store(s, key, b);
+                result_release(b);
+            }
             pthread_mutex_lock(&s->mu);
             continue;
         }
@@ -952,6 +1308,54 @@ typedef struct worker_arg {
     int idx;
 } worker_arg;
 
+/* Worker w's session for version m, rebuilt when the session was made for
+ * another version of the same model (after a hot reload).  Worker-owned. */
+static cs_session *worker_session(cs_svc *s, int w, svc_model *m, cs_error *err) {
+    int k = w * s->nmodels + m->slot;
+    if (s->sess_model[k] != m) {
+        cs_session_free(s->sessions[k]);
+        s->sessions[k] = NULL;
+        model_release(s->sess_model[k]);
+        s->sess_model[k] = NULL;
+        if (cs_session_create(m->m, &s->sessions[k], err) != CS_OK) return NULL;
+        model_retain(m);
+        s->sess_model[k] = m;
+    }
+    return s->sessions[k];
+}
+
+/* Whether one of worker w's sessions is built on a retired version. */
+static bool sessions_stale(cs_svc *s, int w) {
+    bool stale = false;
+    pthread_mutex_lock(&s->vmu);
+    for (int i = 0; i < s->nmodels && !stale; i++) {
+        svc_model *sm = s->sess_model[w * s->nmodels + i];
+        stale = sm && sm != s->slots[i].cur;
+    }
+    pthread_mutex_unlock(&s->vmu);
+    return stale;
+}
+
+static void refresh_sessions(cs_svc *s, int w) {
+    for (int i = 0; i < s->nmodels; i++) {
+        pthread_mutex_lock(&s->vmu);
+        svc_model *cur = s->slots[i].cur;
+        model_retain(cur);
+        pthread_mutex_unlock(&s->vmu);
+        int k = w * s->nmodels + i;
+        if (s->sess_model[k] && s->sess_model[k] != cur) {
+            cs_error err = {0};
+            if (!worker_session(s, w, cur, &err)) { /* tried again on the next batch */
+                cs_session_free(s->sessions[k]);
+                s->sessions[k] = NULL;
+                model_release(s->sess_model[k]);
+                s->sess_model[k] = NULL;
+            }
+        }
+        model_release(cur);
+    }
+}
+
 static void *worker_main(void *arg) {
     worker_arg wa = *(worker_arg *)arg;
     free(arg);
@@ -961,7 +1365,15 @@ static void *worker_main(void *arg) {
     job *batch[256];
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->infer_head && !s->quit) pthread_cond_wait(&s->work_cv, &s->mu);
+        while (!s->infer_head && !s->quit) {
+            if (sessions_stale(s, wa.idx)) { /* a model was reloaded: move to it while idle */
+                pthread_mutex_unlock(&s->mu);
+                refresh_sessions(s, wa.idx);
+                pthread_mutex_lock(&s->mu);
+                continue;
+            }
+            pthread_cond_wait(&s->work_cv, &s->mu);
+        }
         if (!s->infer_head) break; /* quit with nothing left */
         job *first = list_pop(&s->infer_head, &s->infer_tail);
         s->infer_len--;
@@ -984,8 +1396,16 @@ static void *worker_main(void *arg) {
         }
         s->running += n;
         pthread_mutex_unlock(&s->mu);
-        int mi = (int)(first->model - s->models);
-        run_batch(s, s->sessions[wa.idx * s->nmodels + mi], batch, n);
+        cs_error serr = {0};
+        cs_session *sess = worker_session(s, wa.idx, first->model, &serr);
+        if (sess) {
+            run_batch(s, sess, batch, n);
+        } else {
+            for (int i = 0; i < n; i++) {
+                batch[i]->outcome = CS_SVC_INTERNAL;
+                batch[i]->err = serr;
+            }
+        }
         pthread_mutex_lock(&s->mu);
         s->running -= n;
         for (int i = 0; i < n; i++) {
@@ -998,6 +1418,99 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+/* ---- hot reload ------------------------------------------------------------------------ */
+
+static bool same_file(const struct stat *a, const struct stat *b) {
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* One poll of slot i's file.  A change is loaded once the file looked the
+ * same on two polls in a row (a copy in progress is not loaded half-way); a
+ * file that changed again while loading is dropped and retried. */
+static void poll_slot(cs_svc *s, int i) {
+    svc_slot *sl = &s->slots[i];
+    struct stat st;
+    if (stat(sl->path, &st) != 0 || same_file(&st, &sl->seen)) { /* gone (being replaced?) or unchanged */
+        sl->has_pending = false;
+        return;
+    }
+    if (!sl->has_pending || !same_file(&st, &sl->pending)) {
+        sl->pending = st;
+        sl->has_pending = true;
+        return;
+    }
+    sl->has_pending = false;
+    svc_model *cur = sl->cur, *nm = NULL;
+    cs_error err = {0};
+    cs_status rc = load_file(s, cur->name, sl->path, false, &nm, &err);
+    struct stat after;
+    if (stat(sl->path, &after) != 0 || !same_file(&st, &after)) { /* changed while loading */
+        model_destroy(nm);
+        return;
+    }
+    sl->seen = st;
+    if (rc != CS_OK) {
+        pthread_mutex_lock(&s->vmu);
+        sl->reload_failures++;
+        pthread_mutex_unlock(&s->vmu);
+        fprintf(stderr, "camserve: model '%s' changed on disk but does not load; still serving the previous version: %s\n",
+                cur->name, err.msg);
+        return;
+    }
+    if (!memcmp(nm->digest, cur->digest, 32)) { /* touched, same bytes */
+        model_destroy(nm);
+        return;
+    }
+    nm->slot = i;
+    pthread_mutex_lock(&s->vmu);
+    sl->cur = nm;
+    sl->reloads++;
+    cur->retired_at = cs_now_ms();
+    cur->next_retired = s->retired;
+    s->retired = cur;
+    pthread_mutex_unlock(&s->vmu);
+    fprintf(stderr, "camserve: model '%s' reloaded from %s (sha256 %.12s, %.0f ms); requests in flight finish on the previous version\n",
+            nm->name, sl->path, nm->info.digest, nm->info.load_ms);
+    pthread_mutex_lock(&s->mu); /* idle workers move their sessions to the new version */
+    pthread_cond_broadcast(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Frees retired versions nobody uses any more (refs 0, grace period over). */
+static void reap_retired(cs_svc *s) {
+    double now = cs_now_ms();
+    pthread_mutex_lock(&s->vmu);
+    for (svc_model **p = &s->retired; *p;) {
+        svc_model *m = *p;
+        if (atomic_load(&m->refs) == 0 && now - m->retired_at >= RETIRE_GRACE_MS) {
+            *p = m->next_retired;
+            model_destroy(m);
+        } else {
+            p = &m->next_retired;
+        }
+    }
+    pthread_mutex_unlock(&s->vmu);
+}
+
+static void *reload_main(void *arg) {
+    cs_svc *s = arg;
+    pthread_mutex_lock(&s->vmu);
+    while (!s->reload_quit) {
+        struct timespec ts;
+        abs_deadline(&ts, s->p.reload_poll_ms);
+        pthread_cond_timedwait(&s->reload_cv, &s->vmu, &ts);
+        if (s->reload_quit) break;
+        pthread_mutex_unlock(&s->vmu);
+        for (int i = 0; i < s->nmodels; i++)
+            if (s->slots[i].path[0]) poll_slot(s, i);
+        reap_retired(s);
+        pthread_mutex_lock(&s->vmu);
+    }
+    pthread_mutex_unlock(&s->vmu);
+    return NULL;
+}
+
 /* ---- lifecycle --------------------------------------------------------------------- */
 
 cs_status cs_svc_start(cs_svc *s, cs_error *err) {
@@ -1005,14 +1518,26 @@ cs_status cs_svc_start(cs_svc *s, cs_error *err) {
     if (s->nmodels == 0) return cs_errorf(err, CS_EINVAL, "no model to serve");
     int nw = s->p.workers, np = s->p.prep_threads;
     s->sessions = calloc((size_t)nw * s->nmodels, sizeof *s->sessions);
+    s->sess_model = calloc((size_t)nw * s->nmodels, sizeof *s->sess_model);
     s->workers = calloc((size_t)nw, sizeof(pthread_t));
     s->preps = calloc((size_t)np, sizeof(pthread_t));
-    if (!s->sessions || !s->workers || !s->preps) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    if (!s->sessions || !s->sess_model || !s->workers || !s->preps)
+        return cs_errorf(err, CS_ENOMEM, "out of memory");
     for (int i = 0; i < nw * s->nmodels; i++) {
-        cs_status st = cs_session_create(s->models[i % s->nmodels].m, &s->sessions[i], err);
+        svc_model *m = s->slots[i % s->nmodels].cur;
+        cs_status st = cs_session_create(m->m, &s->sessions[i], err);
         if (st != CS_OK) return st;
+        model_retain(m);
+        s->sess_model[i] = m;
     }
     s->started = true;
+    bool files = false;
+    for (int i = 0; i < s->nmodels; i++) files |= s->slots[i].path[0] != '\0';
+    if (files && s->p.reload_poll_ms > 0) {
+        if (pthread_create(&s->reloader, NULL, reload_main, s) != 0)
+            return cs_errorf(err, CS_EINTERNAL, "cannot start threads");
+        s->reloader_started = true;
+    }
     for (int i = 0; i < np; i++) {
         if (pthread_create(&s->preps[i], NULL, prep_main, s) != 0)
             return cs_errorf(err, CS_EINTERNAL, "cannot start threads");
@@ -1033,8 +1558,19 @@ cs_status cs_svc_start(cs_svc *s, cs_error *err) {
     return CS_OK;
 }
 
+static void stop_reloader(cs_svc *s) {
+    pthread_mutex_lock(&s->vmu);
+    bool run = s->reloader_started;
+    s->reload_quit = true;
+    s->reloader_started = false;
+    pthread_cond_broadcast(&s->reload_cv);
+    pthread_mutex_unlock(&s->vmu);
+    if (run) pthread_join(s->reloader, NULL);
+}
+
 void cs_svc_stop(cs_svc *s, int drain_ms) {
     if (!s || !s->started) return;
+    stop_reloader(s);
     atomic_store(&s->ready, 0);
     pthread_mutex_lock(&s->mu);
     if (s->quit) {
@@ -1076,23 +1612,61 @@ void cs_svc_free(cs_svc *s) {
         pthread_mutex_unlock(&s->mu);
         if (!q) cs_svc_stop(s, 0);
     }
+    stop_reloader(s);
     if (s->sessions)
-        for (int i = 0; i < s->p.workers * s->nmodels; i++) cs_session_free(s->sessions[i]);
+        for (int i = 0; i < s->p.workers * s->nmodels; i++) {
+            cs_session_free(s->sessions[i]);
+            if (s->sess_model) model_release(s->sess_model[i]);
+        }
     free(s->sessions);
+    free(s->sess_model);
     free(s->workers);
     free(s->preps);
-    for (int i = 0; i < s->nmodels; i++) model_clear(&s->models[i]);
+    for (int i = 0; i < s->nmodels; i++) model_destroy(s->slots[i].cur);
+    while (s->retired) {
+        svc_model *m = s->retired;
+        s->retired = m->next_retired;
+        model_destroy(m);
+    }
     svc_lru_free(s->results);
     svc_lru_free(s->images);
+    svc_lru_free(s->prepped);
+    cs_cache_close(s->tiers);
     pthread_cond_destroy(&s->prep_cv);
     pthread_cond_destroy(&s->work_cv);
     pthread_cond_destroy(&s->idle_cv);
+    pthread_cond_destroy(&s->reload_cv);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->mmu);
+    pthread_mutex_destroy(&s->vmu);
+    free(s->prepared_dir);
     free(s);
 }
 
 /* ---- submit ------------------------------------------------------------------------- */
+
+/* A result from the disk or Redis tier, decoded and put into memory; NULL on
+ * a miss (or a value that does not decode: it is recomputed and replaced). */
+static result_box *tier_lookup(cs_svc *s, const job *j) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (!cs_cache_get(s->tiers, j->key, &buf, &len, NULL)) return NULL;
+    result_box *b = calloc(1, sizeof *b);
+    if (!b || !svc_result_decode(buf, len, &b->r)) {
+        free(buf);
+        free(b);
+        return NULL;
+    }
+    free(buf);
+    atomic_init(&b->refs, 1);
+    memcpy(b->tag, j->model->digest, 32);
+    b->created = time(NULL);
+    /* another replica may serve the same file under another name */
+    snprintf(b->r.model, sizeof b->r.model, "%s", j->model->name);
+    b->bytes = box_bytes(b);
+    svc_lru_put(s->results, j->key, b, b->bytes);
+    return b;
+}
 
 static int answer(cs_svc *s, cs_svc_response *resp, cs_svc_outcome o, double t0) {
     resp->outcome = o;
@@ -1101,16 +1675,28 @@ static int answer(cs_svc *s, cs_svc_response *resp, cs_svc_outcome o, double t0)
     return 1;
 }
 
+/* The current version of the named model (NULL/"": the first), retained:
+ * the caller releases it (model_release).  A reload does not affect it. */
 static svc_model *find_model(cs_svc *s, const char *name, cs_error *err) {
-    if (!name || !*name) return &s->models[0];
-    for (int i = 0; i < s->nmodels; i++)
-        if (!strcmp(s->models[i].name, name)) return &s->models[i];
+    svc_model *m = NULL;
+    pthread_mutex_lock(&s->vmu);
+    for (int i = 0; i < s->nmodels && !m; i++)
+        if (!name || !*name || !strcmp(s->slots[i].cur->name, name)) m = s->slots[i].cur;
+    model_retain(m);
+    pthread_mutex_unlock(&s->vmu);
+    if (m) return m;
     char list[512] = "";
     size_t off = 0;
     for (int i = 0; i < s->nmodels && off < sizeof list; i++)
-        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", s->models[i].name);
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", s->slots[i].cur->name);
     cs_errorf(err, CS_ENOTFOUND, "unknown model '%.64s'; valid: %s", name, list);
     return NULL;
+}
+
+/* A job that never entered the pipeline. */
+static void job_discard(job *j) {
+    model_release(j->model);
+    free(j);
 }
 
 /* The cache key: SHA-256 over everything that changes the answer. */
@@ -1232,13 +1818,14 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
         }
     }
     if (o != CS_SVC_OK) {
-        free(j);
+        job_discard(j);
         return answer(s, resp, o, t0);
     }
     hex32(img_sha, j->image_id);
+    memcpy(j->img_sha, img_sha, 32);
     memcpy(resp->image_id, j->image_id, sizeof resp->image_id);
     if (!make_key(j, img_sha, j->key)) {
-        free(j);
+        job_discard(j);
         cs_errorf(&resp->err, CS_EINTERNAL, "SHA-256 failed");
         return answer(s, resp, CS_SVC_INTERNAL, t0);
     }
@@ -1257,19 +1844,25 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
     }
 
     result_box *hit = s->p.cache_mem_bytes ? svc_lru_get(s->results, j->key) : NULL;
+    if (hit && s->p.cache_ttl_s > 0 && time(NULL) - hit->created > s->p.cache_ttl_s) {
+        result_release(hit);
+        hit = NULL;
+    }
+    bool mem_hit = hit != NULL;
+    if (!hit && s->tiers) hit = tier_lookup(s, j); /* counted by the tier */
     pthread_mutex_lock(&s->mmu);
-    if (hit) s->hits++;
-    else s->misses++;
+    if (mem_hit) s->hits++;
+    else if (!hit) s->misses++;
     pthread_mutex_unlock(&s->mmu);
     if (hit) {
         blob_release(b);
-        free(j);
+        job_discard(j);
         resp->result = &hit->r;
         resp->cache_hit = 1;
         return answer(s, resp, CS_SVC_OK, t0);
     }
     if (!b) {
-        free(j);
+        job_discard(j);
         if (req->image) {
             cs_errorf(&resp->err, CS_ENOMEM, "out of memory");
             return answer(s, resp, CS_SVC_INTERNAL, t0);
@@ -1301,6 +1894,21 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
         return answer(s, resp, CS_SVC_BUSY, t0);
     }
     s->inflight++;
+    job *lead = flight_find(s, j->key);
+    if (lead) { /* the same answer is being computed: wait for it */
+        blob_release(j->image);
+        j->image = NULL;
+        j->follower = true;
+        j->next = lead->followers;
+        lead->followers = j;
+        s->nfollowers++;
+        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_lock(&s->mmu);
+        s->coalesced++;
+        pthread_mutex_unlock(&s->mmu);
+        return 0;
+    }
+    flight_add(s, j);
     list_push(&s->prep_head, &s->prep_tail, j);
     s->prep_len++;
     pthread_cond_signal(&s->prep_cv);
@@ -1337,4 +1945,31 @@ void cs_svc_call(cs_svc *s, const cs_svc_request *req, cs_svc_response *resp) {
     }
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
+}
+
+/* ---- cache administration ------------------------------------------------------------ */
+
+static int drop_tagged(void *ctx, void *value) {
+    const uint8_t *tag = ctx;
+    return !tag || !memcmp(((result_box *)value)->tag, tag, 32);
+}
+
+cs_status cs_svc_cache_clear(cs_svc *s, const char *model, uint64_t *removed, cs_error *err) {
+    const uint8_t *tag = NULL;
+    uint8_t tagbuf[32];
+    if (removed) *removed = 0;
+    if (model && *model) {
+        svc_model *m = find_model(s, model, err);
+        if (!m) return CS_ENOTFOUND;
+        memcpy(tagbuf, m->digest, 32);
+        model_release(m);
+        tag = tagbuf;
+    }
+    uint64_t n = svc_lru_remove_if(s->results, drop_tagged, (void *)tag), d = 0;
+    if (s->tiers) {
+        cs_status st = cs_cache_clear(s->tiers, tag, &d, err);
+        if (st != CS_OK) return st;
+    }
+    if (removed) *removed = n + d;
+    return CS_OK;
 }

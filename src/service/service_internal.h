@@ -1,13 +1,13 @@
 /* Private pieces of the service module: the byte-bounded LRU used by the
- * result cache and the image store.
+ * result cache and the image store, and the serialised form of a result.
  *
- * Cache tiers (issue 7).  The result cache is reached only through
- * svc_cache_lookup / svc_cache_insert in service.c; the memory tier is this
- * LRU holding live cs_svc_result objects.  A disk (LMDB) or Redis tier plugs
- * in behind those two functions: lookup tries tiers in order and promotes a
- * hit into the tiers above; insert writes through to each.  Those tiers need
- * a serialised, checksummed form of cs_svc_result; the memory tier never
- * serialises. */
+ * Cache tiers.  The memory tier is this LRU holding live cs_svc_result
+ * objects; below it sit the disk (LMDB) and Redis tiers of src/cache
+ * (camserve/cache.h), which store results serialised by svc_result_encode
+ * inside a checksummed frame.  service.c looks up memory, then cs_cache_get
+ * (disk, then Redis), and fills the tiers above on a lower-tier hit; a
+ * computed result goes into memory before its answer is sent and into the
+ * lower tiers right after.  The memory tier never serialises. */
 #ifndef CS_SERVICE_INTERNAL_H
 #define CS_SERVICE_INTERNAL_H
 
@@ -31,5 +31,16 @@ void *svc_lru_get(svc_lru *l, const uint8_t key[32]);
 /* Inserts or replaces; returns 1 if kept, 0 if too large (or no memory). */
 int svc_lru_put(svc_lru *l, const uint8_t key[32], void *value, size_t bytes);
 void svc_lru_stats(svc_lru *l, size_t *bytes, size_t *entries, uint64_t *evictions);
+/* Drops every entry for which drop(ctx, value) is non-zero; returns the count. */
+size_t svc_lru_remove_if(svc_lru *l, int (*drop)(void *ctx, void *value), void *ctx);
+
+/* ---- results serialised for the disk and Redis tiers (result_codec.c) ---- */
+struct cs_svc_result;
+/* A malloc'd byte string (the base64 copies are left out); 0 on no memory. */
+int svc_result_encode(const struct cs_svc_result *r, uint8_t **out, size_t *len);
+/* Fills *r (PNG and base64 buffers malloc'd; free with svc_result_free_fields);
+ * 0, with nothing allocated, when buf is not a whole, valid encoding. */
+int svc_result_decode(const uint8_t *buf, size_t len, struct cs_svc_result *r);
+void svc_result_free_fields(struct cs_svc_result *r);
 
 #endif
