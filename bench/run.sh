@@ -83,9 +83,9 @@ for m in $MODELS; do
     [ "$GRADCAM" = 1 ] && cs_gc_flag=(--method gradcam)
     if "$BIN" bench --model "$PEER_DIR/$m.onnx" --tensor "$X" --iters "$ITERS" --warmup "$WARMUP" "${cs_gc_flag[@]}" --json \
         >"$LOG/cs_$m.json" 2>"$LOG/cs_$m.err"; then
-      cs="$(json "$LOG/cs_$m.json" 'd["stages"]["forward"]["median_ms"]')"
+      cs="$(json "$LOG/cs_$m.json" 'round(d["stages"]["forward"]["median_ms"], 2)')"
       # forward keeping the layer + backward to it + map: what torch's gradcam stage times
-      cs_gc="$(json "$LOG/cs_$m.json" 'd["stages"].get("explain", {}).get("median_ms")')"
+      cs_gc="$(json "$LOG/cs_$m.json" 'round(d["stages"]["explain"]["median_ms"], 2)')"
       [ -z "$th" ] && th="$(json "$LOG/cs_$m.json" 'd.get("threads")')"
     else
       echo "run.sh: camserve bench failed for $m: $(tail -c 300 "$LOG/cs_$m.err")" >&2

@@ -5,6 +5,7 @@
 #include "cli/input.h"
 #include "cli/model_arg.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <jansson.h>
@@ -12,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 enum { O_MODEL, O_IMAGE, O_TENSOR, O_METHOD, O_LAYER, O_CLASS, O_OUT, O_JSON, O_SAVECAM,
        O_CAMSIZE, O_AUG, O_EIGEN, O_CMAP, O_ALPHA, O_THREADS, O_LABELS, O_TOPK, O_BATCHSZ, O_N };
@@ -44,6 +47,215 @@ static void out_stem(char *dst, size_t len, const char *dir, const char *image, 
     else snprintf(dst, len, "%s/%s", dir, b);
 }
 
+/* ---- inputs: files and folders ---------------------------------------------- */
+
+static bool is_image_name(const char *n) {
+    const char *dot = strrchr(n, '.');
+    if (!dot) return false;
+    const char *exts[] = {".jpg", ".jpeg", ".png", ".webp"};
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (!strcasecmp(dot, exts[i])) return true;
+    return false;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* --image values expanded: files as given, folders by their image files in
+ * name order.  *out is malloc'd strings (free with free_paths). */
+static cs_status expand_paths(const cli_opt *image, char ***out, int *n, cs_error *err) {
+    int cap = 16, k = 0;
+    char **v = malloc((size_t)cap * sizeof *v);
+    if (!v) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    for (int i = 0; i < image->count; i++) {
+        const char *p = image->values[i];
+        struct stat sb;
+        int first = k;
+        if (stat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            DIR *d = opendir(p);
+            struct dirent *e;
+            while (d && (e = readdir(d))) {
+                if (e->d_name[0] == '.' || !is_image_name(e->d_name)) continue;
+                if (k == cap && !(v = realloc(v, (size_t)(cap *= 2) * sizeof *v))) break;
+                size_t len = strlen(p) + strlen(e->d_name) + 2;
+                if ((v[k] = malloc(len))) snprintf(v[k++], len, "%s/%s", p, e->d_name);
+            }
+            if (d) closedir(d);
+            if (!v) return cs_errorf(err, CS_ENOMEM, "out of memory");
+            qsort(v + first, (size_t)(k - first), sizeof *v, cmp_str);
+        } else { /* a file, or a missing path that will be reported as bad */
+            if (k == cap && !(v = realloc(v, (size_t)(cap *= 2) * sizeof *v)))
+                return cs_errorf(err, CS_ENOMEM, "out of memory");
+            if ((v[k] = strdup(p))) k++;
+        }
+    }
+    *out = v;
+    *n = k;
+    return CS_OK;
+}
+
+static void free_paths(char **v, int n) {
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+/* ---- one run over a batch of inputs ------------------------------------------- */
+
+typedef struct run_ctx {
+    const cs_model *m;
+    cs_session *s;
+    cs_explain_options eo;
+    cli_labels labels;
+    cs_img_colormap cmap;
+    float alpha;
+    int topk;
+    bool json, at_input_req;
+    const char *outdir;
+    FILE *report;        /* <out>/report.jsonl, or NULL */
+    float *saved;        /* --save-cam: every map so far */
+    int64_t nsaved, cap_saved;
+    int mh, mw;
+    int nbad, ndone, total;
+    bool progress;       /* a bar on stderr (a terminal) */
+} run_ctx;
+
+static void emit(run_ctx *c, json_t *o) {
+    if (c->json) {
+        json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
+    if (c->report) {
+        json_dumpf(o, c->report, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fputc('\n', c->report);
+    }
+}
+
+static void progress(run_ctx *c) {
+    if (!c->progress || c->total <= 0) return;
+    int w = 30, f = (int)((int64_t)w * c->ndone / c->total);
+    fprintf(stderr, "\r[%.*s%*s] %d/%d", f, "##############################", w - f, "", c->ndone, c->total);
+    if (c->ndone == c->total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+static void bad_image(void *vctx, const char *path, const cs_error *e) {
+    run_ctx *c = vctx;
+    c->nbad++;
+    c->ndone++;
+    if (c->progress) fputc('\n', stderr);
+    fprintf(stderr, "camserve explain: %s: %s\n", path, e->msg);
+    json_t *o = json_pack("{s:s, s:s}", "image", path, "error", e->msg);
+    emit(c, o);
+    json_decref(o);
+    progress(c);
+}
+
+static cs_status run_batch(run_ctx *c, cli_input *in, cs_error *err) {
+    if (in->batch == 0) return CS_OK;
+    cs_explain_output ex;
+    cs_status st = cs_explain_run(c->s, c->m, in->data, in->batch, &c->eo, &ex, err);
+    if (st != CS_OK) return st;
+    bool at_input = c->at_input_req || !ex.maps_layer;
+    c->mh = at_input ? ex.in_h : ex.layer_h;
+    c->mw = at_input ? ex.in_w : ex.layer_w;
+    const float *maps = at_input ? ex.maps_input : ex.maps_layer;
+    int64_t nm = (int64_t)ex.batch * ex.k, msz = (int64_t)c->mh * c->mw;
+    if (c->cap_saved >= 0) { /* --save-cam collects every map */
+        if (c->nsaved + nm > c->cap_saved) {
+            int64_t cap = (c->nsaved + nm) * 2;
+            float *q = realloc(c->saved, (size_t)(cap * msz) * sizeof(float));
+            if (!q) {
+                cs_explain_output_free(&ex);
+                return cs_errorf(err, CS_ENOMEM, "out of memory");
+            }
+            c->saved = q;
+            c->cap_saved = cap;
+        }
+        memcpy(c->saved + c->nsaved * msz, maps, (size_t)(nm * msz) * sizeof(float));
+        c->nsaved += nm;
+    }
+    for (int i = 0; i < ex.batch && st == CS_OK; i++) {
+        double t_enc = cs_now_ms();
+        for (int j = 0; j < ex.k && c->outdir && st == CS_OK; j++) {
+            const float *mi = ex.maps_input + ((int64_t)i * ex.k + j) * ex.in_h * ex.in_w;
+            char stem[1200], path[1300];
+            out_stem(stem, sizeof stem, c->outdir, in->names ? in->names[i] : NULL,
+                     ex.class_idx[i * ex.k + j], ex.k);
+            cs_image heat = {0}, over = {0};
+            st = cs_img_heatmap(mi, ex.in_h, ex.in_w, ex.in_w, ex.in_h, c->cmap, &heat, err);
+            snprintf(path, sizeof path, "%s.heatmap.png", stem);
+            if (st == CS_OK) st = save_png(&heat, path, err);
+            if (st == CS_OK && in->images) {
+                float box[4];
+                cs_img_preproc_crop_box(&in->pp, &in->images[i], box);
+                st = cs_img_overlay(&in->images[i], mi, ex.in_h, ex.in_w, box, c->cmap, c->alpha, 800,
+                                    &over, err);
+                snprintf(path, sizeof path, "%s.overlay.png", stem);
+                if (st == CS_OK) st = save_png(&over, path, err);
+            }
+            cs_img_free(&heat);
+            cs_img_free(&over);
+        }
+        double enc_ms = cs_now_ms() - t_enc;
+        json_t *preds = cli_predictions_json(ex.logits + i * ex.num_classes, ex.num_classes,
+                                             c->topk < ex.num_classes ? c->topk : (int)ex.num_classes,
+                                             &c->labels);
+        json_t *cams = json_array();
+        char layers[2048] = "";
+        size_t off = 0;
+        for (int l = 0; l < c->eo.nlayers && off < sizeof layers; l++)
+            off += (size_t)snprintf(layers + off, sizeof layers - off, "%s%s", l ? "," : "",
+                                    cs_model_layer_name(c->m, c->eo.layers[l]));
+        for (int j = 0; j < ex.k; j++) {
+            int cl = ex.class_idx[i * ex.k + j];
+            json_array_append_new(cams, json_pack("{s:s, s:s, s:i, s:s?, s:i, s:i}", "method",
+                                                  cs_cam_method_name(c->eo.method), "layer", layers,
+                                                  "class_index", cl, "label", cli_label(&c->labels, cl),
+                                                  "height", c->mh, "width", c->mw));
+        }
+        if (c->json || c->report) {
+            json_t *timings = json_pack("{s:f, s:f, s:f, s:f, s:f}", "decode", in->decode_ms / in->batch,
+                                        "preprocess", in->preprocess_ms / in->batch, "forward",
+                                        ex.forward_ms / ex.batch, "cam",
+                                        (ex.backward_ms + ex.cam_ms) / ex.batch, "encode", enc_ms);
+            json_t *o = json_pack("{s:s?, s:O, s:O, s:o}", "image", in->names ? in->names[i] : NULL,
+                                  "predictions", preds, "cam",
+                                  ex.k == 1 ? json_array_get(cams, 0) : cams, "timings_ms", timings);
+            emit(c, o);
+            json_decref(o);
+        }
+        if (!c->json) {
+            if (c->progress) fputc('\n', stderr);
+            printf("%s:\n", in->names ? in->names[i] : "image");
+            size_t q;
+            json_t *p;
+            json_array_foreach(preds, q, p) {
+                const char *lab = json_string_value(json_object_get(p, "label"));
+                printf("  %5lld  %.4f  %s\n", (long long)json_integer_value(json_object_get(p, "index")),
+                       json_real_value(json_object_get(p, "score")), lab ? lab : "");
+            }
+            for (int j = 0; j < ex.k; j++) {
+                int cl = ex.class_idx[i * ex.k + j];
+                const char *lab = cli_label(&c->labels, cl);
+                printf("  %s map for class %d%s%s at %s (%dx%d)\n", cs_cam_method_name(c->eo.method), cl,
+                       lab ? " " : "", lab ? lab : "", layers, c->mh, c->mw);
+            }
+            fflush(stdout);
+        }
+        json_decref(preds);
+        json_decref(cams);
+        c->ndone++;
+        progress(c);
+    }
+    if (!c->json && st == CS_OK)
+        printf("timings (%d image%s): forward %.1f ms, cam %.1f ms (backward %.1f)\n", ex.batch,
+               ex.batch > 1 ? "s" : "", ex.forward_ms, ex.backward_ms + ex.cam_ms, ex.backward_ms);
+    cs_explain_output_free(&ex);
+    return st;
+}
+
 int cs_cli_explain(int argc, char **argv) {
     cli_opt opts[O_N] = {
         [O_MODEL] = {"model", true},     [O_IMAGE] = {"image", true},
@@ -62,8 +274,8 @@ int cs_cli_explain(int argc, char **argv) {
     int topk = cli_int("explain", &opts[O_TOPK], 5, &ok);
     int bsz = cli_int("explain", &opts[O_BATCHSZ], 0, &ok);
     if (!ok) goto usage;
-    if (!opts[O_IMAGE].value && !opts[O_TENSOR].value) {
-        fprintf(stderr, "camserve explain: one of --image / --tensor is required\n");
+    if (!opts[O_IMAGE].value == !opts[O_TENSOR].value) {
+        fprintf(stderr, "camserve explain: give --image (files or folders) or --tensor\n");
         goto usage;
     }
     const char *camsize = opts[O_CAMSIZE].value ? opts[O_CAMSIZE].value : "layer";
@@ -80,123 +292,78 @@ int cs_cli_explain(int argc, char **argv) {
 
     cs_error err = {0};
     cs_model *m = NULL;
-    cs_session *s = NULL;
+    char **paths = NULL;
+    int npaths = 0;
     cli_input in = {0};
-    cli_labels labels = {0};
-    cs_explain_output ex = {0};
-    cs_img_colormap cmap = CS_IMG_CMAP_JET;
-    cs_explain_options eo = cs_explain_default_options();
+    run_ctx c = {.cmap = CS_IMG_CMAP_JET, .alpha = alpha, .topk = topk, .json = opts[O_JSON].value != NULL,
+                 .at_input_req = !strcmp(camsize, "input"), .outdir = opts[O_OUT].value,
+                 .cap_saved = opts[O_SAVECAM].value ? 0 : -1};
+    c.eo = cs_explain_default_options();
     rc = 1;
-    double t_start = cs_now_ms();
-    if (opts[O_METHOD].value && cs_cam_method_parse(opts[O_METHOD].value, &eo.method, &err) != CS_OK)
+    if (opts[O_METHOD].value && cs_cam_method_parse(opts[O_METHOD].value, &c.eo.method, &err) != CS_OK)
         goto out;
-    if (opts[O_CMAP].value && cs_img_colormap_parse(opts[O_CMAP].value, &cmap, &err) != CS_OK) goto out;
-    if (cs_explain_parse_class(opts[O_CLASS].value, &eo, &err) != CS_OK) goto out;
-    eo.aug_smooth = opts[O_AUG].value != NULL;
-    eo.eigen_smooth = opts[O_EIGEN].value != NULL;
-    eo.batch_size = bsz;
+    if (opts[O_CMAP].value && cs_img_colormap_parse(opts[O_CMAP].value, &c.cmap, &err) != CS_OK) goto out;
+    if (cs_explain_parse_class(opts[O_CLASS].value, &c.eo, &err) != CS_OK) goto out;
+    c.eo.aug_smooth = opts[O_AUG].value != NULL;
+    c.eo.eigen_smooth = opts[O_EIGEN].value != NULL;
+    c.eo.batch_size = bsz;
     cs_model_options mo = {.num_threads = threads};
     if (cli_load_model(opts[O_MODEL].value, &mo, &m, &err) != CS_OK) goto out;
-    if (cs_explain_parse_layers(m, opts[O_LAYER].value, &eo, &err) != CS_OK) goto out;
-    if (cli_input_load(m, &opts[O_IMAGE], &opts[O_TENSOR], &in, &err) != CS_OK) goto out;
-    if (cli_model_labels(m, opts[O_LABELS].value, &labels, &err) != CS_OK) goto out;
-    if (cs_session_create(m, &s, &err) != CS_OK) goto out;
-    if (cs_explain_run(s, m, in.data, in.batch, &eo, &ex, &err) != CS_OK) goto out;
-
-    bool at_input = !strcmp(camsize, "input") || !ex.maps_layer;
-    int mh = at_input ? ex.in_h : ex.layer_h, mw = at_input ? ex.in_w : ex.layer_w;
-    const float *maps = at_input ? ex.maps_input : ex.maps_layer;
-    if (opts[O_SAVECAM].value) {
-        int64_t dims[3] = {(int64_t)ex.batch * ex.k, mh, mw};
-        if (cs_npy_save(opts[O_SAVECAM].value, maps, 3, dims, &err) != CS_OK) goto out;
-    }
-    double t_enc = cs_now_ms();
-    if (opts[O_OUT].value) {
-        const char *dir = opts[O_OUT].value;
-        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-            cs_errorf(&err, CS_EIO, "cannot create %s: %s", dir, strerror(errno));
+    c.m = m;
+    if (cs_explain_parse_layers(m, opts[O_LAYER].value, &c.eo, &err) != CS_OK) goto out;
+    if (cli_model_labels(m, opts[O_LABELS].value, &c.labels, &err) != CS_OK) goto out;
+    if (cs_session_create(m, &c.s, &err) != CS_OK) goto out;
+    if (c.outdir) {
+        if (mkdir(c.outdir, 0755) != 0 && errno != EEXIST) {
+            cs_errorf(&err, CS_EIO, "cannot create %s: %s", c.outdir, strerror(errno));
             goto out;
         }
-        for (int i = 0; i < ex.batch; i++)
-            for (int j = 0; j < ex.k; j++) {
-                const float *mi = ex.maps_input + ((int64_t)i * ex.k + j) * ex.in_h * ex.in_w;
-                char stem[1200], path[1300];
-                out_stem(stem, sizeof stem, dir, in.names ? in.names[i] : NULL, ex.class_idx[i * ex.k + j], ex.k);
-                cs_image heat = {0}, over = {0};
-                cs_status st = cs_img_heatmap(mi, ex.in_h, ex.in_w, ex.in_w, ex.in_h, cmap, &heat, &err);
-                snprintf(path, sizeof path, "%s.heatmap.png", stem);
-                if (st == CS_OK) st = save_png(&heat, path, &err);
-                if (st == CS_OK && in.images) {
-                    float box[4];
-                    cs_img_preproc_crop_box(&in.pp, &in.images[i], box);
-                    st = cs_img_overlay(&in.images[i], mi, ex.in_h, ex.in_w, box, cmap, alpha, 800, &over, &err);
-                    snprintf(path, sizeof path, "%s.overlay.png", stem);
-                    if (st == CS_OK) st = save_png(&over, path, &err);
-                }
-                cs_img_free(&heat);
-                cs_img_free(&over);
-                if (st != CS_OK) goto out;
-            }
-    }
-    double enc_ms = cs_now_ms() - t_enc, total_ms = cs_now_ms() - t_start;
-
-    for (int i = 0; i < ex.batch; i++) {
-        json_t *preds = cli_predictions_json(ex.logits + i * ex.num_classes, ex.num_classes,
-                                             topk < ex.num_classes ? topk : (int)ex.num_classes, &labels);
-        json_t *cams = json_array();
-        for (int j = 0; j < ex.k; j++) {
-            int c = ex.class_idx[i * ex.k + j];
-            char layers[2048] = "";
-            size_t off = 0;
-            for (int l = 0; l < eo.nlayers && off < sizeof layers; l++)
-                off += (size_t)snprintf(layers + off, sizeof layers - off, "%s%s", l ? "," : "",
-                                        cs_model_layer_name(m, eo.layers[l]));
-            json_array_append_new(cams, json_pack("{s:s, s:s, s:i, s:s?, s:i, s:i}", "method",
-                                                  cs_cam_method_name(eo.method), "layer", layers,
-                                                  "class_index", c, "label", cli_label(&labels, c),
-                                                  "height", mh, "width", mw));
+        char rp[1200];
+        snprintf(rp, sizeof rp, "%s/report.jsonl", c.outdir);
+        if (!(c.report = fopen(rp, "w"))) {
+            cs_errorf(&err, CS_EIO, "cannot create %s: %s", rp, strerror(errno));
+            goto out;
         }
-        if (opts[O_JSON].value) {
-            json_t *timings = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}", "decode", in.decode_ms / in.batch,
-                                        "preprocess", in.preprocess_ms / in.batch, "forward",
-                                        ex.forward_ms, "cam", ex.backward_ms + ex.cam_ms, "encode",
-                                        enc_ms, "total", total_ms);
-            json_t *o = json_pack("{s:s?, s:o, s:o, s:o}", "image", in.names ? in.names[i] : NULL,
-                                  "predictions", preds, "cam",
-                                  ex.k == 1 ? json_incref(json_array_get(cams, 0)) : json_incref(cams),
-                                  "timings_ms", timings);
-            json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            fputc('\n', stdout);
-            json_decref(o);
-        } else {
-            printf("%s:\n", in.names ? in.names[i] : "image");
-            size_t q;
-            json_t *p;
-            json_array_foreach(preds, q, p) {
-                const char *lab = json_string_value(json_object_get(p, "label"));
-                printf("  %5lld  %.4f  %s\n", (long long)json_integer_value(json_object_get(p, "index")),
-                       json_real_value(json_object_get(p, "score")), lab ? lab : "");
-            }
-            for (int j = 0; j < ex.k; j++) {
-                int c = ex.class_idx[i * ex.k + j];
-                const char *lab = cli_label(&labels, c);
-                printf("  %s map for class %d%s%s at %s (%dx%d)\n", cs_cam_method_name(eo.method), c,
-                       lab ? " " : "", lab ? lab : "", cs_model_layer_name(m, eo.layers[0]), mh, mw);
-            }
-            json_decref(preds);
-        }
-        json_decref(cams);
     }
-    if (!opts[O_JSON].value)
-        printf("timings: forward %.1f ms, cam %.1f ms (backward %.1f), total %.1f ms\n", ex.forward_ms,
-               ex.backward_ms + ex.cam_ms, ex.backward_ms, total_ms);
-    rc = 0;
+    if (opts[O_TENSOR].value) {
+        if (cli_input_load(m, &opts[O_IMAGE], &opts[O_TENSOR], &in, &err) != CS_OK) goto out;
+        if (run_batch(&c, &in, &err) != CS_OK) goto out;
+    } else {
+        /* images a chunk at a time, so memory stays flat for big folders;
+         * a bad file is reported and skipped, and the exit status says so */
+        if (expand_paths(&opts[O_IMAGE], &paths, &npaths, &err) != CS_OK) goto out;
+        if (npaths == 0) {
+            cs_errorf(&err, CS_EINVAL, "no image files found");
+            goto out;
+        }
+        cs_model_info info;
+        cs_model_get_info(m, &info);
+        int chunk = info.input_dims[0] > 0 ? (int)info.input_dims[0] : 8;
+        c.total = npaths;
+        c.progress = isatty(2) && npaths > 1;
+        for (int i = 0; i < npaths; i += chunk) {
+            int n = npaths - i < chunk ? npaths - i : chunk;
+            cli_input_free(&in);
+            if (cli_input_paths(m, (const char *const *)paths + i, n, &in, bad_image, &c, &err) != CS_OK)
+                goto out;
+            if (run_batch(&c, &in, &err) != CS_OK) goto out;
+        }
+    }
+    if (opts[O_SAVECAM].value) {
+        int64_t dims[3] = {c.nsaved, c.mh, c.mw};
+        if (cs_npy_save(opts[O_SAVECAM].value, c.saved ? c.saved : (float[1]){0}, 3, dims, &err) != CS_OK)
+            goto out;
+    }
+    rc = c.nbad ? 1 : 0;
+    if (c.nbad) fprintf(stderr, "camserve explain: %d of %d image(s) could not be read\n", c.nbad, c.total);
 out:
-    if (rc) cli_fail("explain", &err);
-    cs_explain_output_free(&ex);
-    cs_session_free(s);
+    if (rc && err.msg[0]) cli_fail("explain", &err);
+    if (c.report) fclose(c.report);
+    free(c.saved);
+    free_paths(paths, npaths);
+    cs_session_free(c.s);
     cli_input_free(&in);
-    cli_labels_free(&labels);
+    cli_labels_free(&c.labels);
     cs_model_free(m);
     cli_free(opts, O_N);
     return rc;

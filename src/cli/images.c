@@ -10,7 +10,9 @@ static cs_status model_preproc(const cs_model *m, cs_preproc *pp, char **labels,
     return cli_model_preproc(m, pp, labels, err);
 }
 
-cs_status cli_input_images(const cs_model *m, const cli_opt *image, cli_input *out, cs_error *err) {
+cs_status cli_input_paths(const cs_model *m, const char *const *paths, int n, cli_input *out,
+                          cli_bad_image_fn report, void *ctx, cs_error *err) {
+    memset(out, 0, sizeof *out);
     cs_model_info info;
     cs_model_get_info(m, &info);
     cs_status st = model_preproc(m, &out->pp, NULL, err);
@@ -20,27 +22,40 @@ cs_status cli_input_images(const cs_model *m, const cli_opt *image, cli_input *o
         return cs_errorf(err, CS_EINVAL, "the model's preprocessing makes %dx%d images; its input is %lldx%lldx%lld",
                          out->pp.crop_h, out->pp.crop_w, (long long)info.input_dims[1],
                          (long long)info.input_dims[2], (long long)info.input_dims[3]);
-    int n = image->count;
     int64_t per = 3 * info.input_dims[2] * info.input_dims[3];
-    out->data = malloc((size_t)(n * per) * sizeof(float));
-    out->images = calloc((size_t)n, sizeof(cs_image));
-    out->names = malloc((size_t)n * sizeof(char *));
+    out->data = malloc((size_t)((n ? n : 1) * per) * sizeof(float));
+    out->images = calloc((size_t)(n ? n : 1), sizeof(cs_image));
+    out->names = malloc((size_t)(n ? n : 1) * sizeof(char *));
     if (!out->data || !out->images || !out->names) return cs_errorf(err, CS_ENOMEM, "out of memory");
-    out->batch = n;
     int need_w, need_h;
     cs_img_preproc_need(&out->pp, &need_w, &need_h);
     cs_img_limits lim = cs_img_limits_default();
     for (int i = 0; i < n; i++) {
-        out->names[i] = (char *)image->values[i];
+        int k = out->batch;
         double t0 = cs_now_ms();
-        st = cs_img_load(image->values[i], &lim, need_w, need_h, &out->images[i], err);
+        cs_error ierr = {0};
+        st = cs_img_load(paths[i], &lim, need_w, need_h, &out->images[k], &ierr);
         double t1 = cs_now_ms();
-        if (st == CS_OK) st = cs_img_preprocess(&out->images[i], &out->pp, out->data + i * per, err);
+        if (st == CS_OK) st = cs_img_preprocess(&out->images[k], &out->pp, out->data + k * per, &ierr);
         out->decode_ms += t1 - t0;
         out->preprocess_ms += cs_now_ms() - t1;
-        if (st != CS_OK) return cs_error_prefix(err, "%s", image->values[i]);
+        if (st != CS_OK) {
+            cs_img_free(&out->images[k]);
+            if (!report) {
+                if (err) *err = ierr;
+                return cs_error_prefix(err, "%s", paths[i]);
+            }
+            report(ctx, paths[i], &ierr); /* a bad file is reported and skipped */
+            continue;
+        }
+        out->names[k] = (char *)paths[i];
+        out->batch++;
     }
     return CS_OK;
+}
+
+cs_status cli_input_images(const cs_model *m, const cli_opt *image, cli_input *out, cs_error *err) {
+    return cli_input_paths(m, image->values, image->count, out, NULL, NULL, err);
 }
 
 cs_status cli_model_labels(const cs_model *m, const char *path, cli_labels *out, cs_error *err) {

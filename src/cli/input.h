@@ -22,6 +22,13 @@ typedef struct cli_input {
 cs_status cli_input_load(const cs_model *m, const cli_opt *image, const cli_opt *tensor,
                          cli_input *out, cs_error *err);
 void cli_input_free(cli_input *in);
+/* Called for an image that cannot be decoded or preprocessed. */
+typedef void (*cli_bad_image_fn)(void *ctx, const char *path, const cs_error *err);
+/* Decodes and preprocesses each path with the model's config.  With a
+ * report function, bad files are reported and skipped (out->batch counts
+ * the good ones, out->names their paths); without, the first one fails. */
+cs_status cli_input_paths(const cs_model *m, const char *const *paths, int n, cli_input *out,
+                          cli_bad_image_fn report, void *ctx, cs_error *err);
 /* Decodes and preprocesses each --image with the model's config. */
 cs_status cli_input_images(const cs_model *m, const cli_opt *image, cli_input *out, cs_error *err);
 
