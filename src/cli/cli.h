@@ -49,6 +49,8 @@ typedef struct cli_labels {
     char *buf;
 } cli_labels;
 cs_status cli_labels_load(const char *path, cli_labels *out, cs_error *err);
+/* Labels from text, one per line. */
+cs_status cli_labels_from_text(const char *text, cli_labels *out, cs_error *err);
 const char *cli_label(const cli_labels *l, int64_t i);
 void cli_labels_free(cli_labels *l);
 

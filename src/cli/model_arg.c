@@ -55,25 +55,3 @@ cs_status cli_model_preproc(const cs_model *m, cs_preproc *pp, char **labels, cs
                                     NULL, err);
 }
 
-cs_status cli_labels_from_text(const char *text, cli_labels *out, cs_error *err) {
-    memset(out, 0, sizeof *out);
-    if (!(out->buf = strdup(text))) return cs_errorf(err, CS_ENOMEM, "out of memory");
-    int lines = 1;
-    for (const char *p = text; *p; p++) lines += *p == '\n';
-    if (!(out->names = malloc((size_t)lines * sizeof(char *)))) {
-        free(out->buf);
-        out->buf = NULL;
-        return cs_errorf(err, CS_ENOMEM, "out of memory");
-    }
-    char *p = out->buf;
-    while (*p) {
-        char *nl = strchr(p, '\n');
-        if (nl) *nl = '\0';
-        size_t l = strlen(p);
-        if (l && p[l - 1] == '\r') p[l - 1] = '\0';
-        out->names[out->n++] = p;
-        if (!nl) break;
-        p = nl + 1;
-    }
-    return CS_OK;
-}

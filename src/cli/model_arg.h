@@ -25,7 +25,5 @@ const char *cli_model_labels_text(const cs_model *m);
  * else cs_img_preproc_for_model (sidecar file, metadata, defaults).
  * labels (optional) receives the labels file path, malloc'd, or NULL. */
 cs_status cli_model_preproc(const cs_model *m, cs_preproc *pp, char **labels, cs_error *err);
-/* Labels from text, one per line (cli_labels_free). */
-cs_status cli_labels_from_text(const char *text, cli_labels *out, cs_error *err);
 
 #endif

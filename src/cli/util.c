@@ -76,6 +76,35 @@ void cli_set_threads(int threads) {
     if (threads > 0) omp_set_num_threads(threads);
 }
 
+/* Splits out->buf (owned) into lines, in place. */
+static cs_status split_labels(cli_labels *out, cs_error *err) {
+    int lines = 1;
+    for (const char *q = out->buf; *q; q++) lines += *q == '\n';
+    out->names = malloc((size_t)lines * sizeof(char *));
+    if (!out->names) {
+        free(out->buf);
+        out->buf = NULL;
+        return cs_errorf(err, CS_ENOMEM, "out of memory");
+    }
+    char *p = out->buf;
+    while (*p) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = '\0';
+        size_t l = strlen(p);
+        if (l && p[l - 1] == '\r') p[l - 1] = '\0';
+        out->names[out->n++] = p;
+        if (!nl) break;
+        p = nl + 1;
+    }
+    return CS_OK;
+}
+
+cs_status cli_labels_from_text(const char *text, cli_labels *out, cs_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!(out->buf = strdup(text))) return cs_errorf(err, CS_ENOMEM, "out of memory");
+    return split_labels(out, err);
+}
+
 cs_status cli_labels_load(const char *path, cli_labels *out, cs_error *err) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
@@ -95,24 +124,7 @@ cs_status cli_labels_load(const char *path, cli_labels *out, cs_error *err) {
     size_t got = fread(out->buf, 1, (size_t)len, f);
     fclose(f);
     out->buf[got] = '\0';
-    int lines = 1;
-    for (size_t i = 0; i < got; i++) lines += out->buf[i] == '\n';
-    out->names = malloc((size_t)lines * sizeof(char *));
-    if (!out->names) {
-        free(out->buf);
-        return cs_errorf(err, CS_ENOMEM, "out of memory");
-    }
-    char *p = out->buf;
-    while (*p) {
-        char *nl = strchr(p, '\n');
-        if (nl) *nl = '\0';
-        size_t l = strlen(p);
-        if (l && p[l - 1] == '\r') p[l - 1] = '\0';
-        out->names[out->n++] = p;
-        if (!nl) break;
-        p = nl + 1;
-    }
-    return CS_OK;
+    return split_labels(out, err);
 }
 
 const char *cli_label(const cli_labels *l, int64_t i) {

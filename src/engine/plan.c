@@ -485,6 +485,19 @@ static cs_status bind_output(cs_plan *p, int v, const cs_shape *s, int *out, cs_
     return CS_OK;
 }
 
+/* Binds value v (shape y) to a new tensor with layout md (NULL: plain) and
+ * opens the step that computes it with pd.  On failure pd is destroyed. */
+static cs_status open_step(cs_plan *p, int ni, int v, const cs_shape *y, const dnnl_memory_desc_t *md,
+                           dnnl_primitive_desc_t pd, int *yr, step **s, cs_error *err) {
+    dnnl_memory_desc_t mdc; /* md may point into p->rt, which bind_output can move */
+    if (md) mdc = *md;
+    cs_status st = bind_output(p, v, y, yr, err);
+    if (st == CS_OK && md) p->rt[*yr].md = mdc;
+    if (st == CS_OK && !(*s = new_step(p, ST_PRIM, ni))) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+    if (st != CS_OK) dnnl_primitive_desc_destroy(pd);
+    return st;
+}
+
 static cs_status weights_for(cs_plan *p, int ni, const dnnl_memory_desc_t *want,
                              const void *src, const dnnl_memory_desc_t *src_md,
                              const void **out, cs_error *err) {
@@ -734,17 +747,9 @@ static cs_status plan_pool(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
     if (s1 != CS_OK) return cs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type);
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     int yr = -1;
-    s1 = bind_output(p, n->outputs[0], yshape, &yr, err);
-    if (s1 != CS_OK) {
-        dnnl_primitive_desc_destroy(pd);
-        return s1;
-    }
-    if (!reshaped) p->rt[yr].md = *dmd;
-    step *s = new_step(p, ST_PRIM, ni);
-    if (!s) {
-        dnnl_primitive_desc_destroy(pd);
-        return cs_errorf(err, CS_ENOMEM, "out of memory");
-    }
+    step *s;
+    cs_status so = open_step(p, ni, n->outputs[0], yshape, reshaped ? NULL : dmd, pd, &yr, &s, err);
+    if (so != CS_OK) return so;
     add_arg(s, DNNL_ARG_SRC, p, xin, NULL);
     add_arg(s, DNNL_ARG_DST, p, yr, dmd);
     return finish_prim(s, pd, "pooling", err);
@@ -790,17 +795,9 @@ static cs_status plan_batchnorm(cs_plan *p, int ni, const cs_shape *yshape, cs_e
     dnnl_primitive_attr_destroy(attr);
     if (s1 != CS_OK) return cs_error_prefix(err, "node '%s' (BatchNormalization)", n->name);
     int yr = -1;
-    s1 = bind_output(p, p->pn[ni].out_value, yshape, &yr, err);
-    if (s1 != CS_OK) {
-        dnnl_primitive_desc_destroy(pd);
-        return s1;
-    }
-    p->rt[yr].md = p->rt[xr].md;
-    step *s = new_step(p, ST_PRIM, ni);
-    if (!s) {
-        dnnl_primitive_desc_destroy(pd);
-        return cs_errorf(err, CS_ENOMEM, "out of memory");
-    }
+    step *s;
+    cs_status so = open_step(p, ni, p->pn[ni].out_value, yshape, &p->rt[xr].md, pd, &yr, &s, err);
+    if (so != CS_OK) return so;
     add_arg(s, DNNL_ARG_SRC_0, p, xr, NULL);
     add_fixed_arg(s, DNNL_ARG_SRC_1, sc, &cmd);
     add_fixed_arg(s, DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, sh, &cmd);
@@ -842,17 +839,9 @@ static cs_status plan_eltwise(cs_plan *p, int ni, dnnl_alg_kind_t alg, float a, 
     cs_status s1 = make_prim(p, &ed, NULL, &pd, "eltwise", err);
     if (s1 != CS_OK) return cs_error_prefix(err, "node '%s' (%s)", n->name, n->op_type);
     int yr = -1;
-    s1 = bind_output(p, n->outputs[0], yshape, &yr, err);
-    if (s1 != CS_OK) {
-        dnnl_primitive_desc_destroy(pd);
-        return s1;
-    }
-    p->rt[yr].md = p->rt[xr].md;
-    step *s = new_step(p, ST_PRIM, ni);
-    if (!s) {
-        dnnl_primitive_desc_destroy(pd);
-        return cs_errorf(err, CS_ENOMEM, "out of memory");
-    }
+    step *s;
+    cs_status so = open_step(p, ni, n->outputs[0], yshape, &p->rt[xr].md, pd, &yr, &s, err);
+    if (so != CS_OK) return so;
     add_arg(s, DNNL_ARG_SRC, p, xr, NULL);
     add_arg(s, DNNL_ARG_DST, p, yr, NULL);
     return finish_prim(s, pd, "eltwise", err);
@@ -905,17 +894,9 @@ static cs_status plan_binary(cs_plan *p, int ni, const cs_shape *yshape, cs_erro
     if (dnnl_primitive_desc_create(&pd, &bd, NULL, p->m->eng, NULL) != dnnl_success)
         return CS_EUNSUPPORTED;
     int yr = -1;
-    cs_status s1 = bind_output(p, n->outputs[0], yshape, &yr, err);
-    if (s1 != CS_OK) {
-        dnnl_primitive_desc_destroy(pd);
-        return s1;
-    }
-    p->rt[yr].md = p->rt[a].md;
-    step *s = new_step(p, ST_PRIM, ni);
-    if (!s) {
-        dnnl_primitive_desc_destroy(pd);
-        return cs_errorf(err, CS_ENOMEM, "out of memory");
-    }
+    step *s;
+    cs_status so = open_step(p, ni, n->outputs[0], yshape, &p->rt[a].md, pd, &yr, &s, err);
+    if (so != CS_OK) return so;
     add_arg(s, DNNL_ARG_SRC_0, p, a, NULL);
     if (p->rt[bin].cdata) add_fixed_arg(s, DNNL_ARG_SRC_1, p->rt[bin].cdata, &b_md);
     else add_arg(s, DNNL_ARG_SRC_1, p, bin, &b_md);
@@ -997,12 +978,9 @@ static cs_status plan_matmul(cs_plan *p, int ni, const cs_shape *yshape, cs_erro
     if (dnnl_primitive_desc_create(&pd, &mdsc, NULL, p->m->eng, NULL) != dnnl_success)
         return CS_EUNSUPPORTED;
     int yr = -1;
-    cs_status s1 = bind_output(p, n->outputs[0], yshape, &yr, err);
-    step *s = s1 == CS_OK ? new_step(p, ST_PRIM, ni) : NULL;
-    if (!s) {
-        dnnl_primitive_desc_destroy(pd);
-        return s1 != CS_OK ? s1 : cs_errorf(err, CS_ENOMEM, "out of memory");
-    }
+    step *s;
+    cs_status s1 = open_step(p, ni, n->outputs[0], yshape, NULL, pd, &yr, &s, err);
+    if (s1 != CS_OK) return s1;
     if (p->rt[a].cdata) add_fixed_arg(s, DNNL_ARG_SRC, p->rt[a].cdata, &amd);
     else add_arg(s, DNNL_ARG_SRC, p, a, &amd);
     if (p->rt[b].cdata) add_fixed_arg(s, DNNL_ARG_WEIGHTS, p->rt[b].cdata, &bmd);
@@ -1047,12 +1025,9 @@ static cs_status plan_concat(cs_plan *p, int ni, const cs_shape *yshape, cs_erro
         return CS_EUNSUPPORTED;
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     int yr = -1;
-    cs_status s1 = bind_output(p, n->outputs[0], yshape, &yr, err);
-    step *s = s1 == CS_OK ? new_step(p, ST_PRIM, ni) : NULL;
-    if (!s) {
-        dnnl_primitive_desc_destroy(pd);
-        return s1 != CS_OK ? s1 : cs_errorf(err, CS_ENOMEM, "out of memory");
-    }
+    step *s;
+    cs_status s1 = open_step(p, ni, n->outputs[0], yshape, NULL, pd, &yr, &s, err);
+    if (s1 != CS_OK) return s1;
     p->rt[yr].md = *dmd;
     for (int i = 0; i < n->ninputs; i++) add_arg(s, DNNL_ARG_MULTIPLE_SRC + i, p, rts[i], NULL);
     add_arg(s, DNNL_ARG_DST, p, yr, NULL);
