@@ -945,6 +945,14 @@ static cs_status bwd_conv(bctx *c, conv_bwd *cb, dnnl_stream_t stream) {
         if (dnnl_primitive_execute(cb->r_in, stream, 2, a2) != dnnl_success)
             return cs_errorf(c->err, CS_EBACKEND, "reorder failed in '%s' backward", n->name);
     }
+    /* A strided Conv whose last input rows/columns no window reaches (ONNX
+     * pads that make oneDNN's right padding negative) gets no write there
+     * from backward-data: those gradients are zero, so start from zero. */
+    const dnnl_memory_desc_t *dxmd;
+    void *dxp;
+    dnnl_memory_get_memory_desc(cb->m_dx, &dxmd);
+    dnnl_memory_get_data_handle(cb->m_dx, &dxp);
+    memset(dxp, 0, dnnl_memory_desc_get_size(dxmd));
     dnnl_exec_arg_t a3[3] = {{DNNL_ARG_DIFF_DST, cb->m_dy}, {DNNL_ARG_WEIGHTS, cb->m_w},
                              {DNNL_ARG_DIFF_SRC, cb->m_dx}};
     if (dnnl_primitive_execute(cb->prim, stream, 3, a3) != dnnl_success)

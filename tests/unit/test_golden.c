@@ -26,7 +26,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define GOLDEN_DIR CS_SOURCE_DIR "/tests/golden"
+/* CS_GOLDEN_DIR=DIR checks another reference set of the same layout (the
+ * full-size models of tools/make_golden.py --full DIR). */
+#define GOLDEN_DIR (getenv("CS_GOLDEN_DIR") && *getenv("CS_GOLDEN_DIR") ? getenv("CS_GOLDEN_DIR") \
+                                                                     : CS_SOURCE_DIR "/tests/golden")
 #define MAX_FAMILIES 64
 
 typedef struct family {
