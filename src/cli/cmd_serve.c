@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <pthread.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,13 @@ static void split_model(const char *spec, char *path, size_t plen, char *name, s
 }
 
 int cs_cli_serve(int argc, char **argv) {
+    /* Uploads and answers are megabyte buffers that live for one request.
+     * glibc's adaptive mmap threshold would move such sizes onto the heap
+     * after the first free, where the memory stays with the process after
+     * a burst of clients; a fixed threshold keeps them mmap'd (returned on
+     * free) and a trim threshold returns freed heap tops. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
     cli_opt opts[O_N] = {
         [O_MODEL] = {"model", true},           [O_HOST] = {"host", true},
         [O_PORT] = {"port", true},             [O_WORKERS] = {"workers", true},
