@@ -3,9 +3,9 @@
 #include "camserve/npy.h"
 #include "cli/cli.h"
 #include "cli/input.h"
+#include "util/files.h"
 #include "cli/model_arg.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <jansson.h>
@@ -49,55 +49,55 @@ static void out_stem(char *dst, size_t len, const char *dir, const char *image, 
 
 /* ---- inputs: files and folders ---------------------------------------------- */
 
-static bool is_image_name(const char *n) {
+static int is_image_name(const char *n) {
     const char *dot = strrchr(n, '.');
-    if (!dot) return false;
+    if (n[0] == '.' || !dot) return 0;
     const char *exts[] = {".jpg", ".jpeg", ".png", ".webp"};
     for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
-        if (!strcasecmp(dot, exts[i])) return true;
-    return false;
-}
-
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+        if (!strcasecmp(dot, exts[i])) return 1;
+    return 0;
 }
 
 /* --image values expanded: files as given, folders by their image files in
- * name order.  *out is malloc'd strings (free with free_paths). */
+ * name order.  *out is malloc'd strings (cs_free_names). */
 static cs_status expand_paths(const cli_opt *image, char ***out, int *n, cs_error *err) {
-    int cap = 16, k = 0;
-    char **v = malloc((size_t)cap * sizeof *v);
-    if (!v) return cs_errorf(err, CS_ENOMEM, "out of memory");
-    for (int i = 0; i < image->count; i++) {
+    char **v = NULL;
+    int k = 0;
+    cs_status st = CS_OK;
+    for (int i = 0; i < image->count && st == CS_OK; i++) {
         const char *p = image->values[i];
         struct stat sb;
-        int first = k;
-        if (stat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-            DIR *d = opendir(p);
-            struct dirent *e;
-            while (d && (e = readdir(d))) {
-                if (e->d_name[0] == '.' || !is_image_name(e->d_name)) continue;
-                if (k == cap && !(v = realloc(v, (size_t)(cap *= 2) * sizeof *v))) break;
-                size_t len = strlen(p) + strlen(e->d_name) + 2;
-                if ((v[k] = malloc(len))) snprintf(v[k++], len, "%s/%s", p, e->d_name);
-            }
-            if (d) closedir(d);
-            if (!v) return cs_errorf(err, CS_ENOMEM, "out of memory");
-            qsort(v + first, (size_t)(k - first), sizeof *v, cmp_str);
-        } else { /* a file, or a missing path that will be reported as bad */
-            if (k == cap && !(v = realloc(v, (size_t)(cap *= 2) * sizeof *v)))
-                return cs_errorf(err, CS_ENOMEM, "out of memory");
-            if ((v[k] = strdup(p))) k++;
+        char **names = NULL;
+        int nn = 1;
+        bool dir = stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+        /* a file, or a missing path that will be reported as bad */
+        if (dir && (st = cs_list_dir(p, is_image_name, &names, &nn, err)) != CS_OK) break;
+        char **nv = realloc(v, (size_t)(k + nn + 1) * sizeof *v);
+        if (!nv) {
+            cs_free_names(names, nn);
+            st = cs_errorf(err, CS_ENOMEM, "out of memory");
+            break;
         }
+        v = nv;
+        for (int j = 0; j < nn; j++) {
+            size_t len = strlen(p) + (dir ? strlen(names[j]) + 2 : 1);
+            if (!(v[k] = malloc(len))) {
+                st = cs_errorf(err, CS_ENOMEM, "out of memory");
+                break;
+            }
+            if (dir) snprintf(v[k], len, "%s/%s", p, names[j]);
+            else snprintf(v[k], len, "%s", p);
+            k++;
+        }
+        if (dir) cs_free_names(names, nn);
+    }
+    if (st != CS_OK) {
+        cs_free_names(v, k);
+        return st;
     }
     *out = v;
     *n = k;
     return CS_OK;
-}
-
-static void free_paths(char **v, int n) {
-    for (int i = 0; i < n; i++) free(v[i]);
-    free(v);
 }
 
 /* ---- one run over a batch of inputs ------------------------------------------- */
@@ -360,7 +360,7 @@ out:
     if (rc && err.msg[0]) cli_fail("explain", &err);
     if (c.report) fclose(c.report);
     free(c.saved);
-    free_paths(paths, npaths);
+    cs_free_names(paths, npaths);
     cs_session_free(c.s);
     cli_input_free(&in);
     cli_labels_free(&c.labels);

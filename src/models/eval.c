@@ -13,6 +13,7 @@
  * the model in one batch and the true class's softmax probability along each
  * curve is integrated (trapezoid on [0, 1]). */
 #include "camserve/models.h"
+#include "util/files.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -25,9 +26,6 @@
 
 /* ---- the data set ---- */
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
 
 static char *path_join(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
@@ -60,49 +58,6 @@ static int is_image_name(const char *n) {
            ends_with_ci(n, ".webp");
 }
 
-/* Sorted names of dir's entries accepted by keep (NULL: all but dot files). */
-static cs_status list_dir(const char *dir, int (*keep)(const char *), char ***names, int *n,
-                          cs_error *err) {
-    DIR *d = opendir(dir);
-    if (!d) return cs_errorf(err, CS_EIO, "cannot open %s: %s", dir, strerror(errno));
-    char **v = NULL;
-    int cnt = 0, cap = 0;
-    struct dirent *de;
-    cs_status st = CS_OK;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.' || (keep && !keep(de->d_name))) continue;
-        if (cnt == cap) {
-            cap = cap ? 2 * cap : 64;
-            char **nv = realloc(v, (size_t)cap * sizeof *v);
-            if (!nv) {
-                st = cs_errorf(err, CS_ENOMEM, "out of memory");
-                break;
-            }
-            v = nv;
-        }
-        if (!(v[cnt] = strdup(de->d_name))) {
-            st = cs_errorf(err, CS_ENOMEM, "out of memory");
-            break;
-        }
-        cnt++;
-    }
-    closedir(d);
-    if (st != CS_OK) {
-        for (int i = 0; i < cnt; i++) free(v[i]);
-        free(v);
-        return st;
-    }
-    if (cnt) qsort(v, (size_t)cnt, sizeof *v, cmp_str);
-    *names = v;
-    *n = cnt;
-    return CS_OK;
-}
-
-static void free_names(char **v, int n) {
-    for (int i = 0; v && i < n; i++) free(v[i]);
-    free(v);
-}
-
 /* Lines of a text file (trailing empty line dropped, \r stripped). */
 static cs_status read_lines(const char *path, char ***out, int *n, cs_error *err) {
     FILE *f = fopen(path, "rb");
@@ -131,7 +86,7 @@ static cs_status read_lines(const char *path, char ***out, int *n, cs_error *err
     fclose(f);
     while (st == CS_OK && cnt > 0 && v[cnt - 1] && v[cnt - 1][0] == '\0') free(v[--cnt]);
     if (st != CS_OK) {
-        free_names(v, cnt);
+        cs_free_names(v, cnt);
         return st;
     }
     *out = v;
@@ -146,7 +101,7 @@ void cs_models_eval_set_free(cs_models_eval_set *s) {
         free(s->items[i].mask);
     }
     free(s->items);
-    free_names(s->class_names, s->nclasses);
+    cs_free_names(s->class_names, s->nclasses);
     memset(s, 0, sizeof *s);
 }
 
@@ -186,7 +141,7 @@ cs_status cs_models_eval_set_load(const char *dir, const char *const *labels, in
     free(lp);
     if (st != CS_OK) goto fail;
     int named = s.nclasses > 0;
-    if ((st = list_dir(dir, NULL, &folders, &nfolders, err)) != CS_OK) goto fail;
+    if ((st = cs_list_dir(dir, NULL, &folders, &nfolders, err)) != CS_OK) goto fail;
     for (int fi = 0; fi < nfolders; fi++) {
         char *sub = path_join(dir, folders[fi]);
         if (!sub) {
@@ -212,7 +167,7 @@ cs_status cs_models_eval_set_load(const char *dir, const char *const *labels, in
             free(sub);
             goto fail;
         }
-        if ((st = list_dir(sub, is_image_name, &files, &nfiles, err)) != CS_OK) {
+        if ((st = cs_list_dir(sub, is_image_name, &files, &nfiles, err)) != CS_OK) {
             free(sub);
             goto fail;
         }
@@ -247,7 +202,7 @@ cs_status cs_models_eval_set_load(const char *dir, const char *const *labels, in
                 break;
             }
         }
-        free_names(files, nfiles);
+        cs_free_names(files, nfiles);
         files = NULL;
         free(sub);
         if (st != CS_OK) goto fail;
@@ -266,7 +221,7 @@ cs_status cs_models_eval_set_load(const char *dir, const char *const *labels, in
             s.nclasses = label + 1;
         }
     }
-    free_names(folders, nfolders);
+    cs_free_names(folders, nfolders);
     if (s.n == 0) {
         cs_models_eval_set_free(&s);
         return cs_errorf(err, CS_ENOTFOUND, "%s: no images (expected DIR/<class>/<image>.jpg|png)", dir);
@@ -274,8 +229,8 @@ cs_status cs_models_eval_set_load(const char *dir, const char *const *labels, in
     *out = s;
     return CS_OK;
 fail:
-    free_names(folders, nfolders);
-    free_names(files, nfiles);
+    cs_free_names(folders, nfolders);
+    cs_free_names(files, nfiles);
     cs_models_eval_set_free(&s);
     return st;
 }
