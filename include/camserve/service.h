@@ -138,6 +138,9 @@ typedef struct cs_svc_request {
     const char *model;     /* name; NULL: the first model */
     const void *image;     /* encoded image bytes, or NULL with image_id */
     size_t image_len;
+    /* SHA-256 of image, when the caller already computed it (the server
+     * hashes while the upload arrives); NULL: the service computes it */
+    const uint8_t *image_sha256;
     const char *image_id;  /* hex SHA-256 of an image uploaded before */
     const char *method;    /* cs_cam_method_parse names; default gradcam */
     const char *layer;     /* "auto" or comma-separated layer names */

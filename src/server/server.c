@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -77,6 +78,7 @@ cs_http_params cs_http_default_params(void) {
 /* ---- per-request context ---------------------------------------------------------- */
 
 enum { ST_RECEIVING, ST_WAITING, ST_DONE };
+enum { CONN_MEMORY = 256 * 1024 };
 enum { BODY_RAW, BODY_JSON, BODY_MULTIPART };
 
 #define NPARAMS 11
@@ -97,6 +99,12 @@ typedef struct req_ctx {
     int body_kind;
     char *body;
     size_t len, cap;
+    size_t expect; /* Content-Length, 0 when absent: the buffer is sized once */
+    /* SHA-256 of the image bytes, updated as they arrive: hashing a 3 MB
+     * upload overlaps its reception instead of following it (NULL for JSON
+     * bodies, or when the context could not be made: the service hashes) */
+    EVP_MD_CTX *sha;
+    bool sha_failed;
     bool have_image_field;
     struct MHD_PostProcessor *pp;
     int early_status; /* 413 / 400 decided while receiving */
@@ -340,14 +348,17 @@ static const char *mime_of(const char *path) {
 
 static void too_large(req_ctx *c);
 
-static bool append(req_ctx *c, const char *data, size_t n) {
+static bool append(req_ctx *c, const char *data, size_t n, bool image) {
     cs_http *h = c->h;
     if (c->len + n > h->p.max_upload_bytes) {
         too_large(c);
         return false;
     }
     if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 65536;
+        /* the announced length, when it covers this chunk, is the size to
+         * reserve (multipart framing makes it a slight over-estimate);
+         * otherwise double */
+        size_t cap = c->expect >= c->len + n ? c->expect + 1 : c->cap ? c->cap : 65536;
         while (cap < c->len + n + 1) cap *= 2;
         if (cap > h->p.max_upload_bytes + 1) cap = h->p.max_upload_bytes + 1;
         size_t grow = cap - c->cap;
@@ -371,6 +382,13 @@ static bool append(req_ctx *c, const char *data, size_t n) {
     memcpy(c->body + c->len, data, n);
     c->len += n;
     c->body[c->len] = '\0';
+    if (image && !c->sha_failed) {
+        if (!c->sha) {
+            c->sha = EVP_MD_CTX_new();
+            if (!c->sha || EVP_DigestInit_ex(c->sha, EVP_sha256(), NULL) != 1) c->sha_failed = true;
+        }
+        if (!c->sha_failed && EVP_DigestUpdate(c->sha, data, n) != 1) c->sha_failed = true;
+    }
     return true;
 }
 
@@ -388,7 +406,7 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
     if (c->early_status) return MHD_YES;
     if (!strcmp(key, "image")) {
         c->have_image_field = true;
-        append(c, data, size); /* on failure early_status says why */
+        append(c, data, size, true); /* on failure early_status says why */
         return MHD_YES;
     }
     int i = param_index(key);
@@ -502,9 +520,13 @@ static enum MHD_Result submit(req_ctx *c) {
         return send_error(c, 400, c->ep == EP_EXPLAIN ? "format must be json or png" : "format must be json");
     req.aug_smooth = parse_flag(c->params[P_AUG]);
     req.eigen_smooth = parse_flag(c->params[P_EIGEN]);
+    uint8_t digest[32];
+    unsigned dlen = 0;
     if (c->body_kind != BODY_JSON && c->len > 0) {
         req.image = c->body;
         req.image_len = c->len;
+        if (c->sha && !c->sha_failed && EVP_DigestFinal_ex(c->sha, digest, &dlen) == 1 && dlen == 32)
+            req.image_sha256 = digest;
     } else if (c->body_kind != BODY_JSON && !c->params[P_IMAGE_ID][0]) {
         return send_error(c, 400, "empty body: send an image (raw image/* body or multipart field 'image') or {\"image_id\": ...}");
     }
@@ -609,6 +631,7 @@ static enum MHD_Result first_call(req_ctx *c, const char *url, const char *metho
             too_large(c);
             return send_error(c, 413, c->early_msg);
         }
+        if (*end == '\0') c->expect = (size_t)v;
     }
     const char *ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (ct && !strncasecmp(ct, "multipart/form-data", 19)) {
@@ -656,7 +679,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                 snprintf(c->early_msg, sizeof c->early_msg, "malformed multipart body");
             }
         } else {
-            append(c, upload_data, n); /* on failure early_status says why */
+            /* on failure early_status says why */
+            append(c, upload_data, n, c->body_kind == BODY_RAW);
         }
         if (c->early_status == 413) {
             /* answer now if libmicrohttpd allows it mid-upload; else at the end */
@@ -694,6 +718,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
     cs_svc_response_clear(&c->resp);
     if (c->pp) MHD_destroy_post_processor(c->pp);
+    EVP_MD_CTX_free(c->sha);
     atomic_fetch_sub(&h->body_bytes, c->cap);
     free(c->body);
     pthread_mutex_destroy(&c->mu);
@@ -742,6 +767,11 @@ cs_status cs_http_start(cs_svc *svc, const cs_http_params *p, cs_http **out, cs_
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)q.connection_timeout_s,
                             MHD_OPTION_NOTIFY_COMPLETED, completed, h,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 512u,
+                            /* the read buffer per connection: at the 32 KB
+                             * default a 3 MB upload takes ~100 trips through
+                             * the event loop; pages are touched only by
+                             * connections that send that much */
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->d) {

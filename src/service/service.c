@@ -1803,6 +1803,8 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
             } else if (cs_img_sniff(req->image, req->image_len) == CS_IMG_FORMAT_UNKNOWN) {
                 cs_errorf(&resp->err, CS_EFORMAT, "invalid image: not a JPEG, PNG or WebP file");
                 o = CS_SVC_BAD_IMAGE;
+            } else if (req->image_sha256) {
+                memcpy(img_sha, req->image_sha256, 32);
             } else if (!sha256(req->image, req->image_len, img_sha)) {
                 cs_errorf(&resp->err, CS_EINTERNAL, "SHA-256 failed");
                 o = CS_SVC_INTERNAL;

@@ -67,7 +67,19 @@ if req "format=png" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BAS
     [ "$(head -c 8 "$tmp/body" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] && ok "format=png body is a PNG" || fail "format=png body"
 fi
 req "multipart upload" 200 -F "image=@$png;type=image/png" -F method=layercam -F class=2 "$BASE/v1/explain" \
-    && jcheck "multipart fields used" '.cam.method == "layercam" and .cam.class_index == 2'
+    && jcheck "multipart fields used" '.cam.method == "layercam" and .cam.class_index == 2' \
+    && jcheck "multipart: image_id is SHA-256 of the file" ".image_id == \"$(sha256sum "$png" | cut -d' ' -f1)\""
+# the server hashes uploads as they arrive: a body of many reads, and one
+# without Content-Length (chunked), must hash the same as the file
+if [ -n "$photo" ]; then
+    photo_sum=$(sha256sum "$photo" | cut -d' ' -f1)
+    req "photo, Content-Length" 200 -H "Content-Type: image/jpeg" --data-binary @"$photo" "$BASE/v1/classify" \
+        && jcheck "photo: image_id is SHA-256 of the file" ".image_id == \"$photo_sum\""
+    req "photo, chunked" 200 -H "Content-Type: image/jpeg" -H "Transfer-Encoding: chunked" --data-binary @"$photo" "$BASE/v1/classify" \
+        && jcheck "chunked photo: image_id is SHA-256 of the file" ".image_id == \"$photo_sum\""
+    req "photo, multipart" 200 -F "image=@$photo;type=image/jpeg" "$BASE/v1/classify" \
+        && jcheck "multipart photo: image_id is SHA-256 of the file" ".image_id == \"$photo_sum\""
+fi
 if req "classify" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/classify?topk=3"; then
     jcheck "classify: 3 predictions, no cam" '(.predictions | length) == 3 and (has("cam") | not)'
 fi
