@@ -31,6 +31,11 @@ typedef struct cs_http_params {
     int max_connections;       /* default 512 */
     int connection_timeout_s;  /* idle / slow client timeout (default 30) */
     size_t max_upload_bytes;   /* body cap, 413 beyond (default 25 MB) */
+    /* Request bodies held by all connections together, from the first byte
+     * until the answer is sent; an upload that would pass it gets 503 with
+     * Retry-After, so memory does not grow with the number of clients
+     * (default 64 MB; never below max_upload_bytes). */
+    size_t inflight_bytes;
     int retry_after_s;         /* Retry-After of 503 answers (default 1) */
     int access_log;            /* one line per request on stderr */
 } cs_http_params;

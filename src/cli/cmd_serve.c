@@ -21,7 +21,7 @@
 
 enum { O_MODEL, O_HOST, O_PORT, O_WORKERS, O_THREADS, O_MAXBATCH, O_WINDOW, O_QUEUE, O_TIMEOUT,
        O_CACHEDIR, O_CACHEMEM, O_REDIS, O_MAXUPLOAD, O_HTTPTHREADS, O_PREPTHREADS, O_IMAGESTORE,
-       O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_CACHEDISK, O_CACHETTL, O_N };
+       O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_CACHEDISK, O_CACHETTL, O_MAXINFLIGHT, O_PREPCACHE, O_N };
 
 /* --max-batch -> CAMSERVE_MAX_BATCH */
 static const char *env_value(const char *opt) {
@@ -79,6 +79,7 @@ int cs_cli_serve(int argc, char **argv) {
         [O_PREPTHREADS] = {"prep-threads", true}, [O_IMAGESTORE] = {"image-store-mb", true},
         [O_IDLETIMEOUT] = {"idle-timeout-s", true}, [O_MAXCONN] = {"max-connections", true},
         [O_ACCESSLOG] = {"access-log", false},
+        [O_MAXINFLIGHT] = {"max-inflight-mb", true}, [O_PREPCACHE] = {"prep-cache-mb", true},
         [O_CACHEDISK] = {"cache-disk-mb", true}, [O_CACHETTL] = {"cache-ttl-s", true},
     };
     int rc = cli_parse("serve", argc, argv, opts, O_N), ok = 1;
@@ -114,8 +115,12 @@ int cs_cli_serve(int argc, char **argv) {
     sp.batch_window_ms = (int)num_opt(&opts[O_WINDOW], 2, 10000, &ok);
     sp.queue = (int)num_opt(&opts[O_QUEUE], 64, 100000, &ok);
     sp.timeout_ms = (int)num_opt(&opts[O_TIMEOUT], 30000, 3600000, &ok);
-    sp.cache_mem_bytes = (size_t)num_opt(&opts[O_CACHEMEM], 256, 1 << 20, &ok) << 20;
-    sp.image_store_bytes = (size_t)num_opt(&opts[O_IMAGESTORE], 128, 1 << 20, &ok) << 20;
+    /* In-memory tiers are kept small by default: they are what a server's
+     * memory grows by as new images arrive, and the disk tier (--cache-dir)
+     * answers a hit in about a millisecond anyway. */
+    sp.cache_mem_bytes = (size_t)num_opt(&opts[O_CACHEMEM], 64, 1 << 20, &ok) << 20;
+    sp.image_store_bytes = (size_t)num_opt(&opts[O_IMAGESTORE], 64, 1 << 20, &ok) << 20;
+    sp.prep_cache_bytes = (size_t)num_opt(&opts[O_PREPCACHE], 32, 1 << 20, &ok) << 20;
     sp.cache_dir = opts[O_CACHEDIR].value;
     sp.cache_disk_bytes = (size_t)num_opt(&opts[O_CACHEDISK], 1024, 1 << 24, &ok) << 20;
     sp.redis_url = opts[O_REDIS].value;
@@ -123,6 +128,7 @@ int cs_cli_serve(int argc, char **argv) {
     sp.prep_threads = (int)num_opt(&opts[O_PREPTHREADS], 2, 64, &ok);
     long upload_mb = num_opt(&opts[O_MAXUPLOAD], 25, 4096, &ok);
     hp.max_upload_bytes = (size_t)upload_mb << 20;
+    hp.inflight_bytes = (size_t)num_opt(&opts[O_MAXINFLIGHT], 64, 1 << 20, &ok) << 20;
     sp.limits.max_bytes = hp.max_upload_bytes;
     hp.threads = (int)num_opt(&opts[O_HTTPTHREADS], 2, 64, &ok);
     hp.connection_timeout_s = (int)num_opt(&opts[O_IDLETIMEOUT], 30, 3600, &ok);

@@ -71,6 +71,7 @@ cs_http_params cs_http_default_params(void) {
     p.max_connections = 512;
     p.connection_timeout_s = 30;
     p.max_upload_bytes = (size_t)25 << 20;
+    p.inflight_bytes = (size_t)64 << 20;
     p.retry_after_s = 1;
     return p;
 }
@@ -755,7 +756,8 @@ cs_status cs_http_start(cs_svc *svc, const cs_http_params *p, cs_http **out, cs_
     h->p.host = h->host;
     h->svc = svc;
     h->listen_fd = -1;
-    h->body_budget = q.max_upload_bytes * 8 > ((size_t)256 << 20) ? q.max_upload_bytes * 8 : (size_t)256 << 20;
+    h->body_budget = q.inflight_bytes ? q.inflight_bytes : (size_t)64 << 20;
+    if (h->body_budget < q.max_upload_bytes + 1) h->body_budget = q.max_upload_bytes + 1;
     pthread_mutex_init(&h->mmu, NULL);
     for (int e = 0; e < NEP; e++) cs_hist_init(&h->latency[e], cs_hist_latency_bounds, cs_hist_latency_nbounds);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;

@@ -103,6 +103,27 @@ active=$(curl -s "$BASE/metrics" | grep -E '^camserve_http_active_requests ' | a
 [ "${active:-9}" -le 1 ] && ok "no request left behind (active $active)" || fail "active requests: $active"
 stop_server TERM && [ "$STOP_RC" = 0 ] && ok "SIGTERM idle: exit 0 in ${STOP_SECONDS}s" || fail "SIGTERM (rc ${STOP_RC:-none})"
 
+# ---- request bodies are bounded all together (--max-inflight-mb) ----
+# one client announces 900 KB and stalls after 300 KB: its reservation
+# leaves too little of a 1 MB budget for a 400 KB upload, which gets 503
+# at once; when the staller leaves, the same upload goes through
+if start_server inflight --model "$model" --max-upload-mb 1 --max-inflight-mb 1; then
+    head -c 400000 /dev/urandom >"$tmp/rand400k.bin"
+    exec 8<>/dev/tcp/127.0.0.1/"$PORT"
+    printf 'POST /v1/explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 900000\r\n\r\n' >&8
+    head -c 300000 /dev/zero >&8
+    sleep 0.3
+    req "upload beyond the in-flight budget" 503 --max-time 10 -H "Content-Type: image/jpeg" \
+        --data-binary @"$tmp/rand400k.bin" "$BASE/v1/explain" \
+        && grep -qi '^retry-after: [0-9]' "$tmp/headers" && jcheck "503 says why" '.error | test("too many uploads")'
+    req "small requests still served" 200 --max-time 3 "$BASE/healthz"
+    exec 8>&-
+    sleep 0.5
+    req "the same upload once the staller left" 415 --max-time 10 -H "Content-Type: image/jpeg" \
+        --data-binary @"$tmp/rand400k.bin" "$BASE/v1/explain"
+    stop_server TERM
+fi
+
 # ---- full queue: fail fast with 503 + Retry-After ----
 flood=${photo:-$png}
 if start_server queue --model "$model" --workers 1 --queue 1 --max-batch 1 --batch-window-ms 0; then
