@@ -13,7 +13,7 @@ trap 'rm -rf "$work"' EXIT INT TERM
 
 gcc -std=c11 -O2 -D_GNU_SOURCE -I"$root/include" -I"$root/src" \
     "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" \
-    $(pkg-config --cflags --libs libturbojpeg spng libwebp libwebpdemux jansson) -lm \
+    $(pkg-config --cflags --libs libturbojpeg spng libdeflate libwebp libwebpdemux jansson) -lm \
     -o "$work/bench_image"
 "$work/bench_image" --make "$work/photo.jpg"
 # pin both to one core so "one core" means the same thing for each

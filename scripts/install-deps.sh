@@ -9,7 +9,7 @@ PKGS=(
   libdnnl-dev                                  # CPU kernels (oneDNN)
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev   # ONNX parsing
   libcmocka-dev                                # unit tests
-  libturbojpeg0-dev libjpeg62-turbo-dev libspng-dev libwebp-dev  # image codecs
+  libturbojpeg0-dev libjpeg62-turbo-dev libspng-dev libdeflate-dev libwebp-dev  # image codecs (libdeflate: PNG output)
   libjansson-dev libssl-dev                    # JSON, SHA-256
   libmicrohttpd-dev libcurl4-openssl-dev       # HTTP server, model downloads
   liblmdb-dev libhiredis-dev                   # result caches: disk, replicas
