@@ -224,6 +224,7 @@ struct cs_svc {
     pthread_cond_t prep_cv, work_cv, idle_cv;
     job *prep_head, *prep_tail, *infer_head, *infer_tail, *post_head, *post_tail;
     int prep_len, infer_len, post_len, running;
+    int prepping; /* jobs a prep thread is decoding right now */
     int inflight;        /* admitted and not yet finished */
     bool stopping, quit, workers_joined, started;
     atomic_int ready;
@@ -1167,14 +1168,18 @@ static void *prep_main(void *arg) {
         j = list_pop(&s->prep_head, &s->prep_tail);
         if (j) {
             s->prep_len--;
+            s->prepping++;
             pthread_mutex_unlock(&s->mu);
             do_prep(s, j);
             if (j->outcome != CS_SVC_OK) {
                 finish_job(s, j, NULL);
                 pthread_mutex_lock(&s->mu);
+                s->prepping--;
+                pthread_cond_signal(&s->work_cv); /* a batch may be waiting for it */
                 continue;
             }
             pthread_mutex_lock(&s->mu);
+            s->prepping--;
             if (s->quit) { /* the workers may be gone: never queue after stop */
                 pthread_mutex_unlock(&s->mu);
                 fail_job(j, CS_SVC_STOPPING, CS_EINVAL, "the server is shutting down");
@@ -1390,6 +1395,10 @@ static void *worker_main(void *arg) {
         for (;;) {
             gather(s, batch, &n, s->p.max_batch);
             if (n >= s->p.max_batch || s->quit || cs_now_ms() >= until) break;
+            /* the window is for requests still being decoded: when there
+             * are none, waiting only adds latency (a lone request at light
+             * load runs at once) */
+            if (s->prep_len + s->prepping == 0) break;
             struct timespec ts;
             abs_deadline(&ts, until - cs_now_ms());
             pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
