@@ -10,7 +10,7 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev   # ONNX parsing
   libcmocka-dev                                # unit tests
   libturbojpeg0-dev libjpeg62-turbo-dev libspng-dev libdeflate-dev libwebp-dev  # image codecs (libdeflate: PNG output)
-  libjansson-dev libssl-dev                    # JSON, SHA-256
+  libjansson-dev libssl-dev libxxhash-dev      # JSON, SHA-256, prepared-model checksums
   libmicrohttpd-dev libcurl4-openssl-dev       # HTTP server, model downloads
   liblmdb-dev libhiredis-dev                   # result caches: disk, replicas
   redis-server nginx-light                     # the scale-out test's Redis and load balancer
