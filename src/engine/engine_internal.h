@@ -89,6 +89,9 @@ cs_status cs_dnnl_check(dnnl_status_t s, const char *what, cs_error *err);
 
 /* prepared.c: the on-disk prepared-model cache */
 int cs_sha256(const void *buf, size_t len, uint8_t out[32]);
+/* Whether 3x3 stride-1 convolutions may use Winograd (plan.c): yes unless
+ * the environment sets CS_NO_WINOGRAD. */
+int cs_engine_winograd(void);
 /* Fills m's graph, packed weights, digest and counts from dir's entry for
  * the model file; CS_ENOTFOUND / CS_EFORMAT when there is none or it is
  * stale or corrupt (m is then untouched). */

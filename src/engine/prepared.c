@@ -127,7 +127,9 @@ typedef struct dgraph {
 
 static void engine_id(char out[32]) {
     const dnnl_version_t *v = dnnl_version();
-    snprintf(out, 32, "cs%s-dnnl%d.%d.%d", CS_VERSION, v->major, v->minor, v->patch);
+    /* the packed weights' layouts depend on the convolution algorithm */
+    snprintf(out, 32, "cs%s-dnnl%d.%d.%d%s", CS_VERSION, v->major, v->minor, v->patch,
+             cs_engine_winograd() ? "-w" : "");
 }
 
 static cs_status serialize(const cs_model *m, wbuf *w) {
