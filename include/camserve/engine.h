@@ -6,7 +6,8 @@
  * time; it owns the activation arena and the kernel primitives for each
  * batch size it has run (a plan per batch size, built on first use).
  *
- * Tensors at this API are dense float32 in C order, NCHW for images. */
+ * Tensors at this API are dense float32 in C order, NCHW for images, on the
+ * host, whatever device computes them (cs_model_options.device). */
 #ifndef CAMSERVE_ENGINE_H
 #define CAMSERVE_ENGINE_H
 
@@ -31,6 +32,21 @@ typedef struct cs_model_info {
     int num_kernels;        /* ops left after folding and fusion */
 } cs_model_info;
 
+/* Storage precision of a model on its device.  fp16/bf16 are autocast
+ * semantics: weights and activations stored in half, convolutions and
+ * matrix products accumulate in fp32, softmax/normalisation/reductions and
+ * the CAM maths run in fp32.  The CPU backend computes in fp32 only. */
+typedef enum cs_precision {
+    CS_PRECISION_DEFAULT = 0, /* fp16 on cuda, fp32 on cpu */
+    CS_PRECISION_FP32,
+    CS_PRECISION_FP16,
+    CS_PRECISION_BF16
+} cs_precision;
+
+/* "fp32" / "fp16" / "bf16" (and "default") */
+const char *cs_precision_name(cs_precision p);
+cs_status cs_precision_parse(const char *s, cs_precision *out, cs_error *err);
+
 typedef struct cs_model_options {
     int num_threads; /* 0: all cores */
     /* A directory for the prepared-model cache (cs_model_load only): the
@@ -42,6 +58,14 @@ typedef struct cs_model_options {
     /* Compute the SHA-256 of the ONNX bytes (cs_model_digest); always done
      * when prepared_dir is set. */
     int compute_digest;
+    /* "cpu", "cuda" (= "cuda:0"), "cuda:N" or "auto" (cuda:0 when camserve
+     * was built with CUDA and a GPU is usable, else cpu).  NULL = "cpu".
+     * A model on a GPU is still parsed and folded by the CPU loader; its
+     * weights are then uploaded once to that device and shared by all of
+     * its sessions.  An op the GPU backend lacks fails the load with a
+     * message naming it. */
+    const char *device;
+    cs_precision precision;
 } cs_model_options;
 
 cs_status cs_model_load(const char *path, const cs_model_options *opt, cs_model **out,
@@ -62,6 +86,10 @@ const char *cs_model_path(const cs_model *m);
 int cs_model_digest(const cs_model *m, uint8_t out[32]);
 /* Whether the model came from the prepared-model cache. */
 int cs_model_from_cache(const cs_model *m);
+/* The device the model computes on ("cpu", "cuda:0", ...) and its precision
+ * (never CS_PRECISION_DEFAULT); the strings live as long as the model. */
+const char *cs_model_device(const cs_model *m);
+cs_precision cs_model_precision(const cs_model *m);
 
 /* Histogram of ONNX op types as loaded: returns the count of distinct types;
  * names[i] / counts[i] for i < return value. */
@@ -103,6 +131,13 @@ cs_status cs_session_run_with_layer(cs_session *s, const float *input, int batch
  * session and valid until its next call. */
 cs_status cs_session_layer(cs_session *s, int layer, const float **act, const float **grad,
                            int64_t dims[4], cs_error *err);
+/* The raw Grad-CAM map of a layer after cs_session_backward:
+ * relu(sum_c mean_hw(grad[n,c]) * act[n,c,h,w]), batch x H x W, fp32,
+ * computed on the device, owned by the session and valid until its next
+ * call.  CS_EUNSUPPORTED on the CPU backend, whose callers compute it from
+ * cs_session_layer (src/cam). */
+cs_status cs_session_gradcam(cs_session *s, int layer, const float **map, int64_t dims[3],
+                             cs_error *err);
 
 #ifdef __cplusplus
 }

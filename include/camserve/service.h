@@ -77,6 +77,9 @@ typedef struct cs_svc_params {
                                * another method / class / layer for a seen image skips decode and
                                * preprocessing (default 32 MB; 0 disables) */
     int overlay_max_side;  /* long side of overlay PNGs (default 800) */
+    const char *device;    /* cs_model_options.device for every model (NULL: "cpu"); borrowed
+                            * for the service's lifetime */
+    cs_precision precision; /* cs_model_options.precision (default: the device's) */
     cs_img_limits limits;  /* decode limits (bytes, pixels) */
 } cs_svc_params;
 

@@ -1,5 +1,6 @@
 /* camserve bench: per-stage timings as JSON, for bench/ scripts to compare
  * against the peers in the same run.  Not a test: nothing here asserts. */
+#include "camserve/cuda.h"
 #include "camserve/engine.h"
 #include "camserve/explain.h"
 #include "cli/cli.h"
@@ -27,8 +28,8 @@ static json_t *stage_json(double *t, int n) {
 int cs_cli_bench(int argc, char **argv) {
     cli_opt opts[] = {{"model", true}, {"image", true},   {"tensor", true}, {"batch", true},
                       {"iters", true}, {"warmup", true},  {"threads", true}, {"json", false},
-                      {"method", true}, {"layer", true}};
-    const int nopts = 10;
+                      {"method", true}, {"layer", true}, {"device", true}, {"precision", true}};
+    const int nopts = 12;
     int rc = cli_parse("bench", argc, argv, opts, nopts), ok = 1;
     if (rc) return rc;
     int batch = cli_int("bench", &opts[3], 0, &ok);
@@ -49,6 +50,7 @@ int cs_cli_bench(int argc, char **argv) {
     double *t = NULL;
     rc = 1;
     cs_model_options mo = {.num_threads = threads};
+    if (cli_device_options(opts[10].value, opts[11].value, &mo, &err) != CS_OK) goto out;
     double t0 = cs_now_ms();
     if (cli_load_model(opts[0].value, &mo, &m, &err) != CS_OK) goto out;
     double load_ms = cs_now_ms() - t0;
@@ -128,6 +130,15 @@ int cs_cli_bench(int argc, char **argv) {
                           "threads", omp_get_max_threads(), "batch", batch, "iters", iters,
                           "load_ms", load_ms, "first_run_ms", first_ms, "gflop_per_image",
                           info.flops * 1e-9, "stages", stages);
+    {
+        /* where it ran: the numbers mean nothing without it */
+        char gpu[256] = "";
+        const char *dev = cs_model_device(m);
+        if (strncmp(dev, "cuda:", 5) == 0) cs_cuda_device_describe(atoi(dev + 5), gpu, sizeof gpu, NULL);
+        json_object_set_new(o, "device", json_string(dev));
+        json_object_set_new(o, "precision", json_string(cs_precision_name(cs_model_precision(m))));
+        if (gpu[0]) json_object_set_new(o, "gpu", json_string(gpu));
+    }
     if (opts[7].value) {
         json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
         fputc('\n', stdout);

@@ -51,8 +51,9 @@ done:
 int cs_cli_classify(int argc, char **argv) {
     cli_opt opts[] = {{"model", true},  {"image", true},       {"tensor", true},
                       {"labels", true}, {"topk", true},        {"json", false},
-                      {"threads", true}, {"save-logits", true}};
-    const int nopts = 8;
+                      {"threads", true}, {"save-logits", true}, {"device", true},
+                      {"precision", true}};
+    const int nopts = 10;
     int rc = cli_parse("classify", argc, argv, opts, nopts), ok = 1;
     if (rc) return rc;
     int k = cli_int("classify", &opts[4], 5, &ok);
@@ -75,6 +76,7 @@ int cs_cli_classify(int argc, char **argv) {
     float *logits = NULL;
     cs_model_options mo = {.num_threads = threads};
     rc = 1;
+    if (cli_device_options(opts[8].value, opts[9].value, &mo, &err) != CS_OK) goto out;
     if (cli_load_model(opts[0].value, &mo, &m, &err) != CS_OK) goto out;
     if (cli_input_load(m, &opts[1], &opts[2], &in, &err) != CS_OK) goto out;
     if (cli_model_labels(m, opts[3].value, &labels, &err) != CS_OK) goto out;

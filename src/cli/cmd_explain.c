@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 enum { O_MODEL, O_IMAGE, O_TENSOR, O_METHOD, O_LAYER, O_CLASS, O_OUT, O_JSON, O_SAVECAM,
-       O_CAMSIZE, O_AUG, O_EIGEN, O_CMAP, O_ALPHA, O_THREADS, O_LABELS, O_TOPK, O_BATCHSZ, O_N };
+       O_CAMSIZE, O_AUG, O_EIGEN, O_CMAP, O_ALPHA, O_THREADS, O_LABELS, O_TOPK, O_BATCHSZ, O_DEVICE, O_PRECISION, O_N };
 
 static cs_status write_file(const char *path, const uint8_t *buf, size_t len, cs_error *err) {
     FILE *f = fopen(path, "wb");
@@ -267,6 +267,7 @@ int cs_cli_explain(int argc, char **argv) {
         [O_CMAP] = {"colormap", true},   [O_ALPHA] = {"alpha", true},
         [O_THREADS] = {"threads", true}, [O_LABELS] = {"labels", true},
         [O_TOPK] = {"topk", true},       [O_BATCHSZ] = {"batch-size", true},
+        [O_DEVICE] = {"device", true},   [O_PRECISION] = {"precision", true},
     };
     int rc = cli_parse("explain", argc, argv, opts, O_N), ok = 1;
     if (rc) return rc;
@@ -308,6 +309,7 @@ int cs_cli_explain(int argc, char **argv) {
     c.eo.eigen_smooth = opts[O_EIGEN].value != NULL;
     c.eo.batch_size = bsz;
     cs_model_options mo = {.num_threads = threads};
+    if (cli_device_options(opts[O_DEVICE].value, opts[O_PRECISION].value, &mo, &err) != CS_OK) goto out;
     if (cli_load_model(opts[O_MODEL].value, &mo, &m, &err) != CS_OK) goto out;
     c.m = m;
     if (cs_explain_parse_layers(m, opts[O_LAYER].value, &c.eo, &err) != CS_OK) goto out;

@@ -7,13 +7,17 @@
 #include <stdio.h>
 
 int cs_cli_inspect(int argc, char **argv) {
-    cli_opt opts[] = {{"model", true}, {"json", false}, {"threads", true}};
-    int nopts = 3, rc = cli_parse("inspect", argc, argv, opts, nopts);
+    cli_opt opts[] = {{"model", true}, {"json", false}, {"threads", true}, {"device", true},
+                      {"precision", true}};
+    int nopts = 5, rc = cli_parse("inspect", argc, argv, opts, nopts);
     if (rc) return rc;
     cs_error err = {0};
     cs_model *m;
     cs_model_options mo = {0};
-    if (cli_load_model(opts[0].value, &mo, &m, &err) != CS_OK) {
+    /* inspect stays on the CPU unless asked: it reads the graph, and a GPU
+     * load would only add its checks */
+    if (cli_device_options(opts[3].value ? opts[3].value : "cpu", opts[4].value, &mo, &err) != CS_OK ||
+        cli_load_model(opts[0].value, &mo, &m, &err) != CS_OK) {
         cli_free(opts, nopts);
         return cli_fail("inspect", &err);
     }
@@ -38,6 +42,8 @@ int cs_cli_inspect(int argc, char **argv) {
         }
         json_object_set_new(o, "model", json_string(cli_model_display(opts[0].value)));
         json_object_set_new(o, "opset", json_integer(info.opset));
+        json_object_set_new(o, "device", json_string(cs_model_device(m)));
+        json_object_set_new(o, "precision", json_string(cs_precision_name(cs_model_precision(m))));
         json_object_set_new(o, "inputs",
                             json_pack("[{s:s, s:o}]", "name", info.input_name, "shape", in));
         json_object_set_new(o, "outputs", json_pack("[{s:s, s:[i,I]}]", "name", info.output_name,
@@ -61,6 +67,7 @@ int cs_cli_inspect(int argc, char **argv) {
                (long long)info.input_dims[2], (long long)info.input_dims[3]);
         printf("output:   %s [N, %lld]\n", info.output_name, (long long)info.num_classes);
         printf("params:   %lld\n", (long long)info.num_params);
+        printf("device:   %s (%s)\n", cs_model_device(m), cs_precision_name(cs_model_precision(m)));
         printf("flops:    %.3f G per image\n", info.flops * 1e-9);
         printf("nodes:    %d ONNX nodes -> %d kernels after folding and fusion\n", info.num_nodes,
                info.num_kernels);

@@ -7,6 +7,7 @@
 #include "camserve/server.h"
 #include "camserve/service.h"
 #include "cli/cli.h"
+#include "cli/model_arg.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -21,7 +22,7 @@
 
 enum { O_MODEL, O_HOST, O_PORT, O_WORKERS, O_THREADS, O_MAXBATCH, O_WINDOW, O_QUEUE, O_TIMEOUT,
        O_CACHEDIR, O_CACHEMEM, O_REDIS, O_MAXUPLOAD, O_HTTPTHREADS, O_PREPTHREADS, O_IMAGESTORE,
-       O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_CACHEDISK, O_CACHETTL, O_MAXINFLIGHT, O_PREPCACHE, O_N };
+       O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_CACHEDISK, O_CACHETTL, O_MAXINFLIGHT, O_PREPCACHE, O_DEVICE, O_PRECISION, O_N };
 
 /* --max-batch -> CAMSERVE_MAX_BATCH */
 static const char *env_value(const char *opt) {
@@ -81,6 +82,7 @@ int cs_cli_serve(int argc, char **argv) {
         [O_ACCESSLOG] = {"access-log", false},
         [O_MAXINFLIGHT] = {"max-inflight-mb", true}, [O_PREPCACHE] = {"prep-cache-mb", true},
         [O_CACHEDISK] = {"cache-disk-mb", true}, [O_CACHETTL] = {"cache-ttl-s", true},
+        [O_DEVICE] = {"device", true},         [O_PRECISION] = {"precision", true},
     };
     int rc = cli_parse("serve", argc, argv, opts, O_N), ok = 1;
     if (rc) return rc;
@@ -122,6 +124,17 @@ int cs_cli_serve(int argc, char **argv) {
     sp.image_store_bytes = (size_t)num_opt(&opts[O_IMAGESTORE], 64, 1 << 20, &ok) << 20;
     sp.prep_cache_bytes = (size_t)num_opt(&opts[O_PREPCACHE], 32, 1 << 20, &ok) << 20;
     sp.cache_dir = opts[O_CACHEDIR].value;
+    {
+        /* --device / --precision (CAMSERVE_DEVICE / CAMSERVE_PRECISION above) */
+        cs_model_options dmo = {0};
+        cs_error derr = {0};
+        if (cli_device_options(opts[O_DEVICE].value, opts[O_PRECISION].value, &dmo, &derr) != CS_OK) {
+            fprintf(stderr, "camserve serve: %s\n", derr.msg);
+            ok = 0;
+        }
+        sp.device = dmo.device;
+        sp.precision = dmo.precision;
+    }
     sp.cache_disk_bytes = (size_t)num_opt(&opts[O_CACHEDISK], 1024, 1 << 24, &ok) << 20;
     sp.redis_url = opts[O_REDIS].value;
     sp.cache_ttl_s = (int)num_opt(&opts[O_CACHETTL], 86400, 100L * 365 * 86400, &ok);

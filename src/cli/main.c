@@ -1,5 +1,6 @@
 /* camserve: one binary, several subcommands.  Each lives in its own file and
  * is a thin layer: parse options, call the library, format the answer. */
+#include "camserve/cuda.h"
 #include "cli/cli.h"
 
 #include <stdio.h>
@@ -12,18 +13,18 @@ typedef struct command {
 } command;
 
 static const command COMMANDS[] = {
-    {"inspect", cs_cli_inspect, "inspect [--model M] [--json]"},
+    {"inspect", cs_cli_inspect, "inspect [--model M] [--json] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16]"},
     {"classify", cs_cli_classify,
      "classify [--model M] (--image I | --tensor X.npy) [--labels L] [--topk 5] [--json] "
-     "[--save-logits OUT.npy] [--threads T]"},
+     "[--save-logits OUT.npy] [--threads T] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16]"},
     {"explain", cs_cli_explain,
      "explain [--model M] (--image I... | --tensor X.npy) [--method gradcam] [--layer auto|NAME[,NAME]] "
      "[--class top|K|topk:K] [--out DIR] [--json] [--save-cam CAM.npy] [--cam-size layer|input] "
-     "[--aug-smooth] [--eigen-smooth] [--colormap jet|turbo|viridis|inferno] [--alpha A]"},
+     "[--aug-smooth] [--eigen-smooth] [--colormap jet|turbo|viridis|inferno] [--alpha A] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16]"},
     {"preprocess", cs_cli_preprocess, "preprocess [--model M] --image I --save-tensor X.npy"},
     {"bench", cs_cli_bench,
      "bench [--model M] (--image I | --tensor X.npy) [--batch B] [--iters N] [--warmup W] "
-     "[--threads T] [--method M [--layer L]] --json"},
+     "[--threads T] [--method M [--layer L]] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16] --json"},
     {"bench-gemm", cs_cli_bench_gemm, "bench-gemm [--size N (2048)] [--json]"},
     {"eval", cs_cli_eval,
      "eval [--model M] --data DIR [--method gradcam[,gradcam++,...]|none] [--layer auto|NAME] "
@@ -31,7 +32,7 @@ static const command COMMANDS[] = {
     {"pull", cs_cli_pull,
      "pull NAME [--dir DIR] [--force] | pull NAME --url URL --sha256 HEX [--dir DIR] | pull --list"},
     {"cache", cs_cli_cache, "cache stats|clear --cache-dir DIR [--verify] [--json]"},
-    {"serve", cs_cli_serve, "serve [--model PATH[:NAME]]... [--host 127.0.0.1] [--port 8080] [--workers N] [--threads T] [--max-batch B] [--batch-window-ms W] [--queue Q] [--timeout-ms MS] [--cache-mem-mb MB] [--cache-dir DIR] [--max-upload-mb 25] [--max-inflight-mb 64] (see docs/api.md)"},
+    {"serve", cs_cli_serve, "serve [--model PATH[:NAME]]... [--host 127.0.0.1] [--port 8080] [--workers N] [--threads T] [--max-batch B] [--batch-window-ms W] [--queue Q] [--timeout-ms MS] [--cache-mem-mb MB] [--cache-dir DIR] [--max-upload-mb 25] [--max-inflight-mb 64] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16] (see docs/api.md)"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -53,7 +54,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("camserve %s\n", CS_VERSION);
+        char v[128];
+        cs_cuda_versions(v, sizeof v);
+        printf("camserve %s (%s)\n", CS_VERSION, v);
         return 0;
     }
     for (int i = 0; i < NCOMMANDS; i++)

@@ -31,6 +31,16 @@ cs_status cli_load_model(const char *path_or_null, const cs_model_options *opt, 
     return CS_OK;
 }
 
+cs_status cli_device_options(const char *device, const char *precision, cs_model_options *mo,
+                             cs_error *err) {
+    if (!device || !*device) device = getenv("CAMSERVE_DEVICE");
+    if (!precision || !*precision) precision = getenv("CAMSERVE_PRECISION");
+    mo->device = device && *device ? device : "auto";
+    mo->precision = CS_PRECISION_DEFAULT;
+    if (precision && *precision) return cs_precision_parse(precision, &mo->precision, err);
+    return CS_OK;
+}
+
 const char *cli_model_display(const char *path_or_null) {
     return path_or_null ? path_or_null : "default";
 }

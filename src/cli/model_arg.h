@@ -15,6 +15,12 @@
 /* cs_model_load(path) when path is non-NULL, else the embedded default. */
 cs_status cli_load_model(const char *path_or_null, const cs_model_options *opt, cs_model **out,
                          cs_error *err);
+/* --device / --precision into mo: absent options fall back to the
+ * CAMSERVE_DEVICE / CAMSERVE_PRECISION environment, then to "auto" (cuda:0
+ * when built with CUDA and a GPU is usable, else cpu) and the device's
+ * default precision.  The strings are borrowed for the load. */
+cs_status cli_device_options(const char *device, const char *precision, cs_model_options *mo,
+                             cs_error *err);
 /* What to print for --model: the path, or "default". */
 const char *cli_model_display(const char *path_or_null);
 /* The embedded sidecar JSON / labels text when m is the default model; NULL

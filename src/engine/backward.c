@@ -312,7 +312,7 @@ cs_status cs_bwd_build(cs_model *m, cs_plan *p, const int *layers, int nlayers, 
             if (n > b->scratch_n) b->scratch_n = n;
         }
         b->grad_mem = aligned_alloc(64, total * sizeof(float) + 64);
-        b->scratch = aligned_alloc(64, b->scratch_n * sizeof(float) + 64);
+        b->scratch = aligned_alloc(64, ((b->scratch_n * sizeof(float) + 63) & ~(size_t)63) + 64);
         if (!b->grad_mem || !b->scratch) st = cs_errorf(err, CS_ENOMEM, "out of memory for gradients");
     }
     if (st == CS_OK) {

@@ -19,6 +19,37 @@
 
 /* Weights reordered into the layout a primitive asked for, once per model.
  * Keyed by node: a plan whose primitive wants the same md shares it. */
+/* A compute backend other than the CPU one (src/cuda).  A model loaded for
+ * another device still goes through the CPU loader (graph, folding, the
+ * batch-1 CPU plan that validates shapes and finds the layers); then
+ * model_init prepares the device side (weights uploaded once) and the
+ * session entry points of model.c forward to the table.  The model.c
+ * wrappers validate the arguments (batch, finite input, layer indices)
+ * before calling; values are graph value indices, not layer indices. */
+typedef struct cs_backend {
+    const char *name;
+    /* Prepares model m for device `device` at precision prec (not DEFAULT);
+     * *out is freed with model_free. */
+    cs_status (*model_init)(cs_model *m, int device, cs_precision prec, void **out, cs_error *err);
+    void (*model_free)(void *bm);
+    cs_status (*session_create)(const cs_model *m, void *bm, void **out, cs_error *err);
+    void (*session_free)(void *bs);
+    cs_status (*run)(void *bs, const float *input, int batch, float *logits, cs_error *err);
+    cs_status (*run_with_layer)(void *bs, const float *input, int batch, int value,
+                                const float *values, float *logits, cs_error *err);
+    cs_status (*forward_keep)(void *bs, const float *input, int batch, const int *values, int n,
+                              float *logits, cs_error *err);
+    cs_status (*backward)(void *bs, const int *classes, cs_error *err);
+    /* host fp32 NCHW copies, owned by the session, valid until its next call */
+    cs_status (*layer)(void *bs, int value, const float **act, const float **grad, int64_t dims[4],
+                       cs_error *err);
+    cs_status (*gradcam)(void *bs, int value, const float **map, int64_t dims[3], cs_error *err);
+} cs_backend;
+
+/* The CUDA backend's table (src/cuda/cuda_backend.c); exists only in builds
+ * with CS_HAVE_CUDA. */
+const cs_backend *cs_cuda_backend(void);
+
 typedef struct cs_packed {
     dnnl_memory_desc_t md;
     void *data; /* NULL: nothing packed for this node */
@@ -57,6 +88,12 @@ struct cs_model {
     int nhist;
     const char **hist_names;
     int *hist_counts;
+
+    /* the device: "cpu" (be NULL) or a backend's name and its model state */
+    char device[24];
+    cs_precision precision;
+    const cs_backend *be;
+    void *be_model;
 };
 
 typedef struct cs_plan cs_plan;

@@ -5,6 +5,9 @@
  * candidates.  After it returns, nothing in the model is written again. */
 #include "engine/engine_internal.h"
 #include "onnx/onnx_load.h"
+#ifdef CS_HAVE_CUDA
+#include "camserve/cuda.h"
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -276,6 +279,83 @@ static cs_status model_finish(cs_model *m, int pack, cs_error *err) {
     return st;
 }
 
+/* ---- devices -------------------------------------------------------------------- */
+
+const char *cs_precision_name(cs_precision p) {
+    switch (p) {
+    case CS_PRECISION_FP32: return "fp32";
+    case CS_PRECISION_FP16: return "fp16";
+    case CS_PRECISION_BF16: return "bf16";
+    default: return "default";
+    }
+}
+
+cs_status cs_precision_parse(const char *s, cs_precision *out, cs_error *err) {
+    static const cs_precision all[] = {CS_PRECISION_DEFAULT, CS_PRECISION_FP32, CS_PRECISION_FP16,
+                                       CS_PRECISION_BF16};
+    for (size_t i = 0; s && i < sizeof all / sizeof *all; i++)
+        if (strcmp(s, cs_precision_name(all[i])) == 0) {
+            *out = all[i];
+            return CS_OK;
+        }
+    return cs_errorf(err, CS_EINVAL, "precision must be fp32, fp16 or bf16, got '%s'", s ? s : "");
+}
+
+/* Puts m on the device opt asks for: nothing to do for the CPU (the load
+ * already built everything), the backend's model_init for a GPU. */
+static cs_status model_attach_device(cs_model *m, const cs_model_options *opt, cs_error *err) {
+    const char *dev = opt && opt->device ? opt->device : "cpu";
+    cs_precision prec = opt ? opt->precision : CS_PRECISION_DEFAULT;
+    bool is_auto = strcmp(dev, "auto") == 0;
+    int index = -1; /* -1: cpu */
+    if (is_auto) {
+#ifdef CS_HAVE_CUDA
+        int n = 0;
+        if (cs_cuda_device_count(&n, NULL) == CS_OK && n > 0) index = 0;
+#endif
+    } else if (strcmp(dev, "cuda") == 0) {
+        index = 0;
+    } else if (strncmp(dev, "cuda:", 5) == 0) {
+        char *end;
+        long v = strtol(dev + 5, &end, 10);
+        if (!dev[5] || *end || v < 0 || v > 255)
+            return cs_errorf(err, CS_EINVAL, "device must be cpu, cuda, cuda:N or auto, got '%s'", dev);
+        index = (int)v;
+    } else if (strcmp(dev, "cpu") != 0) {
+        return cs_errorf(err, CS_EINVAL, "device must be cpu, cuda, cuda:N or auto, got '%s'", dev);
+    }
+    if (index < 0) {
+        /* the CPU engine computes in fp32; "auto" falling back to the CPU
+         * keeps working, an explicit cpu + half precision is a mistake */
+        if (!is_auto && prec != CS_PRECISION_DEFAULT && prec != CS_PRECISION_FP32)
+            return cs_errorf(err, CS_EUNSUPPORTED, "precision %s needs a GPU device (--device cuda); the CPU backend computes in fp32",
+                             cs_precision_name(prec));
+        snprintf(m->device, sizeof m->device, "cpu");
+        m->precision = CS_PRECISION_FP32;
+        return CS_OK;
+    }
+    if (prec == CS_PRECISION_DEFAULT) prec = CS_PRECISION_FP16;
+#ifdef CS_HAVE_CUDA
+    m->be = cs_cuda_backend();
+    cs_status st = m->be->model_init(m, index, prec, &m->be_model, err);
+    if (st != CS_OK) {
+        m->be = NULL;
+        m->be_model = NULL;
+        return st;
+    }
+    snprintf(m->device, sizeof m->device, "cuda:%d", index);
+    m->precision = prec;
+    return CS_OK;
+#else
+    return cs_errorf(err, CS_EUNSUPPORTED, "device '%s': camserve was built without CUDA support", dev);
+#endif
+}
+
+const char *cs_model_device(const cs_model *m) { return m->device[0] ? m->device : "cpu"; }
+cs_precision cs_model_precision(const cs_model *m) {
+    return m->precision == CS_PRECISION_DEFAULT ? CS_PRECISION_FP32 : m->precision;
+}
+
 cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_options *opt,
                                cs_model **out, cs_error *err) {
     *out = NULL;
@@ -293,6 +373,7 @@ cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_optio
     cs_status st = cs_onnx_parse(buf, len, &m->g, err);
     double t1 = cs_now_ms();
     if (st == CS_OK) st = model_init(m, opt, err);
+    if (st == CS_OK) st = model_attach_device(m, opt, err);
     if (getenv("CS_TRACE")) fprintf(stderr, "load: parse %.1f ms, init %.1f ms\n", t1 - t0, cs_now_ms() - t1);
     if (st != CS_OK) {
         cs_model_free(m);
@@ -315,6 +396,13 @@ cs_status cs_model_load(const char *path, const cs_model_options *opt, cs_model 
         if (pst == CS_OK) pst = op_histogram(m, &m->g, &perr);
         if (pst == CS_OK) pst = model_finish(m, 0, &perr);
         if (pst == CS_OK && (m->path = strdup(path))) {
+            /* a device that cannot take the model fails the load: the
+             * ONNX path below would fail the same way */
+            pst = model_attach_device(m, opt, err);
+            if (pst != CS_OK) {
+                cs_model_free(m);
+                return cs_error_prefix(err, "%s", path);
+            }
             *out = m;
             return CS_OK;
         }
@@ -366,6 +454,7 @@ int cs_model_from_cache(const cs_model *m) { return m->prep_map != NULL; }
 
 void cs_model_free(cs_model *m) {
     if (!m) return;
+    if (m->be && m->be_model) m->be->model_free(m->be_model);
     if (m->eng) dnnl_engine_destroy(m->eng);
     cs_arena_free(&m->pack_arena);
     cs_arena_free(&m->bwd_arena);
@@ -429,6 +518,7 @@ typedef struct plan_slot {
 
 struct cs_session {
     const cs_model *m;
+    void *be; /* the device backend's session (m->be), else NULL */
     dnnl_stream_t stream;
     plan_slot slots[SESSION_MAX_PLANS];
     unsigned long tick;
@@ -443,6 +533,15 @@ cs_status cs_session_create(const cs_model *m, cs_session **out, cs_error *err) 
     cs_session *s = calloc(1, sizeof *s);
     if (!s) return cs_errorf(err, CS_ENOMEM, "out of memory");
     s->m = m;
+    if (m->be) {
+        cs_status st = m->be->session_create(m, m->be_model, &s->be, err);
+        if (st != CS_OK) {
+            free(s);
+            return st;
+        }
+        *out = s;
+        return CS_OK;
+    }
     if (dnnl_stream_create(&s->stream, m->eng, dnnl_stream_default_flags) != dnnl_success) {
         free(s);
         return cs_errorf(err, CS_EBACKEND, "oneDNN stream could not be created");
@@ -453,6 +552,11 @@ cs_status cs_session_create(const cs_model *m, cs_session **out, cs_error *err) 
 
 void cs_session_free(cs_session *s) {
     if (!s) return;
+    if (s->be) {
+        s->m->be->session_free(s->be);
+        free(s);
+        return;
+    }
     for (int i = 0; i < SESSION_MAX_PLANS; i++) {
         cs_bwd_free(s->slots[i].bwd);
         cs_plan_free(s->slots[i].plan);
@@ -526,6 +630,7 @@ static cs_status check_input(const cs_session *s, const float *input, int batch,
 cs_status cs_session_run(cs_session *s, const float *input, int batch, float *logits,
                          cs_error *err) {
     cs_status st = check_input(s, input, batch, err);
+    if (st == CS_OK && s->be) return s->m->be->run(s->be, input, batch, logits, err);
     plan_slot *sl;
     if (st == CS_OK) st = session_slot(s, batch, NULL, 0, -1, &sl, err);
     if (st != CS_OK) return st;
@@ -538,6 +643,7 @@ cs_status cs_session_run_with_layer(cs_session *s, const float *input, int batch
     if (layer < 0 || layer >= m->nlayers) return cs_errorf(err, CS_EINVAL, "layer index %d out of range", layer);
     int v = m->layers[layer];
     cs_status st = check_input(s, input, batch, err);
+    if (st == CS_OK && s->be) return m->be->run_with_layer(s->be, input, batch, v, layer_values, logits, err);
     plan_slot *sl;
     if (st == CS_OK) st = session_slot(s, batch, &v, 1, v, &sl, err);
     if (st != CS_OK) return st;
@@ -558,6 +664,7 @@ cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, 
         vals[i] = m->layers[layers[i]];
     }
     cs_status st = check_input(s, input, batch, err);
+    if (st == CS_OK && s->be) return m->be->forward_keep(s->be, input, batch, vals, nlayers, logits, err);
     int *keep = NULL, nkeep = 0;
     if (st == CS_OK) st = cs_bwd_keep_set(m, vals, nlayers, &keep, &nkeep, err);
     plan_slot *sl = NULL;
@@ -584,6 +691,7 @@ cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, 
 }
 
 cs_status cs_session_backward(cs_session *s, const int *classes, cs_error *err) {
+    if (s->be) return s->m->be->backward(s->be, classes, err);
     if (!s->explain) return cs_errorf(err, CS_EINVAL, "cs_session_backward needs a forward_keep first");
     cs_status st = cs_bwd_run(s->explain->bwd, s->stream, classes, err);
     s->have_grad = st == CS_OK;
@@ -593,6 +701,11 @@ cs_status cs_session_backward(cs_session *s, const int *classes, cs_error *err) 
 cs_status cs_session_layer(cs_session *s, int layer, const float **act, const float **grad,
                            int64_t dims[4], cs_error *err) {
     const cs_model *m = s->m;
+    if (s->be) {
+        if (layer < 0 || layer >= m->nlayers)
+            return cs_errorf(err, CS_EINVAL, "layer index %d out of range", layer);
+        return m->be->layer(s->be, m->layers[layer], act, grad, dims, err);
+    }
     if (!s->explain) return cs_errorf(err, CS_EINVAL, "no explanation run on this session");
     if (layer < 0 || layer >= m->nlayers) return cs_errorf(err, CS_EINVAL, "layer index %d out of range", layer);
     int v = m->layers[layer];
@@ -602,4 +715,12 @@ cs_status cs_session_layer(cs_session *s, int layer, const float **act, const fl
     *grad = s->have_grad ? cs_bwd_grad(s->explain->bwd, v) : NULL;
     for (int i = 0; i < 4; i++) dims[i] = sh->dims[i];
     return CS_OK;
+}
+
+cs_status cs_session_gradcam(cs_session *s, int layer, const float **map, int64_t dims[3],
+                             cs_error *err) {
+    const cs_model *m = s->m;
+    if (layer < 0 || layer >= m->nlayers) return cs_errorf(err, CS_EINVAL, "layer index %d out of range", layer);
+    if (!s->be) return cs_errorf(err, CS_EUNSUPPORTED, "the CPU backend computes CAM maps in src/cam");
+    return m->be->gradcam(s->be, m->layers[layer], map, dims, err);
 }

@@ -357,6 +357,26 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         for (int l = 0; l < o.nlayers; l++) {
             const float *a, *g;
             int64_t d[4];
+            if (o.method == CS_CAM_METHOD_GRADCAM && !o.eigen_smooth) {
+                /* a GPU session computes the map where the tensors are and
+                 * hands back n x h x w floats instead of two layers */
+                const float *map;
+                int64_t md[3];
+                cs_error gerr = {0};
+                if (cs_session_gradcam(s, o.layers[l], &map, md, &gerr) == CS_OK) {
+                    memcpy(raws[l], map, (size_t)(nb * lh[l] * lw[l]) * sizeof(float));
+                    if (l == 0 && scaled) {
+                        memcpy(scaled, map, (size_t)(nb * lh[l] * lw[l]) * sizeof(float));
+                        cs_cam_scale(scaled, nb, lh[l] * lw[l]);
+                    }
+                    continue;
+                }
+                if (gerr.code != CS_EUNSUPPORTED) {
+                    if (err) *err = gerr;
+                    st = gerr.code;
+                    goto fail;
+                }
+            }
             st = cs_session_layer(s, o.layers[l], &a, &g, d, err);
             if (st != CS_OK) goto fail;
             /* copies: ScoreCAM/AblationCAM run other plans on this session */

@@ -475,7 +475,8 @@ static cs_status load_file(cs_svc *s, const char *name, const char *path, bool c
      * prepared-model cache under --cache-dir, which also skips parsing and
      * weight packing on a restart) */
     cs_status st = CS_OK;
-    cs_model_options mo = {.num_threads = s->p.threads, .compute_digest = 1, .prepared_dir = s->prepared_dir};
+    cs_model_options mo = {.num_threads = s->p.threads, .compute_digest = 1, .prepared_dir = s->prepared_dir,
+                           .device = s->p.device, .precision = s->p.precision};
     if ((st = cs_model_load(path, &mo, &smp->m, err)) != CS_OK) cs_error_prefix(err, "%s", path);
     else if (!cs_model_digest(smp->m, smp->digest)) st = cs_errorf(err, CS_EINTERNAL, "model digest missing");
     if (st != CS_OK) {
@@ -546,7 +547,7 @@ cs_status cs_svc_add_model_buffer(cs_svc *s, const char *name, const void *buf, 
     if (!smp) return cs_errorf(err, CS_ENOMEM, "out of memory");
     cs_status st = CS_OK;
     if (!sha256(buf, len, smp->digest)) st = cs_errorf(err, CS_EINTERNAL, "SHA-256 failed");
-    cs_model_options mo = {.num_threads = s->p.threads};
+    cs_model_options mo = {.num_threads = s->p.threads, .device = s->p.device, .precision = s->p.precision};
     if (st == CS_OK && (st = cs_model_load_buffer(buf, len, &mo, &smp->m, err)) != CS_OK)
         cs_error_prefix(err, "model '%s'", name);
     if (st != CS_OK) {

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# --device / --precision on a machine without a usable GPU (the CPU CI):
+# asking for CUDA fails with one clear line, never a crash or a silent CPU
+# run; auto falls back to the CPU.  On a machine with a GPU the CUDA checks
+# are test_cuda's (label gpu); this script then only checks the flags' parsing
+# and exits 77 (skipped) for the rest.
+#
+#   bash tests/cli/cuda_device.sh CAMSERVE_BIN SOURCE_DIR SHARED_DIR
+set -u
+bin=$1
+src=$2
+model=$src/tests/golden/resnet_basic/model.onnx
+x=$src/tests/golden/resnet_basic/input.npy
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+ok() { echo "ok:   $*"; }
+unset CAMSERVE_DEVICE CAMSERVE_PRECISION
+
+# run NAME WANT_RC CMD...: stdout/stderr in $tmp/out, $tmp/err
+run() {
+    local name=$1 want=$2
+    shift 2
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    local rc=$?
+    if [ "$rc" -ne "$want" ]; then
+        fail "$name: exit $rc, want $want; stderr: $(head -c 600 "$tmp/err")"
+        return 1
+    fi
+    ok "$name (exit $rc)"
+}
+has() { grep -q -- "$2" "$tmp/err" || fail "$1: stderr lacks '$2': $(head -c 600 "$tmp/err")"; }
+
+run "bad device" 1 "$bin" classify --model "$model" --tensor "$x" --device tpu && has "bad device" "device must be cpu, cuda, cuda:N or auto"
+run "bad precision" 1 "$bin" classify --model "$model" --tensor "$x" --device cpu --precision fp8 && has "bad precision" "precision must be fp32, fp16 or bf16"
+run "cpu + fp16" 1 "$bin" classify --model "$model" --tensor "$x" --device cpu --precision fp16 && has "cpu + fp16" "needs a GPU device"
+run "cpu + fp32" 0 "$bin" classify --model "$model" --tensor "$x" --device cpu --precision fp32
+run "inspect device" 0 "$bin" inspect --model "$model" --json --device cpu
+grep -q '"device": *"cpu"' "$tmp/out" || fail "inspect --json does not report the device: $(head -c 300 "$tmp/out")"
+
+if ! "$bin" version | grep -q "built without CUDA"; then
+    run "inspect auto" 0 "$bin" inspect --model "$model" --json --device auto
+    if grep -q '"device": *"cuda' "$tmp/out"; then
+        echo "a GPU is usable here: the CUDA checks are test_cuda's (ctest -L gpu)"
+        [ "$fails" -eq 0 ] && exit 77
+        exit 1
+    fi
+fi
+
+# no GPU (or no CUDA in this build): every command refuses cuda with the reason
+for cmd in classify explain bench; do
+    extra=""
+    [ "$cmd" = bench ] && extra="--iters 1 --json"
+    run "$cmd --device cuda" 1 "$bin" $cmd --model "$model" --tensor "$x" --device cuda $extra
+    if "$bin" version | grep -q "built without CUDA"; then
+        has "$cmd --device cuda" "camserve was built without CUDA support"
+    else
+        has "$cmd --device cuda" "no usable GPU"
+    fi
+    grep -qE 'AddressSanitizer|runtime error|Segmentation' "$tmp/err" && fail "$cmd: crash"
+done
+run "cuda:3" 1 "$bin" classify --model "$model" --tensor "$x" --device cuda:3
+run "CAMSERVE_DEVICE=cuda" 1 env CAMSERVE_DEVICE=cuda "$bin" classify --model "$model" --tensor "$x"
+run "auto falls back to cpu" 0 "$bin" classify --model "$model" --tensor "$x" --device auto --json
+run "serve --device cuda" 1 timeout 20 "$bin" serve --model "$model" --port 0 --device cuda
+has "serve --device cuda" "CUDA"
+
+[ "$fails" -eq 0 ] || { echo "$fails check(s) failed"; exit 1; }
+echo "all checks passed"

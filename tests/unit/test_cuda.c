@@ -1,0 +1,458 @@
+/* The CUDA backend against the CPU backend (ctest label gpu), and the
+ * backend's host-side helpers (--host-only, label unit).
+ *
+ * On a GPU, for every golden family (tests/golden/<family>/model.onnx +
+ * input.npy) and the embedded default model:
+ *   fp32: max |gpu - cpu| <= 1e-3 * max |cpu| over the logits;
+ *   fp16, bf16: the same top-1 per image and max rel err <= 2e-2;
+ *   GradCAM (the device map of cs_session_gradcam, default layer, top-1
+ *   class) correlates >= 0.99 with the CPU fp32 map (src/cam);
+ *   the captured graph's replay equals the first (eager) run within 1e-5,
+ *   two replays are bit-identical, and an eager session
+ *   (CS_CUDA_GRAPHS=0) agrees with the graphs within 1e-5;
+ *   batch N equals N runs of batch 1 (within 1e-3 relative);
+ *   run_with_layer fed the layer's own values gives the plain logits.
+ * Where camserve was built without CUDA or no GPU is usable, it prints why
+ * and exits 77, which ctest reports as skipped. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "camserve/cam.h"
+#include "camserve/cuda.h"
+#include "camserve/engine.h"
+#include "camserve/models.h"
+#include "camserve/npy.h"
+#ifdef CS_HAVE_CUDA
+#include "cuda/cuda_internal.h"
+#endif
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* CS_GOLDEN_DIR=DIR: another reference set (bench/gpu.sh runs the binary
+ * away from the source tree it was built in) */
+#define GOLDEN_DIR (getenv("CS_GOLDEN_DIR") && *getenv("CS_GOLDEN_DIR") ? getenv("CS_GOLDEN_DIR") \
+                                                                     : CS_SOURCE_DIR "/tests/golden")
+#define MAX_FAMILIES 64
+
+/* ---- host-side helpers ------------------------------------------------------------ */
+#ifdef CS_HAVE_CUDA
+
+static void test_f16_rounding(void **state) {
+    (void)state;
+    struct { float x; uint16_t h; } cases[] = {
+        {1.f, 0x3c00}, {-2.f, 0xc000}, {65504.f, 0x7bff}, {65519.f, 0x7bff}, {65520.f, 0x7c00},
+        {1e9f, 0x7c00}, {0.1f, 0x2e66}, {0.f, 0x0000}, {-0.f, 0x8000},
+        {5.9604644775390625e-08f, 0x0001},         /* 2^-24, smallest subnormal */
+        {2.98023223876953125e-08f, 0x0000},        /* 2^-25: a tie, to even (0) */
+        {4.470348358154296875e-08f, 0x0001},       /* 1.5 * 2^-25 */
+        {6.103515625e-05f, 0x0400},                /* 2^-14, smallest normal */
+        {1.00048828125f, 0x3c00},                  /* 1 + 2^-11: a tie, to even */
+        {1.00146484375f, 0x3c02},                  /* 1 + 3 * 2^-11: a tie, to even (up) */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        uint16_t h = cs_cuda_f32_to_f16(cases[i].x);
+        if (h != cases[i].h) fail_msg("f16(%g) = 0x%04x, want 0x%04x", (double)cases[i].x, h, cases[i].h);
+    }
+    uint16_t nan = cs_cuda_f32_to_f16(NAN);
+    assert_true((nan & 0x7c00) == 0x7c00 && (nan & 0x3ff) != 0);
+    /* every finite half survives a round trip through fp32 */
+    for (uint32_t b = 0; b < 0x10000; b++) {
+        if ((b & 0x7c00) == 0x7c00) continue;
+        float f = cs_cuda_f16_to_f32((uint16_t)b);
+        if (cs_cuda_f32_to_f16(f) != b) fail_msg("half 0x%04x -> %g -> 0x%04x", b, (double)f, cs_cuda_f32_to_f16(f));
+    }
+    assert_true(cs_cuda_f16_to_f32(0x3555) > 0.3332f && cs_cuda_f16_to_f32(0x3555) < 0.3334f);
+}
+
+static void test_bf16_rounding(void **state) {
+    (void)state;
+    assert_int_equal(cs_cuda_f32_to_bf16(1.f), 0x3f80);
+    assert_int_equal(cs_cuda_f32_to_bf16(-2.f), 0xc000);
+    assert_int_equal(cs_cuda_f32_to_bf16(1.00390625f), 0x3f80);  /* tie, to even */
+    assert_int_equal(cs_cuda_f32_to_bf16(1.01171875f), 0x3f82);  /* tie, to even (up) */
+    assert_int_equal(cs_cuda_f32_to_bf16(1.0078125f), 0x3f81);
+    for (uint32_t b = 0; b < 0x10000; b++) {
+        if ((b & 0x7f80) == 0x7f80) continue;
+        float f = cs_cuda_bf16_to_f32((uint16_t)b);
+        if (cs_cuda_f32_to_bf16(f) != b) fail_msg("bf16 0x%04x round trip", b);
+    }
+    uint16_t nan = cs_cuda_f32_to_bf16(NAN);
+    assert_true((nan & 0x7f80) == 0x7f80 && (nan & 0x7f) != 0);
+}
+
+static void test_filter_layout(void **state) {
+    (void)state;
+    enum { O = 3, I = 2, KH = 2, KW = 3 };
+    float src[O * I * KH * KW], dst[O * I * KH * KW];
+    for (int i = 0; i < O * I * KH * KW; i++) src[i] = (float)i;
+    cs_cuda_oihw_to_ohwi(src, dst, O, I, KH, KW);
+    for (int o = 0; o < O; o++)
+        for (int i = 0; i < I; i++)
+            for (int h = 0; h < KH; h++)
+                for (int w = 0; w < KW; w++)
+                    assert_true(dst[((o * KH + h) * KW + w) * I + i] == src[((o * I + i) * KH + h) * KW + w]);
+    int64_t d[4] = {2, 3, 4, 5}, s[4];
+    cs_cuda_nhwc_strides(d, s);
+    assert_true(s[0] == 60 && s[1] == 1 && s[2] == 15 && s[3] == 3);
+}
+
+/* what k_strided does, on the host */
+static void walk_run(const cs_cuda_walk *w, int op, float *out, const float *a, const float *b) {
+    int64_t n = 1;
+    for (int d = 0; d < w->nd; d++) n *= w->dims[d];
+    for (int64_t i = 0; i < n; i++) {
+        int64_t r = i, oo = 0, oa = 0, ob = 0;
+        for (int d = w->nd - 1; d >= 0; d--) {
+            int64_t c = r % w->dims[d];
+            r /= w->dims[d];
+            oo += c * w->so[d];
+            oa += c * w->sa[d];
+            ob += c * w->sb[d];
+        }
+        out[oo] = op == CS_BIN_ADD ? a[oa] + b[ob] : a[oa];
+    }
+}
+
+static void test_walks(void **state) {
+    (void)state;
+    int64_t d[4] = {2, 3, 4, 5}, nchw[4], nhwc[4];
+    cs_cuda_dense_strides(4, d, nchw);
+    cs_cuda_nhwc_strides(d, nhwc);
+    float x[120], y[120], z[120];
+    for (int i = 0; i < 120; i++) x[i] = (float)i;
+    /* NCHW -> NHWC, and back */
+    cs_cuda_walk w;
+    assert_int_equal(cs_cuda_walk_make(&w, 4, d, nhwc, nchw, NULL), 0);
+    assert_true(w.so[w.nd - 1] == 1); /* writes walk the output in memory order */
+    walk_run(&w, CS_BIN_COPY, y, x, NULL);
+    for (int n = 0; n < 2; n++)
+        for (int c = 0; c < 3; c++)
+            for (int h = 0; h < 4; h++)
+                for (int ww = 0; ww < 5; ww++)
+                    assert_true(y[n * 60 + h * 15 + ww * 3 + c] == x[n * 60 + c * 20 + h * 5 + ww]);
+    assert_int_equal(cs_cuda_walk_make(&w, 4, d, nchw, nhwc, NULL), 0);
+    walk_run(&w, CS_BIN_COPY, z, y, NULL);
+    assert_memory_equal(x, z, sizeof x);
+    /* a dense copy collapses to one dim */
+    assert_int_equal(cs_cuda_walk_make(&w, 4, d, nchw, nchw, NULL), 0);
+    assert_int_equal(w.nd, 1);
+    assert_true(w.dims[0] == 120);
+    /* broadcast add of a per-channel [1,3,1,1] onto NHWC */
+    float bias[3] = {100.f, 200.f, 300.f};
+    int64_t sb[4] = {0, 1, 0, 0};
+    assert_int_equal(cs_cuda_walk_make(&w, 4, d, nhwc, nhwc, sb), 0);
+    walk_run(&w, CS_BIN_ADD, z, y, bias);
+    for (int i = 0; i < 120; i++) assert_true(z[i] == y[i] + bias[i % 3]);
+    /* size-1 dims drop out; too many dims is refused */
+    int64_t d1[3] = {1, 7, 1}, s1[3] = {7, 1, 1};
+    assert_int_equal(cs_cuda_walk_make(&w, 3, d1, s1, s1, NULL), 0);
+    assert_true(w.nd == 1 && w.dims[0] == 7);
+    int64_t d8[8] = {2, 2, 2, 2, 2, 2, 2, 2}, s8[8], t8[8];
+    cs_cuda_dense_strides(8, d8, s8);
+    for (int i = 0; i < 8; i++) t8[i] = s8[7 - i]; /* a full reversal cannot merge */
+    assert_int_equal(cs_cuda_walk_make(&w, 8, d8, s8, t8, NULL), -1);
+}
+
+static int run_host_tests(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_f16_rounding),
+        cmocka_unit_test(test_bf16_rounding),
+        cmocka_unit_test(test_filter_layout),
+        cmocka_unit_test(test_walks),
+    };
+    return cmocka_run_group_tests_name("cuda_host", tests, NULL, NULL);
+}
+
+/* ---- GPU parity ---------------------------------------------------------------------- */
+
+typedef struct family {
+    char name[256];
+    char dir[1024];
+} family;
+
+static family g_fam[MAX_FAMILIES];
+static char g_names[MAX_FAMILIES][300];
+
+static int has(const char *dir, const char *name) {
+    char p[1400];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int cmp_family(const void *a, const void *b) {
+    return strcmp(((const family *)a)->name, ((const family *)b)->name);
+}
+
+static int find_families(void) {
+    DIR *d = opendir(GOLDEN_DIR);
+    int n = 0;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) && n < MAX_FAMILIES - 1) {
+            if (e->d_name[0] == '.') continue;
+            family *f = &g_fam[n];
+            snprintf(f->name, sizeof f->name, "%s", e->d_name);
+            snprintf(f->dir, sizeof f->dir, "%s/%s", GOLDEN_DIR, e->d_name);
+            if (has(f->dir, "model.onnx") && has(f->dir, "input.npy")) n++;
+        }
+        closedir(d);
+    }
+    qsort(g_fam, (size_t)n, sizeof *g_fam, cmp_family);
+    snprintf(g_fam[n].name, sizeof g_fam[n].name, "default_model"); /* dir "" = embedded */
+    g_fam[n].dir[0] = 0;
+    return n + 1;
+}
+
+static cs_model *load(const family *f, const char *device, cs_precision prec) {
+    cs_model_options o = {.device = device, .precision = prec};
+    cs_model *m = NULL;
+    cs_error err = {0};
+    cs_status st;
+    if (f->dir[0]) {
+        char p[1400];
+        snprintf(p, sizeof p, "%s/model.onnx", f->dir);
+        st = cs_model_load(p, &o, &m, &err);
+    } else {
+        const void *buf;
+        size_t len;
+        const char *sc, *lb;
+        st = cs_models_default(&buf, &len, &sc, &lb, &err);
+        if (st == CS_OK) st = cs_model_load_buffer(buf, len, &o, &m, &err);
+    }
+    if (st != CS_OK) fail_msg("%s on %s/%s: %s", f->name, device, cs_precision_name(prec), err.msg);
+    return m;
+}
+
+/* the family's input, or a deterministic pattern of the model's shape */
+static float *input_of(const family *f, const cs_model *m, int *batch) {
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
+    if (f->dir[0]) {
+        char p[1400];
+        cs_npy in;
+        cs_error err = {0};
+        snprintf(p, sizeof p, "%s/input.npy", f->dir);
+        if (cs_npy_load(p, &in, &err) != CS_OK) fail_msg("%s: %s", f->name, err.msg);
+        *batch = (int)in.dims[0];
+        return in.data;
+    }
+    *batch = 2;
+    float *x = malloc((size_t)(2 * per) * sizeof(float));
+    assert_non_null(x);
+    for (int64_t i = 0; i < 2 * per; i++) x[i] = (float)sin(0.01 * (double)i) * 1.5f;
+    return x;
+}
+
+static double max_abs(const float *a, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i]));
+    return m;
+}
+
+static double rel_err(const float *a, const float *ref, int64_t n) {
+    double d = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)ref[i]);
+        if (isnan(e)) return INFINITY;
+        d = fmax(d, e);
+    }
+    return d / (max_abs(ref, n) + 1e-12);
+}
+
+static int64_t argmax(const float *x, int64_t n) {
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static double correlation(const float *a, const float *b, int64_t n) {
+    double ma = 0, mb = 0, sab = 0, saa = 0, sbb = 0;
+    for (int64_t i = 0; i < n; i++) ma += a[i], mb += b[i];
+    ma /= (double)n;
+    mb /= (double)n;
+    for (int64_t i = 0; i < n; i++) {
+        sab += (a[i] - ma) * (b[i] - mb);
+        saa += (a[i] - ma) * (a[i] - ma);
+        sbb += (b[i] - mb) * (b[i] - mb);
+    }
+    if (saa == 0 && sbb == 0) return 1.0; /* both flat: the same map */
+    return sab / sqrt(saa * sbb + 1e-30);
+}
+
+#define CHECK(call)                                                                      \
+    do {                                                                                 \
+        cs_error e_ = {0};                                                               \
+        cs_error *err = &e_;                                                             \
+        if ((call) != CS_OK) fail_msg("%s: %s: %s", f->name, #call, e_.msg);             \
+        (void)err;                                                                       \
+    } while (0)
+
+/* CPU fp32 GradCAM (raw, batch x h x w) of the default layer at top-1 */
+static float *cpu_gradcam(const family *f, cs_session *s, const float *x, int batch, int layer, int ncls,
+                          const int *cls, int64_t dims[4]) {
+    float *logits = malloc((size_t)(batch * ncls) * sizeof(float));
+    assert_non_null(logits);
+    CHECK(cs_session_forward_keep(s, x, batch, &layer, 1, logits, err));
+    CHECK(cs_session_backward(s, cls, err));
+    const float *a, *g;
+    CHECK(cs_session_layer(s, layer, &a, &g, dims, err));
+    assert_non_null(g);
+    int64_t hw = dims[2] * dims[3];
+    float *raw = malloc((size_t)(batch * hw) * sizeof(float));
+    assert_non_null(raw);
+    CHECK(cs_cam_compute_raw(CS_CAM_METHOD_GRADCAM, a, g, batch, (int)dims[1], (int)dims[2], (int)dims[3], NULL,
+                             raw, err));
+    free(logits);
+    return raw;
+}
+
+static void test_family(void **state) {
+    const family *f = *state;
+    cs_model *mc = load(f, "cpu", CS_PRECISION_FP32);
+    cs_model_info info;
+    cs_model_get_info(mc, &info);
+    int batch;
+    float *x = input_of(f, mc, &batch);
+    int ncls = (int)info.num_classes;
+    int64_t nl = (int64_t)batch * ncls;
+    float *ref = malloc((size_t)nl * sizeof(float)), *got = malloc((size_t)nl * sizeof(float));
+    float *again = malloc((size_t)nl * sizeof(float));
+    int *cls = malloc((size_t)batch * sizeof(int));
+    assert_true(ref && got && again && cls);
+    cs_session *sc;
+    CHECK(cs_session_create(mc, &sc, err));
+    CHECK(cs_session_run(sc, x, batch, ref, err));
+    for (int i = 0; i < batch; i++) cls[i] = (int)argmax(ref + (int64_t)i * ncls, ncls);
+    int layer = cs_model_default_layer(mc);
+    int64_t ldims[4];
+    float *cam_ref = cpu_gradcam(f, sc, x, batch, layer, ncls, cls, ldims);
+
+    const cs_precision precs[] = {CS_PRECISION_FP32, CS_PRECISION_FP16, CS_PRECISION_BF16};
+    for (int pi = 0; pi < 3; pi++) {
+        cs_precision pr = precs[pi];
+        cs_model *mg = load(f, "cuda:0", pr);
+        assert_string_equal(cs_model_device(mg), "cuda:0");
+        cs_session *sg;
+        CHECK(cs_session_create(mg, &sg, err));
+        CHECK(cs_session_run(sg, x, batch, got, err));
+        double e = rel_err(got, ref, nl);
+        double tol = pr == CS_PRECISION_FP32 ? 1e-3 : 2e-2;
+        if (!(e <= tol)) fail_msg("%s %s: logits max rel err %g > %g", f->name, cs_precision_name(pr), e, tol);
+        if (pr != CS_PRECISION_FP32)
+            for (int i = 0; i < batch; i++)
+                if (argmax(got + (int64_t)i * ncls, ncls) != cls[i])
+                    fail_msg("%s %s: image %d top-1 %lld, cpu %d", f->name, cs_precision_name(pr), i,
+                             (long long)argmax(got + (int64_t)i * ncls, ncls), cls[i]);
+        /* run 1 was eager, run 2 is captured and replayed, run 3 replays:
+         * the same computation (cuDNN/cuBLAS could in principle pick other
+         * kernels inside a capture, hence a tolerance for 1 vs 2), and a
+         * replay is deterministic (bit for bit, 2 vs 3) */
+        CHECK(cs_session_run(sg, x, batch, again, err));
+        double er = rel_err(again, got, nl);
+        if (!(er <= 1e-5)) fail_msg("%s %s: the graph replay differs from the eager run by %g", f->name,
+                                    cs_precision_name(pr), er);
+        CHECK(cs_session_run(sg, x, batch, got, err));
+        if (memcmp(got, again, (size_t)nl * sizeof(float)) != 0)
+            fail_msg("%s %s: two CUDA-Graph replays differ", f->name, cs_precision_name(pr));
+        /* Grad-CAM on the device */
+        CHECK(cs_session_forward_keep(sg, x, batch, &layer, 1, got, err));
+        CHECK(cs_session_backward(sg, cls, err));
+        const float *map;
+        int64_t md[3];
+        CHECK(cs_session_gradcam(sg, layer, &map, md, err));
+        assert_true(md[0] == batch && md[1] == ldims[2] && md[2] == ldims[3]);
+        for (int i = 0; i < batch; i++) {
+            int64_t hw = md[1] * md[2];
+            double c = correlation(map + i * hw, cam_ref + i * hw, hw);
+            if (!(c >= 0.99))
+                fail_msg("%s %s: image %d GradCAM correlation %.4f < 0.99", f->name, cs_precision_name(pr), i, c);
+        }
+        /* the host copies of the layer agree with the device map's inputs */
+        const float *a, *g;
+        int64_t d4[4];
+        CHECK(cs_session_layer(sg, layer, &a, &g, d4, err));
+        assert_non_null(g);
+        if (pr == CS_PRECISION_FP32) {
+            /* AblationCAM's pass: the layer's own values in, the logits out */
+            float *own = malloc((size_t)(d4[0] * d4[1] * d4[2] * d4[3]) * sizeof(float));
+            assert_non_null(own);
+            memcpy(own, a, (size_t)(d4[0] * d4[1] * d4[2] * d4[3]) * sizeof(float));
+            CHECK(cs_session_run_with_layer(sg, x, batch, layer, own, again, err));
+            double e2 = rel_err(again, ref, nl);
+            if (!(e2 <= 1e-3)) fail_msg("%s: run_with_layer(own values) max rel err %g", f->name, e2);
+            free(own);
+            /* batch N = N runs of batch 1 */
+            cs_model_info gi;
+            cs_model_get_info(mg, &gi);
+            if (gi.input_dims[0] < 0 && batch > 1) {
+                int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
+                for (int i = 0; i < batch; i++) {
+                    CHECK(cs_session_run(sg, x + i * per, 1, again, err));
+                    double e3 = rel_err(again, ref + (int64_t)i * ncls, ncls);
+                    if (!(e3 <= 1e-3)) fail_msg("%s: batch-1 run of image %d: max rel err %g", f->name, i, e3);
+                }
+            }
+            /* an eager session (no graphs) computes the same */
+            setenv("CS_CUDA_GRAPHS", "0", 1);
+            cs_session *se;
+            CHECK(cs_session_create(mg, &se, err));
+            unsetenv("CS_CUDA_GRAPHS");
+            CHECK(cs_session_run(se, x, batch, again, err));
+            double e4 = rel_err(again, got, nl);
+            (void)e4;
+            CHECK(cs_session_run(sg, x, batch, got, err));
+            e4 = rel_err(again, got, nl);
+            if (!(e4 <= 1e-5)) fail_msg("%s: eager vs graph max rel err %g", f->name, e4);
+            cs_session_free(se);
+        }
+        cs_session_free(sg);
+        cs_model_free(mg);
+    }
+    free(cam_ref);
+    cs_session_free(sc);
+    cs_model_free(mc);
+    free(x);
+    free(ref);
+    free(got);
+    free(again);
+    free(cls);
+}
+
+#endif /* CS_HAVE_CUDA */
+
+int main(int argc, char **argv) {
+    int host_only = argc > 1 && strcmp(argv[1], "--host-only") == 0;
+#ifndef CS_HAVE_CUDA
+    (void)host_only;
+    printf("test_cuda: SKIPPED: camserve was built without CUDA support\n");
+    return 77;
+#else
+    if (host_only) return run_host_tests();
+    int ndev = 0;
+    cs_error err = {0};
+    if (cs_cuda_device_count(&ndev, &err) != CS_OK || ndev == 0) {
+        printf("test_cuda: SKIPPED: no usable GPU (%s)\n", ndev == 0 && err.msg[0] ? err.msg : "0 devices");
+        return 77;
+    }
+    char desc[256];
+    if (cs_cuda_device_describe(0, desc, sizeof desc, &err) == CS_OK) printf("test_cuda: on %s\n", desc);
+    int n = find_families();
+    struct CMUnitTest tests[MAX_FAMILIES];
+    for (int i = 0; i < n; i++) {
+        snprintf(g_names[i], sizeof g_names[i], "cuda_%.200s", g_fam[i].name);
+        tests[i] = (struct CMUnitTest){.name = g_names[i], .test_func = test_family, .initial_state = &g_fam[i]};
+    }
+    return _cmocka_run_group_tests("cuda", tests, (size_t)n, NULL, NULL);
+#endif
+}
