@@ -1712,7 +1712,12 @@ static void job_discard(job *j) {
 /* The cache key: SHA-256 over everything that changes the answer. */
 static int make_key(const job *j, const uint8_t img_sha[32], uint8_t key[32]) {
     char params[512];
-    int n = snprintf(params, sizeof params, "kind=%d;topk=%d", (int)j->kind, j->topk);
+    /* the device kind and precision change the numbers (a GPU in fp16 is not
+     * the CPU in fp32), so replicas of both kinds sharing a Redis keep
+     * apart; cuda:0 and cuda:1 compute the same */
+    const char *dev = cs_model_device(j->model->m);
+    int n = snprintf(params, sizeof params, "kind=%d;topk=%d;dev=%.*s;prec=%s", (int)j->kind, j->topk,
+                     (int)strcspn(dev, ":"), dev, cs_precision_name(cs_model_precision(j->model->m)));
     if (j->kind == CS_SVC_EXPLAIN) {
         const cs_explain_options *o = &j->eo;
         n += snprintf(params + n, sizeof params - (size_t)n, ";method=%s;cls=%d:%d;aug=%d;eig=%d;cmap=%s;alpha=%.6f;layers=",
