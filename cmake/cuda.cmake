@@ -92,7 +92,9 @@ if(CS_HAVE_CUDA)
   target_sources(camserve_core PRIVATE ${_cs_cuda_c} $<TARGET_OBJECTS:cs_cuda_kernels>)
   target_include_directories(camserve_core PRIVATE ${CS_CUDNN_INCLUDE})
   target_compile_definitions(camserve_core PUBLIC CS_HAVE_CUDA)
-  target_link_libraries(camserve_core PUBLIC CUDA::cudart CUDA::cublas CUDA::cublasLt ${CS_CUDNN_LIB})
+  # cuBLAS is not linked: src/cuda/cublas_lazy.c loads it on first use (its
+  # libcublasLt made every start of the binary ~110 ms slower)
+  target_link_libraries(camserve_core PUBLIC CUDA::cudart ${CS_CUDNN_LIB} ${CMAKE_DL_LIBS})
 
   # The CLI scripts check CPU numbers at CPU tolerances; on a GPU machine
   # "auto" would move them to the GPU, which test_cuda checks instead.

@@ -38,6 +38,8 @@
 #include "engine/engine_internal.h"
 
 #include <cublas_v2.h>
+
+#include "cuda/cublas_lazy.h"
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
@@ -77,7 +79,7 @@ static cs_status cu_fail(cudaError_t e, const char *what, cs_error *err) {
         cublasStatus_t s_ = (call);                                                        \
         if (s_ != CUBLAS_STATUS_SUCCESS)                                                   \
             return cs_errorf(err, CS_EBACKEND, "cuBLAS: %s failed: %s", (what),            \
-                             cublasGetStatusString(s_));                                   \
+                             cs_cublas_status(s_));                                        \
     } while (0)
 /* a kernel launcher's status */
 #define KL(call, what)                                                                     \
@@ -292,6 +294,7 @@ typedef struct cuda_session {
     cudaStream_t stream;
     cudnnHandle_t dnn;
     cublasHandle_t blas;
+    const cs_cublas_api *blasf; /* cuBLAS, loaded on first use (cublas_lazy.c) */
     void *blas_ws;
     cplan *plans[SESSION_PLANS];
     unsigned long tick;
@@ -1607,7 +1610,7 @@ static cs_status run_step(cuda_session *ss, cplan *p, const kstep *s, cs_error *
     case K_GEMM: {
         cudaDataType_t t = blas_type(dt);
         /* row-major Y = A·op(B) is column-major Yᵀ = op(B)ᵀ·Aᵀ */
-        BLAS(cublasGemmEx(ss->blas, s->transB ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)s->N, (int)s->M,
+        BLAS(ss->blasf->gemm_ex(ss->blas, s->transB ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)s->N, (int)s->M,
                           (int)s->K, &s->alpha, s->w, t, s->transB ? (int)s->K : (int)s->N, x, t, (int)s->K,
                           &zero, y, t, (int)s->N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "GEMM");
@@ -1916,7 +1919,7 @@ static cs_status run_bstep(cuda_session *ss, cplan *p, const bstep *b, cs_error 
         if (!gx) return CS_OK;
         cudaDataType_t t = blas_type(dt);
         /* dA[M,K] = dY[M,N]·op(B)ᵀ: column-major dAᵀ = op(B)·dYᵀ */
-        BLAS(cublasGemmEx(ss->blas, s->transB ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, (int)s->K, (int)s->M,
+        BLAS(ss->blasf->gemm_ex(ss->blas, s->transB ? CUBLAS_OP_N : CUBLAS_OP_T, CUBLAS_OP_N, (int)s->K, (int)s->M,
                           (int)s->N, &s->alpha, s->w, t, s->transB ? (int)s->K : (int)s->N, gy, t, (int)s->N, &one,
                           gx, t, (int)s->K, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "GEMM backward");
@@ -2229,7 +2232,7 @@ static void s_free(void *bs) {
     if (!ss) return;
     cudaSetDevice(ss->cm->device);
     for (int i = 0; i < SESSION_PLANS; i++) cplan_free(ss->plans[i]);
-    if (ss->blas) cublasDestroy(ss->blas);
+    if (ss->blas) ss->blasf->destroy(ss->blas);
     if (ss->dnn) cudnnDestroy(ss->dnn);
     cudaFree(ss->blas_ws);
     if (ss->stream) cudaStreamDestroy(ss->stream);
@@ -2255,11 +2258,13 @@ static cs_status s_create(const cs_model *m, void *bm, void **out, cs_error *err
     if (st == CS_OK && ds != CUDNN_STATUS_SUCCESS)
         st = cs_errorf(err, CS_EBACKEND, "cuDNN: handle: %s", cudnnGetErrorString(ds));
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
-    if (st == CS_OK && (bs = cublasCreate(&ss->blas)) == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(ss->blas, ss->stream);
+    if (st == CS_OK && !(ss->blasf = cs_cublas(err))) st = CS_EBACKEND;
+    if (st == CS_OK && (bs = ss->blasf->create(&ss->blas)) == CUBLAS_STATUS_SUCCESS)
+        bs = ss->blasf->set_stream(ss->blas, ss->stream);
     /* a fixed workspace: cuBLAS would otherwise allocate inside a capture */
-    if (st == CS_OK && bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetWorkspace(ss->blas, ss->blas_ws, BLAS_WS);
+    if (st == CS_OK && bs == CUBLAS_STATUS_SUCCESS) bs = ss->blasf->set_workspace(ss->blas, ss->blas_ws, BLAS_WS);
     if (st == CS_OK && bs != CUBLAS_STATUS_SUCCESS)
-        st = cs_errorf(err, CS_EBACKEND, "cuBLAS: handle: %s", cublasGetStatusString(bs));
+        st = cs_errorf(err, CS_EBACKEND, "cuBLAS: handle: %s", cs_cublas_status(bs));
     if (st != CS_OK) {
         s_free(ss);
         return st;

@@ -26,6 +26,7 @@
 #include "camserve/models.h"
 #include "camserve/npy.h"
 #ifdef CS_HAVE_CUDA
+#include "cuda/cublas_lazy.h"
 #include "cuda/cuda_internal.h"
 #endif
 
@@ -161,8 +162,21 @@ static void test_walks(void **state) {
     assert_int_equal(cs_cuda_walk_make(&w, 8, d8, s8, t8, NULL), -1);
 }
 
+/* cuBLAS is not linked but loaded on first use (cublas_lazy.c): where the
+ * toolkit this binary was built against is installed, the loader finds it
+ * and every function the backend calls */
+static void test_cublas_loads(void **state) {
+    (void)state;
+    cs_error err = {0};
+    const cs_cublas_api *b = cs_cublas(&err);
+    if (!b) fail_msg("%s", err.msg);
+    assert_true(b->create && b->destroy && b->set_stream && b->set_workspace && b->status_string && b->gemm_ex);
+    assert_string_equal(cs_cublas_status(CUBLAS_STATUS_SUCCESS), b->status_string(CUBLAS_STATUS_SUCCESS));
+}
+
 static int run_host_tests(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cublas_loads),
         cmocka_unit_test(test_f16_rounding),
         cmocka_unit_test(test_bf16_rounding),
         cmocka_unit_test(test_filter_layout),
