@@ -70,13 +70,20 @@ struct cs_model {
     int64_t (*layer_dims)[4];
     int default_layer;
 
-    /* Weights in the layout oneDNN's backward-data convolution wants,
-     * made on the first explanation that needs them and then shared like
-     * the forward ones: a memo, the one part of a model written after
-     * load, always under bwd_lock. */
+    /* Memos, the one part of a model written after load, always under
+     * bwd_lock and allocated in bwd_arena: weights in the layout oneDNN's
+     * backward-data convolution wants, made on the first explanation that
+     * needs them, and forward weights in a layout another batch size's plan
+     * wants (Winograd's depends on the batch), made by the first such plan.
+     * Both are then shared by every session like the load-time ones. */
     pthread_mutex_t bwd_lock;
     cs_arena bwd_arena;
     cs_packed *bwd_packed; /* [g.nnodes] */
+    struct cs_packed_more {
+        struct cs_packed_more *next;
+        int node;
+        cs_packed w;
+    } *more_packed;
 
     /* a prepared-model cache entry this model was mapped from (constants
      * and packed weights point into it), else NULL */

@@ -505,6 +505,9 @@ static cs_status open_step(cs_plan *p, int ni, int v, const cs_shape *y, const d
     return st;
 }
 
+static cs_status reorder_weights(cs_model *m, const void *src, const dnnl_memory_desc_t *src_md,
+                                 const dnnl_memory_desc_t *want, void *dst, cs_error *err);
+
 static cs_status weights_for(cs_plan *p, int ni, const dnnl_memory_desc_t *want,
                              const void *src, const dnnl_memory_desc_t *src_md,
                              const void **out, cs_error *err) {
@@ -521,11 +524,51 @@ static cs_status weights_for(cs_plan *p, int ni, const dnnl_memory_desc_t *want,
         return CS_OK;
     }
     /* Reorder once, now: into the model while it loads (shared by every
-     * session), else into this plan (only when another batch size wants
-     * another weight layout). */
+     * session); later, when another batch size wants another layout, into
+     * the model's memo of extra layouts (also shared: each layout is made
+     * once per model, not once per plan); an unfolded Conv's weights into
+     * this plan. */
+    const bool memo = !p->pack && pk != &none;
+    if (memo) {
+        pthread_mutex_lock(&m->bwd_lock);
+        for (struct cs_packed_more *e = m->more_packed; e; e = e->next)
+            if (e->node == ni && dnnl_memory_desc_equal(&e->w.md, want)) {
+                pthread_mutex_unlock(&m->bwd_lock);
+                *out = e->w.data;
+                return CS_OK;
+            }
+    }
     size_t sz = dnnl_memory_desc_get_size(want);
-    void *dst = p->pack ? cs_arena_alloc(&m->pack_arena, sz) : cs_arena_alloc(&p->consts, sz);
-    if (!dst) return cs_errorf(err, CS_ENOMEM, "out of memory packing weights");
+    struct cs_packed_more *e = memo ? cs_arena_alloc(&m->bwd_arena, sizeof *e) : NULL;
+    void *dst = p->pack ? cs_arena_alloc(&m->pack_arena, sz)
+              : memo    ? (e ? cs_arena_alloc(&m->bwd_arena, sz) : NULL)
+                        : cs_arena_alloc(&p->consts, sz);
+    if (!dst) {
+        if (memo) pthread_mutex_unlock(&m->bwd_lock);
+        return cs_errorf(err, CS_ENOMEM, "out of memory packing weights");
+    }
+    cs_status rs = reorder_weights(m, src, src_md, want, dst, err);
+    if (memo) {
+        if (rs == CS_OK) {
+            e->node = ni;
+            e->w.md = *want;
+            e->w.data = dst;
+            e->next = m->more_packed;
+            m->more_packed = e;
+        }
+        pthread_mutex_unlock(&m->bwd_lock);
+    }
+    if (rs != CS_OK) return rs;
+    if (p->pack && !pk->data && pk != &none) {
+        pk->md = *want;
+        pk->data = dst;
+    }
+    *out = dst;
+    return CS_OK;
+}
+
+static cs_status reorder_weights(cs_model *m, const void *src, const dnnl_memory_desc_t *src_md,
+                                 const dnnl_memory_desc_t *want, void *dst, cs_error *err) {
     dnnl_memory_t ms, md;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
@@ -545,11 +588,6 @@ static cs_status weights_for(cs_plan *p, int ni, const dnnl_memory_desc_t *want,
     dnnl_memory_destroy(ms);
     dnnl_memory_destroy(md);
     DNNL_TRY(s, "weights reorder");
-    if (p->pack && !pk->data && pk != &none) {
-        pk->md = *want;
-        pk->data = dst;
-    }
-    *out = dst;
     return CS_OK;
 }
 
@@ -644,15 +682,18 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
         st_ = cs_errorf(err, CS_EBACKEND, "sum post-op");
     if (st_ == CS_OK) st_ = append_act_postops(po, pn->fused, pn->nfused, err);
     if (st_ == CS_OK) st_ = cs_dnnl_check(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", err);
-    /* 3x3 stride-1 convolutions run Winograd F(4x4, 3x3) where oneDNN has it
-     * for this CPU and these post-ops (AVX-512), else direct: ~2.25x fewer
-     * multiplies for those layers, ResNet-50 ~15% faster end to end, at the
-     * price of weights kept in 6x6 tiles (+50 MB for ResNet-50).  The
-     * logits stay within the golden tolerance (full-size ResNet-50: max
-     * |diff| 1.7e-5 vs 1.5e-5 direct).  CS_NO_WINOGRAD=1 turns it off. */
+    /* At batch 1, 3x3 stride-1 convolutions run Winograd F(4x4, 3x3) where
+     * oneDNN has it for this CPU and these post-ops (AVX-512), else direct:
+     * ~2.25x fewer multiplies for those layers, ResNet-50 ~15% faster end to
+     * end -- the latency of a lone request -- at the price of weights kept in
+     * 6x6 tiles (+50 MB for ResNet-50).  Larger batches stay direct: oneDNN
+     * picks another Winograd weight layout for every batch size, which cost
+     * ResNet-50 +200 MB over batches 1-8.  The logits stay within the golden
+     * tolerance (full-size ResNet-50: max |diff| 1.7e-5 vs 1.5e-5 direct).
+     * CS_NO_WINOGRAD=1 turns it off. */
     dnnl_convolution_desc_t cd;
     bool wino = false;
-    if (st_ == CS_OK && !p->no_winograd && group == 1 && w->dims[2] == 3 && w->dims[3] == 3 &&
+    if (st_ == CS_OK && !p->no_winograd && p->batch == 1 && group == 1 && w->dims[2] == 3 && w->dims[3] == 3 &&
         st[0] == 1 && st[1] == 1 && dil[0] == 0 && dil[1] == 0 &&
         dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_winograd,
                                                    &src_any, &w_any, bv >= 0 ? &b_md : NULL, &dst_any,
