@@ -24,6 +24,7 @@
 # env: MODEL (bench/.peer/resnet50.onnx: `bench/export_models.py bench/.peer`),
 #      CLIENTS, DURATION, HIT_DURATION, MISS_PCT, LIGHT, POOL,
 #      WORKERS (1), MAX_BATCH (8), QUEUE (64) -- the server's defaults,
+#      SERVE_ARGS (more server flags, e.g. "--cache-mem-mb 16"),
 #      OUT, CHART, PY (/usr/bin/python3 with PIL + numpy, for the photos).
 # Needs gcc, curl, /usr/bin/python3 (PIL, numpy) and the darknet package's
 # photos (/usr/share/darknet/data/*.jpg).
@@ -108,6 +109,9 @@ small_kb=$(($(stat -c %s "$work/small.jpg") / 1024))
 # ---- the server
 model_shown=${model#"$root"/}
 serve_args=(serve --model "$model" --host 127.0.0.1 --port 0 --workers "$workers" --max-batch "$max_batch" --queue "$queue")
+# SERVE_ARGS: more flags for the server, e.g. smaller caches (word-split)
+# shellcheck disable=SC2206
+[ -n "${SERVE_ARGS:-}" ] && serve_args+=($SERVE_ARGS)
 "$bin" "${serve_args[@]}" >"$work/serve.log" 2>&1 &
 pid=$!
 port=
@@ -293,7 +297,7 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "($(metric 'camserve_cache_entries{tier="images"}') images), prepared images $(mb "$(awk '/^camserve_cache_bytes\{tier="prepared"\}/ { printf "%d", $2 / 1024 }' "$work/metrics.txt")") MB ($(metric 'camserve_cache_entries{tier="prepared"}') entries)."
     echo
     echo "Resident memory less the three caches' bytes: $(mb "$rss_first_nc") MB after the first request, $(mb "$rss_end_nc") MB"
-    echo "at the end (the caches are bounded: \`--cache-mem-mb\` 256, \`--image-store-mb\` 128 by default)."
+    echo "at the end (the caches are bounded: \`--cache-mem-mb\` 256, \`--image-store-mb\` 128, \`--prep-cache-mb\` 64 by default)."
     echo
     echo "## Commands"
     echo

@@ -65,8 +65,8 @@ typedef struct cs_svc_params {
     int batch_window_ms;   /* how long a worker waits to fill a batch (default 2) */
     int queue;             /* requests waiting beyond those being run (default 64) */
     int timeout_ms;        /* per request, submit to worker pick-up (default 30000) */
-    size_t cache_mem_bytes; /* result cache; 0 disables it (default 64 MB) */
-    size_t image_store_bytes; /* recent images for image_id requests (default 64 MB) */
+    size_t cache_mem_bytes; /* result cache; 0 disables it (default 256 MB) */
+    size_t image_store_bytes; /* recent images for image_id requests (default 128 MB) */
     const char *cache_dir;    /* LMDB result tier (camserve/cache.h); NULL: none.  Borrowed for cs_svc_create */
     size_t cache_disk_bytes;  /* its byte bound (default 1 GB) */
     const char *redis_url;    /* Redis result tier, redis://HOST:PORT[/DB]; NULL: none.  Borrowed likewise */
@@ -75,7 +75,7 @@ typedef struct cs_svc_params {
                                * 1000; 0: never) */
     size_t prep_cache_bytes;  /* decoded + preprocessed images kept per (image, preprocessing), so that
                                * another method / class / layer for a seen image skips decode and
-                               * preprocessing (default 32 MB; 0 disables) */
+                               * preprocessing (default 64 MB; 0 disables) */
     int overlay_max_side;  /* long side of overlay PNGs (default 800) */
     const char *device;    /* cs_model_options.device for every model (NULL: "cpu"); borrowed
                             * for the service's lifetime */

@@ -117,12 +117,13 @@ int cs_cli_serve(int argc, char **argv) {
     sp.batch_window_ms = (int)num_opt(&opts[O_WINDOW], 2, 10000, &ok);
     sp.queue = (int)num_opt(&opts[O_QUEUE], 64, 100000, &ok);
     sp.timeout_ms = (int)num_opt(&opts[O_TIMEOUT], 30000, 3600000, &ok);
-    /* In-memory tiers are kept small by default: they are what a server's
-     * memory grows by as new images arrive, and the disk tier (--cache-dir)
-     * answers a hit in about a millisecond anyway. */
-    sp.cache_mem_bytes = (size_t)num_opt(&opts[O_CACHEMEM], 64, 1 << 20, &ok) << 20;
-    sp.image_store_bytes = (size_t)num_opt(&opts[O_IMAGESTORE], 64, 1 << 20, &ok) << 20;
-    sp.prep_cache_bytes = (size_t)num_opt(&opts[O_PREPCACHE], 32, 1 << 20, &ok) << 20;
+    /* The in-memory tiers are what a server's memory grows by as new images
+     * arrive, up to these bounds (whatever the number of clients); set them
+     * lower where memory matters more than hits -- the disk tier
+     * (--cache-dir) answers a hit in about a millisecond anyway. */
+    sp.cache_mem_bytes = (size_t)num_opt(&opts[O_CACHEMEM], 256, 1 << 20, &ok) << 20;
+    sp.image_store_bytes = (size_t)num_opt(&opts[O_IMAGESTORE], 128, 1 << 20, &ok) << 20;
+    sp.prep_cache_bytes = (size_t)num_opt(&opts[O_PREPCACHE], 64, 1 << 20, &ok) << 20;
     sp.cache_dir = opts[O_CACHEDIR].value;
     {
         /* --device / --precision (CAMSERVE_DEVICE / CAMSERVE_PRECISION above) */

@@ -289,11 +289,11 @@ cs_svc_params cs_svc_default_params(void) {
     p.batch_window_ms = 2;
     p.queue = 64;
     p.timeout_ms = 30000;
-    p.cache_mem_bytes = (size_t)64 << 20;
-    p.image_store_bytes = (size_t)64 << 20;
+    p.cache_mem_bytes = (size_t)256 << 20;
+    p.image_store_bytes = (size_t)128 << 20;
     p.cache_disk_bytes = (size_t)1 << 30;
     p.cache_ttl_s = 86400;
-    p.prep_cache_bytes = (size_t)32 << 20;
+    p.prep_cache_bytes = (size_t)64 << 20;
     p.reload_poll_ms = 1000;
     p.overlay_max_side = 800;
     p.limits = cs_img_limits_default();
