@@ -79,7 +79,6 @@ cs_http_params cs_http_default_params(void) {
 /* ---- per-request context ---------------------------------------------------------- */
 
 enum { ST_RECEIVING, ST_WAITING, ST_DONE };
-enum { CONN_MEMORY = 256 * 1024 };
 enum { BODY_RAW, BODY_JSON, BODY_MULTIPART };
 
 #define NPARAMS 11
@@ -769,11 +768,11 @@ cs_status cs_http_start(cs_svc *svc, const cs_http_params *p, cs_http **out, cs_
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)q.connection_timeout_s,
                             MHD_OPTION_NOTIFY_COMPLETED, completed, h,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 512u,
-                            /* the read buffer per connection: at the 32 KB
-                             * default a 3 MB upload takes ~100 trips through
-                             * the event loop; pages are touched only by
-                             * connections that send that much */
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+                            /* MHD_OPTION_CONNECTION_MEMORY_LIMIT stays at its
+                             * 32 KB default: 256 KB made 3 MB uploads ~1 ms
+                             * faster but cut the rate of ~1 MB answers to
+                             * 100 clients from ~3450/s to ~1460/s
+                             * (bench/load.sh, repeats phase) */
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->d) {
