@@ -25,6 +25,7 @@
 #include "camserve/engine.h"
 #include "camserve/models.h"
 #include "camserve/npy.h"
+#include "unit/golden_set.h"
 #ifdef CS_HAVE_CUDA
 #include "cuda/cublas_lazy.h"
 #include "cuda/cuda_internal.h"
@@ -37,10 +38,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* CS_GOLDEN_DIR=DIR: another reference set (bench/gpu.sh runs the binary
+/* CS_GOLDEN_DIR=DIR (golden_set.h): another reference set (bench/gpu.sh runs the binary
  * away from the source tree it was built in) */
-#define GOLDEN_DIR (getenv("CS_GOLDEN_DIR") && *getenv("CS_GOLDEN_DIR") ? getenv("CS_GOLDEN_DIR") \
-                                                                     : CS_SOURCE_DIR "/tests/golden")
 #define MAX_FAMILIES 64
 
 /* ---- host-side helpers ------------------------------------------------------------ */
@@ -187,83 +186,30 @@ static int run_host_tests(void) {
 
 /* ---- GPU parity ---------------------------------------------------------------------- */
 
-typedef struct family {
-    char name[256];
-    char dir[1024];
-} family;
-
+typedef golden_family family;
 static family g_fam[MAX_FAMILIES];
 static char g_names[MAX_FAMILIES][300];
 
-static int has(const char *dir, const char *name) {
-    char p[1400];
-    struct stat st;
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int cmp_family(const void *a, const void *b) {
-    return strcmp(((const family *)a)->name, ((const family *)b)->name);
-}
-
+/* every family with a model and an input, then the embedded default model */
 static int find_families(void) {
-    DIR *d = opendir(GOLDEN_DIR);
-    int n = 0;
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) && n < MAX_FAMILIES - 1) {
-            if (e->d_name[0] == '.') continue;
-            family *f = &g_fam[n];
-            snprintf(f->name, sizeof f->name, "%s", e->d_name);
-            snprintf(f->dir, sizeof f->dir, "%s/%s", GOLDEN_DIR, e->d_name);
-            if (has(f->dir, "model.onnx") && has(f->dir, "input.npy")) n++;
-        }
-        closedir(d);
-    }
-    qsort(g_fam, (size_t)n, sizeof *g_fam, cmp_family);
-    snprintf(g_fam[n].name, sizeof g_fam[n].name, "default_model"); /* dir "" = embedded */
-    g_fam[n].dir[0] = 0;
-    return n + 1;
+    static const char *const need[] = {"model.onnx", "input.npy", NULL};
+    return golden_add_default(g_fam, golden_families(g_fam, MAX_FAMILIES - 1, need));
 }
 
 static cs_model *load(const family *f, const char *device, cs_precision prec) {
     cs_model_options o = {.device = device, .precision = prec};
     cs_model *m = NULL;
     cs_error err = {0};
-    cs_status st;
-    if (f->dir[0]) {
-        char p[1400];
-        snprintf(p, sizeof p, "%s/model.onnx", f->dir);
-        st = cs_model_load(p, &o, &m, &err);
-    } else {
-        const void *buf;
-        size_t len;
-        const char *sc, *lb;
-        st = cs_models_default(&buf, &len, &sc, &lb, &err);
-        if (st == CS_OK) st = cs_model_load_buffer(buf, len, &o, &m, &err);
-    }
-    if (st != CS_OK) fail_msg("%s on %s/%s: %s", f->name, device, cs_precision_name(prec), err.msg);
+    if (golden_load(f, &o, &m, &err) != CS_OK)
+        fail_msg("%s on %s/%s: %s", f->name, device, cs_precision_name(prec), err.msg);
     return m;
 }
 
 /* the family's input, or a deterministic pattern of the model's shape */
 static float *input_of(const family *f, const cs_model *m, int *batch) {
-    cs_model_info info;
-    cs_model_get_info(m, &info);
-    int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
-    if (f->dir[0]) {
-        char p[1400];
-        cs_npy in;
-        cs_error err = {0};
-        snprintf(p, sizeof p, "%s/input.npy", f->dir);
-        if (cs_npy_load(p, &in, &err) != CS_OK) fail_msg("%s: %s", f->name, err.msg);
-        *batch = (int)in.dims[0];
-        return in.data;
-    }
-    *batch = 2;
-    float *x = malloc((size_t)(2 * per) * sizeof(float));
-    assert_non_null(x);
-    for (int64_t i = 0; i < 2 * per; i++) x[i] = (float)sin(0.01 * (double)i) * 1.5f;
+    cs_error err = {0};
+    float *x = golden_input(f, m, batch, &err);
+    if (!x) fail_msg("%s: %s", f->name, err.msg);
     return x;
 }
 

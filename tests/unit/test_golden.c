@@ -18,6 +18,7 @@
 
 #include "camserve/engine.h"
 #include "camserve/npy.h"
+#include "unit/golden_set.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -26,48 +27,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* CS_GOLDEN_DIR=DIR checks another reference set of the same layout (the
- * full-size models of tools/make_golden.py --full DIR). */
-#define GOLDEN_DIR (getenv("CS_GOLDEN_DIR") && *getenv("CS_GOLDEN_DIR") ? getenv("CS_GOLDEN_DIR") \
-                                                                     : CS_SOURCE_DIR "/tests/golden")
 #define MAX_FAMILIES 64
 
-typedef struct family {
-    char name[256];
-    char dir[1024];
-} family;
-
+typedef golden_family family;
 static family g_fam[MAX_FAMILIES];
 static char g_names[MAX_FAMILIES][280];
 
-static int file_exists(const char *dir, const char *name) {
-    char p[1200];
-    struct stat st;
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int cmp_family(const void *a, const void *b) {
-    return strcmp(((const family *)a)->name, ((const family *)b)->name);
-}
-
 static int find_families(void) {
-    DIR *d = opendir(GOLDEN_DIR);
-    if (!d) return 0;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < MAX_FAMILIES) {
-        if (e->d_name[0] == '.') continue;
-        family *f = &g_fam[n];
-        snprintf(f->name, sizeof f->name, "%s", e->d_name);
-        snprintf(f->dir, sizeof f->dir, "%s/%s", GOLDEN_DIR, e->d_name);
-        if (file_exists(f->dir, "model.onnx") && file_exists(f->dir, "input.npy") &&
-            file_exists(f->dir, "logits.npy"))
-            n++;
-    }
-    closedir(d);
-    qsort(g_fam, (size_t)n, sizeof *g_fam, cmp_family);
-    return n;
+    static const char *const need[] = {"model.onnx", "input.npy", "logits.npy", NULL};
+    return golden_families(g_fam, MAX_FAMILIES, need);
 }
 
 static double tolerance(const float *ref, int64_t n) {
@@ -155,7 +123,7 @@ int main(void) {
     int n = find_families();
     if (n == 0) {
         fprintf(stderr, "test_golden: no families with model.onnx+input.npy+logits.npy under %s\n",
-                GOLDEN_DIR);
+                golden_dir());
         return 1;
     }
     struct CMUnitTest tests[MAX_FAMILIES];

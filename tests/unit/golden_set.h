@@ -1,0 +1,110 @@
+/* The golden reference set, shared by the tests that walk it (test_golden,
+ * test_cuda, test_cuda_emul): tests/golden/<family>/ with model.onnx,
+ * input.npy and (made by tools/make_golden.py) the PyTorch references.
+ * CS_GOLDEN_DIR=DIR walks another set of the same layout (the full-size
+ * models of tools/make_golden.py --full DIR).  Test-only, header-only. */
+#ifndef CS_TEST_GOLDEN_SET_H
+#define CS_TEST_GOLDEN_SET_H
+
+#include "camserve/engine.h"
+#include "camserve/models.h"
+#include "camserve/npy.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct golden_family {
+    char name[256];
+    char dir[1024]; /* "" for the embedded default model (golden_add_default) */
+} golden_family;
+
+static inline const char *golden_dir(void) {
+    const char *d = getenv("CS_GOLDEN_DIR");
+    return d && *d ? d : CS_SOURCE_DIR "/tests/golden";
+}
+
+static inline int golden_has(const char *dir, const char *name) {
+    char p[1400];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static inline int golden_cmp(const void *a, const void *b) {
+    return strcmp(((const golden_family *)a)->name, ((const golden_family *)b)->name);
+}
+
+/* The families (at most max) whose folder holds every file of need (a
+ * NULL-terminated list), sorted by name. */
+static inline int golden_families(golden_family *out, int max, const char *const *need) {
+    DIR *d = opendir(golden_dir());
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        if (e->d_name[0] == '.') continue;
+        golden_family *f = &out[n];
+        snprintf(f->name, sizeof f->name, "%s", e->d_name);
+        snprintf(f->dir, sizeof f->dir, "%s/%s", golden_dir(), e->d_name);
+        int ok = 1;
+        for (int i = 0; need[i] && ok; i++) ok = golden_has(f->dir, need[i]);
+        n += ok;
+    }
+    closedir(d);
+    qsort(out, (size_t)n, sizeof *out, golden_cmp);
+    return n;
+}
+
+/* Appends the embedded default model as a family named "default_model". */
+static inline int golden_add_default(golden_family *out, int n) {
+    snprintf(out[n].name, sizeof out[n].name, "default_model");
+    out[n].dir[0] = 0;
+    return n + 1;
+}
+
+/* Loads a family's model (the embedded one for dir ""). */
+static inline cs_status golden_load(const golden_family *f, const cs_model_options *o, cs_model **m,
+                                    cs_error *err) {
+    if (f->dir[0]) {
+        char p[1400];
+        snprintf(p, sizeof p, "%s/model.onnx", f->dir);
+        return cs_model_load(p, o, m, err);
+    }
+    const void *buf;
+    size_t len;
+    const char *sc, *lb;
+    cs_status st = cs_models_default(&buf, &len, &sc, &lb, err);
+    return st == CS_OK ? cs_model_load_buffer(buf, len, o, m, err) : st;
+}
+
+/* The family's input.npy (batch from its first dim), or for the default
+ * model a deterministic batch-2 pattern of its input shape; NULL with err
+ * set when the file cannot be read.  The caller frees it. */
+static inline float *golden_input(const golden_family *f, const cs_model *m, int *batch, cs_error *err) {
+    *batch = 0;
+    if (f->dir[0]) {
+        char p[1400];
+        cs_npy in;
+        snprintf(p, sizeof p, "%s/input.npy", f->dir);
+        if (cs_npy_load(p, &in, err) != CS_OK) return NULL;
+        *batch = (int)in.dims[0];
+        return in.data;
+    }
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
+    *batch = 2;
+    float *x = malloc((size_t)(2 * per) * sizeof(float));
+    if (!x) {
+        cs_errorf(err, CS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    for (int64_t i = 0; i < 2 * per; i++) x[i] = (float)sin(0.01 * (double)i) * 1.5f;
+    return x;
+}
+
+#endif
