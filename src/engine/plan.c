@@ -692,24 +692,21 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
      * tolerance (full-size ResNet-50: max |diff| 1.7e-5 vs 1.5e-5 direct).
      * CS_NO_WINOGRAD=1 turns it off. */
     dnnl_convolution_desc_t cd;
-    bool wino = false;
+    dnnl_primitive_desc_t pd = NULL; /* Winograd's, when oneDNN has one; else direct below */
     if (st_ == CS_OK && !p->no_winograd && p->batch == 1 && group == 1 && w->dims[2] == 3 && w->dims[3] == 3 &&
         st[0] == 1 && st[1] == 1 && dil[0] == 0 && dil[1] == 0 &&
         dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_winograd,
                                                    &src_any, &w_any, bv >= 0 ? &b_md : NULL, &dst_any,
-                                                   st, dil, pl, pr) == dnnl_success) {
-        dnnl_primitive_desc_t tpd = NULL;
-        wino = dnnl_primitive_desc_create(&tpd, &cd, attr, p->m->eng, NULL) == dnnl_success;
-        if (tpd) dnnl_primitive_desc_destroy(tpd);
-        p->nwinograd += wino;
-    }
-    if (st_ == CS_OK && !wino)
+                                                   st, dil, pl, pr) == dnnl_success &&
+        dnnl_primitive_desc_create(&pd, &cd, attr, p->m->eng, NULL) != dnnl_success)
+        pd = NULL;
+    p->nwinograd += pd != NULL;
+    if (st_ == CS_OK && !pd)
         st_ = cs_dnnl_check(dnnl_dilated_convolution_forward_desc_init(
                                 &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_any, &w_any,
                                 bv >= 0 ? &b_md : NULL, &dst_any, st, dil, pl, pr),
                             "convolution desc", err);
-    dnnl_primitive_desc_t pd = NULL;
-    if (st_ == CS_OK) st_ = make_prim(p, &cd, attr, &pd, "convolution", err);
+    if (st_ == CS_OK && !pd) st_ = make_prim(p, &cd, attr, &pd, "convolution", err);
     dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
     if (st_ != CS_OK) return cs_error_prefix(err, "node '%s' (Conv)", n->name);
