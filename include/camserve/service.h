@@ -219,6 +219,12 @@ typedef struct cs_svc_response {
 /* Releases the response's result reference (NULL-safe, idempotent). */
 void cs_svc_response_clear(cs_svc_response *r);
 
+/* Another reference to a result (returned), and its release: a result
+ * stays valid while any reference is held, so an answer can send its
+ * buffers without copying them after the response is cleared. */
+const cs_svc_result *cs_svc_result_retain(const cs_svc_result *r);
+void cs_svc_result_release(const cs_svc_result *r);
+
 /* Called exactly once per queued request, on a service thread; owns *resp
  * (copy it, then clear it when done with the result). */
 typedef void (*cs_svc_done_fn)(void *ctx, cs_svc_response *resp);

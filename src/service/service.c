@@ -149,6 +149,15 @@ void cs_svc_response_clear(cs_svc_response *r) {
     }
 }
 
+const cs_svc_result *cs_svc_result_retain(const cs_svc_result *r) {
+    if (r) result_retain(BOX_OF(r));
+    return r;
+}
+
+void cs_svc_result_release(const cs_svc_result *r) {
+    if (r) result_release(BOX_OF(r));
+}
+
 const char *cs_svc_outcome_name(cs_svc_outcome o) {
     switch (o) {
     case CS_SVC_OK: return "ok";
