@@ -23,7 +23,7 @@
 # chart to CHART (bench/results/stage-breakdown.svg, by bench/stage_chart.py).
 # env: MODEL (bench/.peer/resnet50.onnx: `bench/export_models.py bench/.peer`),
 #      CLIENTS, DURATION, HIT_DURATION, MISS_PCT, LIGHT, POOL,
-#      WORKERS (1), MAX_BATCH (8), QUEUE (64) -- the server's defaults,
+#      WORKERS (1), MAX_BATCH (unset: the server picks, 1 on the CPU), QUEUE (64),
 #      SERVE_ARGS (more server flags, e.g. "--cache-mem-mb 16"),
 #      OUT, CHART, PY (/usr/bin/python3 with PIL + numpy, for the photos).
 # Needs gcc, curl, /usr/bin/python3 (PIL, numpy) and the darknet package's
@@ -39,7 +39,7 @@ miss_pct=${MISS_PCT:-10}
 light=${LIGHT:-20}
 pool=${POOL:-50}
 workers=${WORKERS:-1}
-max_batch=${MAX_BATCH:-8}
+max_batch=${MAX_BATCH:-}
 queue=${QUEUE:-64}
 out=${OUT:-$root/bench/results/cpu-load.md}
 chart=${CHART:-$root/bench/results/stage-breakdown.svg}
@@ -108,7 +108,8 @@ small_kb=$(($(stat -c %s "$work/small.jpg") / 1024))
 
 # ---- the server
 model_shown=${model#"$root"/}
-serve_args=(serve --model "$model" --host 127.0.0.1 --port 0 --workers "$workers" --max-batch "$max_batch" --queue "$queue")
+serve_args=(serve --model "$model" --host 127.0.0.1 --port 0 --workers "$workers" --queue "$queue")
+[ -n "$max_batch" ] && serve_args+=(--max-batch "$max_batch")
 # SERVE_ARGS: more flags for the server, e.g. smaller caches (word-split)
 # shellcheck disable=SC2206
 [ -n "${SERVE_ARGS:-}" ] && serve_args+=($SERVE_ARGS)

@@ -61,7 +61,10 @@ typedef struct cs_svc_params {
     int workers;           /* inference workers (default 1) */
     int threads;           /* compute threads per worker; 0: cores / workers */
     int prep_threads;      /* decode/preprocess/encode pool (default 2) */
-    int max_batch;         /* requests per network run (default 8) */
+    int max_batch;         /* requests per network run; 0 (the default): 1 when every
+                            * model runs on the CPU, 8 when one runs on a GPU -- on
+                            * the CPU a batch costs more per image than single runs
+                            * (docs/benchmarks.md) and its plans cost memory */
     int batch_window_ms;   /* how long a worker waits to fill a batch (default 2) */
     int queue;             /* requests waiting beyond those being run (default 64) */
     int timeout_ms;        /* per request, submit to worker pick-up (default 30000) */
@@ -224,6 +227,9 @@ void cs_svc_response_clear(cs_svc_response *r);
  * buffers without copying them after the response is cleared. */
 const cs_svc_result *cs_svc_result_retain(const cs_svc_result *r);
 void cs_svc_result_release(const cs_svc_result *r);
+
+/* The batch size in use: max_batch, or what 0 resolved to (after start). */
+int cs_svc_max_batch(const cs_svc *s);
 
 /* Called exactly once per queued request, on a service thread; owns *resp
  * (copy it, then clear it when done with the result). */

@@ -113,7 +113,7 @@ int cs_cli_serve(int argc, char **argv) {
     hp.port = (int)num_opt(&opts[O_PORT], 8080, 65535, &ok);
     sp.workers = (int)num_opt(&opts[O_WORKERS], 1, 256, &ok);
     sp.threads = (int)num_opt(&opts[O_THREADS], 0, 1024, &ok);
-    sp.max_batch = (int)num_opt(&opts[O_MAXBATCH], 8, 256, &ok);
+    sp.max_batch = opts[O_MAXBATCH].value ? (int)num_opt(&opts[O_MAXBATCH], 1, 256, &ok) : 0; /* 0: by device */
     sp.batch_window_ms = (int)num_opt(&opts[O_WINDOW], 2, 10000, &ok);
     sp.queue = (int)num_opt(&opts[O_QUEUE], 64, 100000, &ok);
     sp.timeout_ms = (int)num_opt(&opts[O_TIMEOUT], 30000, 3600000, &ok);
@@ -148,7 +148,7 @@ int cs_cli_serve(int argc, char **argv) {
     hp.connection_timeout_s = (int)num_opt(&opts[O_IDLETIMEOUT], 30, 3600, &ok);
     hp.max_connections = (int)num_opt(&opts[O_MAXCONN], 512, 100000, &ok);
     hp.access_log = opts[O_ACCESSLOG].value != NULL;
-    if (ok && (sp.workers < 1 || sp.max_batch < 1 || sp.timeout_ms < 1 || upload_mb < 1 ||
+    if (ok && (sp.workers < 1 || (opts[O_MAXBATCH].value && sp.max_batch < 1) || sp.timeout_ms < 1 || upload_mb < 1 ||
                sp.prep_threads < 1 || hp.threads < 1 || hp.connection_timeout_s < 1)) {
         fprintf(stderr, "camserve serve: --workers, --max-batch, --timeout-ms, --max-upload-mb, "
                         "--prep-threads, --http-threads and --idle-timeout-s must be at least 1\n");
@@ -205,7 +205,7 @@ int cs_cli_serve(int argc, char **argv) {
                 mi->name, mi->input_w, mi->input_h, mi->num_classes, mi->digest, mi->load_ms);
     }
     fprintf(stderr, "camserve serve: ready (%d worker%s, max batch %d, queue %d)\n", sp.workers,
-            sp.workers > 1 ? "s" : "", sp.max_batch, sp.queue);
+            sp.workers > 1 ? "s" : "", cs_svc_max_batch(svc), sp.queue);
     fprintf(stderr, "camserve serve: result cache: memory %zu MB", sp.cache_mem_bytes >> 20);
     if (opts[O_CACHEDIR].value)
         fprintf(stderr, ", disk %s (%zu MB)", opts[O_CACHEDIR].value, sp.cache_disk_bytes >> 20);

@@ -294,7 +294,7 @@ cs_svc_params cs_svc_default_params(void) {
     p.workers = 1;
     p.threads = 0;
     p.prep_threads = 2;
-    p.max_batch = 8;
+    p.max_batch = 0; /* by device, at start */
     p.batch_window_ms = 2;
     p.queue = 64;
     p.timeout_ms = 30000;
@@ -312,11 +312,11 @@ cs_svc_params cs_svc_default_params(void) {
 cs_status cs_svc_create(const cs_svc_params *p, cs_svc **out, cs_error *err) {
     *out = NULL;
     cs_svc_params q = p ? *p : cs_svc_default_params();
-    if (q.workers < 1 || q.workers > 256 || q.max_batch < 1 || q.max_batch > 256 || q.queue < 0 ||
+    if (q.workers < 1 || q.workers > 256 || q.max_batch < 0 || q.max_batch > 256 || q.queue < 0 ||
         q.batch_window_ms < 0 || q.timeout_ms < 1 || q.prep_threads < 1 || q.prep_threads > 64 ||
         q.threads < 0)
         return cs_errorf(err, CS_EINVAL,
-                         "bad service parameters: workers 1..256, max_batch 1..256, queue >= 0, "
+                         "bad service parameters: workers 1..256, max_batch 0..256, queue >= 0, "
                          "timeout_ms >= 1, prep_threads 1..64");
     if (q.threads == 0) {
         q.threads = omp_get_num_procs() / q.workers;
@@ -600,6 +600,8 @@ const cs_svc_model_info *cs_svc_model_at(const cs_svc *s, int i) {
     pthread_mutex_unlock(&w->vmu);
     return mi;
 }
+
+int cs_svc_max_batch(const cs_svc *s) { return s->p.max_batch; }
 
 int cs_svc_ready(const cs_svc *s) { return atomic_load(&((cs_svc *)s)->ready); }
 
@@ -1542,6 +1544,15 @@ cs_status cs_svc_start(cs_svc *s, cs_error *err) {
     s->preps = calloc((size_t)np, sizeof(pthread_t));
     if (!s->sessions || !s->sess_model || !s->workers || !s->preps)
         return cs_errorf(err, CS_ENOMEM, "out of memory");
+    if (s->p.max_batch == 0) {
+        /* With oneDNN on this project's CPUs a batch of 8 costs 1.2-1.7x per
+         * image what 8 single runs do (batch 1 runs Winograd and stays in
+         * cache), and its plans would add the direct weight layout and
+         * bigger arenas; a GPU needs batches to be busy. */
+        s->p.max_batch = 1;
+        for (int i = 0; i < s->nmodels; i++)
+            if (!strncmp(cs_model_device(s->slots[i].cur->m), "cuda", 4)) s->p.max_batch = 8;
+    }
     for (int i = 0; i < nw * s->nmodels; i++) {
         svc_model *m = s->slots[i % s->nmodels].cur;
         cs_status st = cs_session_create(m->m, &s->sessions[i], err);
