@@ -6,6 +6,7 @@
 #include "camserve/imageio.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +18,8 @@
  * libspng (which decodes every PNG camserve reads) can compress only through
  * zlib, whose fastest useful setting -- level 1, Huffman only -- took ~12 ms
  * for the 800x600 overlay of bench/bench_image.sh; libdeflate's level 1 takes
- * ~7 ms for a file 6 % larger (536 vs 506 KB).  What is left to write is
+ * ~7 ms for a file 6 % larger (536 vs 506 KB).  (A Paeth filter codes
+ * ~7 % smaller but costs more to compute than libdeflate then saves.)  What is left to write is
  * four chunks (PNG spec, ISO/IEC 15948 sections 5 and 11): signature, IHDR,
  * one IDAT holding the zlib stream, IEND.  Rows use filter 1 (Sub), which
  * suits photographs and costs one subtraction per byte. */
@@ -38,6 +40,73 @@ static uint8_t *seal_chunk(uint8_t *p, size_t n) {
     return put_be32(p + 8 + n, crc);
 }
 
+/* Per-thread PNG scratch: the compressor (its hash tables) and the filtered
+ * rows, kept from one encode to the next on the same thread.  Fresh ones are
+ * new mappings that page-fault as they are first written: ~1.5 ms of the
+ * ~7 ms an 800x600 overlay took.  Owned by the thread's key value, freed by
+ * the key's destructor when the thread exits; rows above SCRATCH_KEEP bytes
+ * are not kept, so an idle thread holds at most that much. */
+enum { SCRATCH_KEEP = 4 << 20 };
+typedef struct png_scratch {
+    struct libdeflate_compressor *z;
+    uint8_t *raw;
+    size_t cap;
+} png_scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok;
+
+static void scratch_free(void *v) {
+    png_scratch *s = v;
+    if (!s) return;
+    libdeflate_free_compressor(s->z);
+    free(s->raw);
+    free(s);
+}
+
+static void scratch_key_make(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+
+/* This thread's scratch with rows of at least need bytes, or NULL (then the
+ * caller allocates its own, e.g. for rows above SCRATCH_KEEP). */
+static png_scratch *scratch_get(size_t need) {
+    pthread_once(&scratch_once, scratch_key_make);
+    if (!scratch_key_ok || need > SCRATCH_KEEP) return NULL;
+    png_scratch *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s) return NULL;
+        s->z = libdeflate_alloc_compressor(1);
+        if (!s->z || pthread_setspecific(scratch_key, s) != 0) {
+            scratch_free(s);
+            return NULL;
+        }
+    }
+    if (s->cap < need) {
+        uint8_t *r = realloc(s->raw, need);
+        if (!r) return NULL;
+        s->raw = r;
+        s->cap = need;
+    }
+    return s;
+}
+
+/* PNG filter 1 on one row, 16 bytes at a time (GNU vector extension; gcc
+ * would not vectorise the byte loop at -O2 with a run-time pixel stride). */
+typedef uint8_t u8x16 __attribute__((vector_size(16)));
+static void sub_row(const uint8_t *src, uint8_t *dst, size_t row, size_t C) {
+    memcpy(dst, src, C);
+    size_t i = C;
+    for (; i + 16 <= row; i += 16) {
+        u8x16 a, b;
+        memcpy(&a, src + i, 16);
+        memcpy(&b, src + i - C, 16);
+        a -= b;
+        memcpy(dst + i, &a, 16);
+    }
+    for (; i < row; i++) dst[i] = (uint8_t)(src[i] - src[i - C]);
+}
+
 static cs_status encode_png(const cs_image *img, uint8_t **out, size_t *len, cs_error *err) {
     const int C = img->channels;
     const size_t w = (size_t)img->width, h = (size_t)img->height, row = w * (size_t)C;
@@ -45,23 +114,24 @@ static cs_status encode_png(const cs_image *img, uint8_t **out, size_t *len, cs_
     if (w > 0x7fffffffu || h > 0x7fffffffu || (row + 1) > SIZE_MAX / h)
         return cs_errorf(err, CS_EINVAL, "png encode: image too large");
     const size_t raw_len = (row + 1) * h;
-    uint8_t *raw = malloc(raw_len);
-    struct libdeflate_compressor *z = libdeflate_alloc_compressor(1);
+    png_scratch *sc = scratch_get(raw_len);
+    uint8_t *raw = sc ? sc->raw : malloc(raw_len);
+    struct libdeflate_compressor *z = sc ? sc->z : libdeflate_alloc_compressor(1);
     const size_t bound = z ? libdeflate_zlib_compress_bound(z, raw_len) : 0;
     /* IDAT holds one chunk of at most 2^31 - 1 bytes */
     uint8_t *png = z && bound < 0x7fffffffu ? malloc(8 + 25 + 12 + bound + 12) : NULL;
     if (!raw || !z || !png) {
-        free(raw);
+        if (!sc) {
+            free(raw);
+            libdeflate_free_compressor(z);
+        }
         free(png);
-        libdeflate_free_compressor(z);
         return cs_errorf(err, CS_ENOMEM, "out of memory for a %zux%zu PNG", w, h);
     }
     for (size_t y = 0; y < h; y++) {
-        const uint8_t *src = img->rgb + y * row;
         uint8_t *dst = raw + y * (row + 1);
         dst[0] = 1; /* Sub: each byte minus the byte one pixel to its left */
-        memcpy(dst + 1, src, (size_t)C);
-        for (size_t i = (size_t)C; i < row; i++) dst[1 + i] = (uint8_t)(src[i] - src[i - C]);
+        sub_row(img->rgb + y * row, dst + 1, row, (size_t)C);
     }
     static const uint8_t SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     uint8_t *p = png;
@@ -78,8 +148,10 @@ static cs_status encode_png(const cs_image *img, uint8_t **out, size_t *len, cs_
     uint8_t *idat = p;
     memcpy(idat + 4, "IDAT", 4);
     size_t zn = libdeflate_zlib_compress(z, raw, raw_len, idat + 8, bound);
-    libdeflate_free_compressor(z);
-    free(raw);
+    if (!sc) {
+        libdeflate_free_compressor(z);
+        free(raw);
+    }
     if (zn == 0) {
         free(png);
         return cs_errorf(err, CS_EINTERNAL, "png encode: deflate failed");

@@ -7,7 +7,11 @@
  *   - per output pixel, taps from (int)(center -/+ support + 0.5), weights
  *     normalised in double, then rounded to 22-bit fixed point;
  *   - horizontal pass first into uint8 (rounded, clipped), then vertical.
- * With the same source pixels the bytes are identical to PIL's.
+ * With the same source pixels the bytes are identical to PIL's.  Only the
+ * way the same integer sums are formed differs: every output of the
+ * horizontal pass gets the same number of taps (zero weights pad the short
+ * ones, same_tap_count), and on x86-64 both passes multiply with SSE2's
+ * pmaddwd (make_pairs).
  *
  * Only the output window that survives the center crop is computed: the
  * horizontal pass covers the crop's columns and the rows the vertical taps
@@ -21,6 +25,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define PRECISION_BITS (32 - 8 - 2)
 
@@ -49,11 +56,15 @@ typedef struct coeffs {
     int ksize;
     int *bounds;   /* per output: first tap, tap count */
     int32_t *kk;   /* per output: ksize fixed-point weights */
+    int32_t *kp;   /* the same as 16-bit pairs for SSE2 (make_pairs), or NULL */
 } coeffs;
 
 static void coeffs_free(coeffs *c) {
     free(c->bounds);
     free(c->kk);
+    free(c->kp);
+    c->bounds = NULL;
+    c->kk = c->kp = NULL;
 }
 
 /* PIL's precompute_coeffs + normalize_coeffs_8bpc for outputs
@@ -109,6 +120,170 @@ static inline uint8_t clip8(int32_t in) {
     return (uint8_t)(in >> PRECISION_BITS);
 }
 
+/* Gives every output of c the same number of taps, the most any of them
+ * uses: a window that would then run past the input's end moves left, and
+ * the weights are padded with zeros.  A zero weight adds nothing, so the
+ * sums stay PIL's, and the horizontal pass runs loops of one length. */
+static cs_status same_tap_count(coeffs *c, int count, int in_size, cs_error *err) {
+    int taps = 1;
+    for (int i = 0; i < count; i++)
+        if (c->bounds[i * 2 + 1] > taps) taps = c->bounds[i * 2 + 1];
+    if (taps > in_size) taps = in_size;
+    int32_t *kk = calloc((size_t)taps * (size_t)count, sizeof(int32_t));
+    if (!kk) return cs_errorf(err, CS_ENOMEM, "out of memory for resampling coefficients");
+    for (int i = 0; i < count; i++) {
+        const int xmin = c->bounds[i * 2], n = c->bounds[i * 2 + 1];
+        const int shift = xmin + taps > in_size ? xmin + taps - in_size : 0;
+        for (int t = 0; t < n; t++) kk[(size_t)i * taps + shift + t] = c->kk[(size_t)i * c->ksize + t];
+        c->bounds[i * 2] = xmin - shift;
+        c->bounds[i * 2 + 1] = taps;
+    }
+    free(c->kk);
+    c->kk = kk;
+    c->ksize = taps;
+    return CS_OK;
+}
+
+/* horizontal pass, one row, outputs [x, ow); every output has c->ksize taps */
+static void hrow3(const uint8_t *row, uint8_t *out, int x, int ow, const coeffs *c) {
+    const int K = c->ksize;
+    for (; x < ow; x++) {
+        const uint8_t *p = row + (size_t)c->bounds[x * 2] * 3;
+        const int32_t *k = c->kk + (size_t)x * K;
+        int32_t s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
+        for (int t = 0; t < K; t++) {
+            s0 += p[t * 3 + 0] * k[t];
+            s1 += p[t * 3 + 1] * k[t];
+            s2 += p[t * 3 + 2] * k[t];
+        }
+        out[x * 3 + 0] = clip8(s0);
+        out[x * 3 + 1] = clip8(s1);
+        out[x * 3 + 2] = clip8(s2);
+    }
+}
+
+static void hrow1(const uint8_t *row, uint8_t *out, int ow, const coeffs *c) {
+    const int K = c->ksize;
+    for (int x = 0; x < ow; x++) {
+        const uint8_t *p = row + c->bounds[x * 2];
+        const int32_t *k = c->kk + (size_t)x * K;
+        int32_t s0 = 1 << (PRECISION_BITS - 1);
+        for (int t = 0; t < K; t++) s0 += p[t] * k[t];
+        out[x] = clip8(s0);
+    }
+}
+
+/* Vertical pass, one output row, bytes [x, n): blocks of 16 bytes with all
+ * taps summed in registers.  The fixed block length lets gcc vectorise at
+ * -O2 where the target has a 32-bit vector multiply (its cheapest cost
+ * model takes only loops without a remainder); on x86-64 vrow_sse2 does the
+ * blocks and this only the tail. */
+static void vrow(const uint8_t *rows, size_t stride, const int32_t *k, int yn, size_t x, size_t n,
+                 uint8_t *out) {
+    enum { VB = 16 };
+    for (; x + VB <= n; x += VB) {
+        int32_t acc[VB];
+        for (int j = 0; j < VB; j++) acc[j] = 1 << (PRECISION_BITS - 1);
+        for (int t = 0; t < yn; t++) {
+            const uint8_t *p = rows + (size_t)t * stride + x;
+            const int32_t kt = k[t];
+            for (int j = 0; j < VB; j++) acc[j] += p[j] * kt;
+        }
+        for (int j = 0; j < VB; j++) out[x + j] = clip8(acc[j]);
+    }
+    for (; x < n; x++) {
+        int32_t a = 1 << (PRECISION_BITS - 1);
+        for (int t = 0; t < yn; t++) a += rows[(size_t)t * stride + x] * k[t];
+        out[x] = clip8(a);
+    }
+}
+
+#if defined(__SSE2__)
+/* SSE2 (every x86-64) has no 32-bit vector multiply, but PIL's products of
+ * an 8-bit pixel p and a 22-bit weight k are exact in pmaddwd's 16 x 16 ->
+ * 32 bits when k is split as kl + 128 * kh (kh = floor(k / 128) capped at
+ * 32767, kl the rest): p * k = p * kl + (p << 7) * kh is one pmaddwd lane
+ * of the pair (p, p << 7) against (kl, kh).  Every sum is then the same
+ * integer as PIL's, so the bytes are too.  make_pairs stores each weight as
+ * that pair, or nothing when one does not fit in 16 + 16 bits (weights
+ * outside about -1..1.008: bilinear never has them, bicubic only where an
+ * image edge cuts its kernel while upsampling), and the scalar code runs
+ * instead. */
+static cs_status make_pairs(coeffs *c, int count, cs_error *err) {
+    const size_t n = (size_t)c->ksize * (size_t)count;
+    for (size_t i = 0; i < n; i++)
+        if (c->kk[i] < -(1 << 22) || c->kk[i] > 32767 * 128 + 32767) return CS_OK;
+    if (!(c->kp = malloc(sizeof(int32_t) * n)))
+        return cs_errorf(err, CS_ENOMEM, "out of memory for resampling coefficients");
+    for (size_t i = 0; i < n; i++) {
+        const int32_t k = c->kk[i];
+        int32_t kh = k >= 0 ? k / 128 : -((-k + 127) / 128); /* floor(k / 128) */
+        if (kh > 32767) kh = 32767;
+        const int32_t kl = k - kh * 128;
+        c->kp[i] = (int32_t)((uint32_t)(uint16_t)kl | (uint32_t)(uint16_t)kh << 16);
+    }
+    return CS_OK;
+}
+
+/* (p, p << 7) pairs of the 8 16-bit pixels of v, low or high half */
+static inline __m128i pairs_lo(__m128i v) { return _mm_unpacklo_epi16(v, _mm_slli_epi16(v, 7)); }
+static inline __m128i pairs_hi(__m128i v) { return _mm_unpackhi_epi16(v, _mm_slli_epi16(v, 7)); }
+
+/* clip8 of four sums, as bytes: >> 22, then saturate to 0..255 */
+static inline __m128i pack_clip(__m128i a, __m128i b, __m128i c, __m128i d) {
+    return _mm_packus_epi16(_mm_packs_epi32(_mm_srai_epi32(a, PRECISION_BITS),
+                                            _mm_srai_epi32(b, PRECISION_BITS)),
+                            _mm_packs_epi32(_mm_srai_epi32(c, PRECISION_BITS),
+                                            _mm_srai_epi32(d, PRECISION_BITS)));
+}
+
+/* Horizontal pass of RGB: one pixel's three channels (and a fourth byte,
+ * ignored) per register, one pmaddwd per tap.  Each 4-byte load and store
+ * reaches one byte past the pixel, so the last output and any window
+ * ending at the row's end are left to hrow3; returns where it stopped. */
+static int hrow3_sse2(const uint8_t *row, uint8_t *out, int ow, int sw, const coeffs *c) {
+    const int K = c->ksize;
+    const __m128i zero = _mm_setzero_si128(), half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+    int x = 0;
+    for (; x + 1 < ow && c->bounds[x * 2] + K < sw; x++) {
+        const uint8_t *p = row + (size_t)c->bounds[x * 2] * 3;
+        const int32_t *w = c->kp + (size_t)x * K;
+        __m128i acc = half;
+        for (int t = 0; t < K; t++) {
+            int32_t v;
+            memcpy(&v, p + t * 3, 4);
+            const __m128i px = _mm_unpacklo_epi8(_mm_cvtsi32_si128(v), zero);
+            acc = _mm_add_epi32(acc, _mm_madd_epi16(pairs_lo(px), _mm_set1_epi32(w[t])));
+        }
+        const int32_t o = _mm_cvtsi128_si32(pack_clip(acc, acc, acc, acc));
+        memcpy(out + x * 3, &o, 4); /* byte 4 is the next pixel's, written next */
+    }
+    return x;
+}
+
+/* Vertical pass of one output row, 16 bytes at a time; returns where the
+ * last whole block ended. */
+static size_t vrow_sse2(const uint8_t *rows, size_t stride, const int32_t *w, int yn, size_t n,
+                        uint8_t *out) {
+    const __m128i zero = _mm_setzero_si128(), half = _mm_set1_epi32(1 << (PRECISION_BITS - 1));
+    size_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        __m128i a0 = half, a1 = half, a2 = half, a3 = half;
+        for (int t = 0; t < yn; t++) {
+            const __m128i v = _mm_loadu_si128((const __m128i *)(rows + (size_t)t * stride + x));
+            const __m128i kw = _mm_set1_epi32(w[t]);
+            const __m128i lo = _mm_unpacklo_epi8(v, zero), hi = _mm_unpackhi_epi8(v, zero);
+            a0 = _mm_add_epi32(a0, _mm_madd_epi16(pairs_lo(lo), kw));
+            a1 = _mm_add_epi32(a1, _mm_madd_epi16(pairs_hi(lo), kw));
+            a2 = _mm_add_epi32(a2, _mm_madd_epi16(pairs_lo(hi), kw));
+            a3 = _mm_add_epi32(a3, _mm_madd_epi16(pairs_hi(hi), kw));
+        }
+        _mm_storeu_si128((__m128i *)(out + x), pack_clip(a0, a1, a2, a3));
+    }
+    return x;
+}
+#endif
+
 cs_status cs_img_resample_window(const uint8_t *src, int sw, int sh, int channels,
                                  const float box[4], int rw, int rh, int x0, int x1, int y0,
                                  int y1, cs_img_interp interp, uint8_t *dst, size_t dst_stride,
@@ -118,12 +293,15 @@ cs_status cs_img_resample_window(const uint8_t *src, int sw, int sh, int channel
     const filter *f = &FILTERS[interp == CS_IMG_INTERP_BICUBIC ? 1 : 0];
     const int C = channels, ow = x1 - x0, oh = y1 - y0;
     coeffs hz = {0}, vt = {0};
+    uint8_t *tmp = NULL;
     cs_status st = precompute(sw, box[0], box[2], rw, x0, ow, f, &hz, err);
-    if (st != CS_OK) return st;
-    if ((st = precompute(sh, box[1], box[3], rh, y0, oh, f, &vt, err)) != CS_OK) {
-        coeffs_free(&hz);
-        return st;
-    }
+    if (st == CS_OK) st = same_tap_count(&hz, ow, sw, err);
+    if (st == CS_OK) st = precompute(sh, box[1], box[3], rh, y0, oh, f, &vt, err);
+#if defined(__SSE2__)
+    if (st == CS_OK) st = make_pairs(&hz, ow, err);
+    if (st == CS_OK) st = make_pairs(&vt, oh, err);
+#endif
+    if (st != CS_OK) goto done;
     int ylo = sh, yhi = 0;
     for (int i = 0; i < oh; i++) {
         int a = vt.bounds[i * 2], b = a + vt.bounds[i * 2 + 1];
@@ -133,69 +311,41 @@ cs_status cs_img_resample_window(const uint8_t *src, int sw, int sh, int channel
     if (yhi <= ylo) ylo = yhi = 0;
     const int th = yhi - ylo;
     const size_t tstride = (size_t)ow * C;
-    uint8_t *tmp = malloc(tstride * (size_t)(th > 0 ? th : 1));
-    if (!tmp) {
-        coeffs_free(&hz);
-        coeffs_free(&vt);
-        return cs_errorf(err, CS_ENOMEM, "out of memory for resampling");
+    if (!(tmp = malloc(tstride * (size_t)(th > 0 ? th : 1)))) {
+        st = cs_errorf(err, CS_ENOMEM, "out of memory for resampling");
+        goto done;
     }
     /* horizontal pass over the rows the vertical taps need */
     for (int y = 0; y < th; y++) {
         const uint8_t *row = src + (size_t)(ylo + y) * sw * C;
         uint8_t *trow = tmp + (size_t)y * tstride;
-        for (int x = 0; x < ow; x++) {
-            const int xmin = hz.bounds[x * 2], xn = hz.bounds[x * 2 + 1];
-            const int32_t *k = hz.kk + (size_t)x * hz.ksize;
-            const uint8_t *p = row + (size_t)xmin * C;
-            if (C == 3) {
-                int32_t s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
-                for (int t = 0; t < xn; t++, p += 3) {
-                    s0 += p[0] * k[t];
-                    s1 += p[1] * k[t];
-                    s2 += p[2] * k[t];
-                }
-                trow[x * 3 + 0] = clip8(s0);
-                trow[x * 3 + 1] = clip8(s1);
-                trow[x * 3 + 2] = clip8(s2);
-            } else {
-                int32_t s0 = 1 << (PRECISION_BITS - 1);
-                for (int t = 0; t < xn; t++) s0 += p[t] * k[t];
-                trow[x] = clip8(s0);
-            }
+        if (C == 1) {
+            hrow1(row, trow, ow, &hz);
+            continue;
         }
+        int x = 0;
+#if defined(__SSE2__)
+        if (hz.kp) x = hrow3_sse2(row, trow, ow, sw, &hz);
+#endif
+        hrow3(row, trow, x, ow, &hz);
     }
-    /* vertical pass: blocks of 16 bytes of a row, all taps of the block
-     * summed in registers.  The fixed block length lets the compiler
-     * vectorise at -O2 (its cheapest cost model takes only loops without a
-     * remainder); the sums are the same integers PIL accumulates, only in a
-     * different order, so the bytes are identical. */
-    enum { VB = 16 };
+    /* vertical pass; the sums are the same integers PIL accumulates, in a
+     * different order, so the bytes are identical */
     for (int y = 0; y < oh; y++) {
         const int ymin = vt.bounds[y * 2] - ylo, yn = vt.bounds[y * 2 + 1];
-        const int32_t *k = vt.kk + (size_t)y * vt.ksize;
         const uint8_t *rows = tmp + (size_t)ymin * tstride;
         uint8_t *drow = dst + (size_t)y * dst_stride;
         size_t x = 0;
-        for (; x + VB <= tstride; x += VB) {
-            int32_t acc[VB];
-            for (int j = 0; j < VB; j++) acc[j] = 1 << (PRECISION_BITS - 1);
-            for (int t = 0; t < yn; t++) {
-                const uint8_t *p = rows + (size_t)t * tstride + x;
-                const int32_t kt = k[t];
-                for (int j = 0; j < VB; j++) acc[j] += p[j] * kt;
-            }
-            for (int j = 0; j < VB; j++) drow[x + j] = clip8(acc[j]);
-        }
-        for (; x < tstride; x++) {
-            int32_t a = 1 << (PRECISION_BITS - 1);
-            for (int t = 0; t < yn; t++) a += rows[(size_t)t * tstride + x] * k[t];
-            drow[x] = clip8(a);
-        }
+#if defined(__SSE2__)
+        if (vt.kp) x = vrow_sse2(rows, tstride, vt.kp + (size_t)y * vt.ksize, yn, tstride, drow);
+#endif
+        vrow(rows, tstride, vt.kk + (size_t)y * vt.ksize, yn, x, tstride, drow);
     }
+done:
     free(tmp);
     coeffs_free(&hz);
     coeffs_free(&vt);
-    return CS_OK;
+    return st;
 }
 
 /* ---- preprocessing --------------------------------------------------- */

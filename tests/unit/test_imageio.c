@@ -118,14 +118,24 @@ static void test_sniff(void **state) {
     assert_null(img.rgb);
 }
 
+/* The PNG writer is ours: the container, Paeth rows and a deflate coder of
+ * runs and literals, or Sub rows and libdeflate's LZ77 where a sample says
+ * that codes better (encode.c).  libspng, which checks every CRC and the
+ * zlib checksum, reads it back.  Contents: a photo-like pattern, flat (runs
+ * across 64 KB blocks), noise (stored blocks), a checkerboard (LZ77), each
+ * in RGB and gray; the sizes bound what each kind comes to. */
 static void test_png_roundtrip_exact(void **state) {
     (void)state;
-    /* the PNG writer is ours (container + Sub filter, libdeflate inside);
-     * libspng, which checks every CRC and the zlib checksum, reads it back */
-    static const int sizes[][2] = {{37, 23}, {1, 1}, {800, 600}, {2, 300}};
-    for (int k = 0; k < 8; k++) {
-        const int gray = k & 1, W = sizes[k / 2][0], H = sizes[k / 2][1];
+    static const int sizes[][2] = {{37, 23}, {1, 1}, {800, 600}, {2, 300}, {300, 2}};
+    uint32_t r = 5;
+    for (int k = 0; k < 40; k++) {
+        const int gray = k & 1, kind = (k / 2) % 4, W = sizes[k / 8][0], H = sizes[k / 8][1];
         cs_image src = {.width = W, .height = H, .channels = 3, .rgb = make_pattern(W, H)};
+        for (int i = 0; i < W * H * 3; i++) {
+            if (kind == 1) src.rgb[i] = (uint8_t)(90 + i % 3);
+            if (kind == 2) src.rgb[i] = (uint8_t)((r = r * 1103515245u + 12345u) >> 23);
+            if (kind == 3) src.rgb[i] = ((i / 3 % W) / 4 + (i / 3 / W) / 4) % 2 ? 240 : 16;
+        }
         if (gray) {
             for (int i = 0; i < W * H; i++) src.rgb[i] = src.rgb[i * 3];
             src.channels = 1;
@@ -142,6 +152,17 @@ static void test_png_roundtrip_exact(void **state) {
         for (int i = 0; i < W * H; i++)
             for (int c = 0; c < 3; c++)
                 assert_int_equal(dec.rgb[i * 3 + c], src.rgb[gray ? i : i * 3 + c]);
+        const size_t raw = (size_t)(W * src.channels + 1) * H;
+        if (W * H >= 10000) { /* 800x600: what each kind of content comes to */
+            /* the RGB pattern has the same noise in R, G and B, which LZ77
+             * codes best (~0.57 of the raw size); flat content must
+             * come to almost nothing, noise to no more than stored blocks */
+            const size_t most[] = {gray ? raw * 3 / 4 : raw * 3 / 5, raw / 256, raw + raw / 65535 * 5 + 100,
+                                   raw / 50};
+            if (len > most[kind])
+                fail_msg("%dx%d %s kind %d: %zu bytes, expected <= %zu", W, H,
+                         gray ? "gray" : "rgb", kind, len, most[kind]);
+        }
         free(enc);
         cs_img_free(&dec);
         cs_img_free(&src);
@@ -518,6 +539,121 @@ static void test_resize_matches_pil(void **state) {
     cs_img_free(&src);
 }
 
+/* PIL 9's Resample.c for 8-bit images written plainly -- per output a
+ * variable number of taps, one byte at a time, horizontal pass into bytes
+ * then vertical -- as the resampler was before its passes were vectorised.
+ * The fast passes must give the same bytes on every shape, which the PIL
+ * files above (three sizes) cannot cover on their own. */
+static double ref_filter(int bicubic, double x) {
+    if (x < 0.0) x = -x;
+    if (!bicubic) return x < 1.0 ? 1.0 - x : 0.0;
+    const double a = -0.5;
+    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+    if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+    return 0.0;
+}
+
+/* bounds[2 * i] = first tap, bounds[2 * i + 1] = taps; kk: ksize per output */
+static int ref_coeffs(int in_size, float in0, float in1, int out_size, int bicubic, int *bounds,
+                      int32_t **kk) {
+    double scale = (double)(in1 - in0) / out_size, fs = scale < 1.0 ? 1.0 : scale;
+    double support = (bicubic ? 2.0 : 1.0) * fs;
+    int ksize = (int)ceil(support) * 2 + 1;
+    *kk = calloc((size_t)ksize * out_size, sizeof(int32_t));
+    double *k = malloc(sizeof(double) * ksize);
+    for (int xx = 0; xx < out_size; xx++) {
+        double center = in0 + (xx + 0.5) * scale, ww = 0.0;
+        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
+        if (xmin < 0) xmin = 0;
+        if (xmax > in_size) xmax = in_size;
+        xmax -= xmin;
+        if (xmax < 0) xmax = 0;
+        for (int x = 0; x < xmax; x++) {
+            k[x] = ref_filter(bicubic, (x + xmin - center + 0.5) / fs);
+            ww += k[x];
+        }
+        for (int x = 0; x < xmax; x++) {
+            double v = ww != 0.0 ? k[x] / ww : k[x];
+            (*kk)[xx * ksize + x] = v < 0 ? (int32_t)(-0.5 + v * (1 << 22)) : (int32_t)(0.5 + v * (1 << 22));
+        }
+        bounds[xx * 2] = xmin;
+        bounds[xx * 2 + 1] = xmax;
+    }
+    free(k);
+    return ksize;
+}
+
+static uint8_t ref_clip(int32_t v) { return v >= 1 << 30 ? 255 : v <= 0 ? 0 : (uint8_t)(v >> 22); }
+
+/* the whole rw x rh resize of box */
+static uint8_t *ref_resize(const uint8_t *src, int sw, int sh, int C, const float box[4], int rw,
+                           int rh, int bicubic) {
+    int *bx = malloc(sizeof(int) * 2 * rw), *by = malloc(sizeof(int) * 2 * rh);
+    int32_t *kx, *ky;
+    const int nx = ref_coeffs(sw, box[0], box[2], rw, bicubic, bx, &kx);
+    const int ny = ref_coeffs(sh, box[1], box[3], rh, bicubic, by, &ky);
+    uint8_t *tmp = malloc((size_t)sh * rw * C), *out = malloc((size_t)rh * rw * C);
+    for (int y = 0; y < sh; y++)
+        for (int x = 0; x < rw; x++)
+            for (int c = 0; c < C; c++) {
+                int32_t acc = 1 << 21;
+                for (int t = 0; t < bx[x * 2 + 1]; t++)
+                    acc += src[((size_t)y * sw + bx[x * 2] + t) * C + c] * kx[x * nx + t];
+                tmp[((size_t)y * rw + x) * C + c] = ref_clip(acc);
+            }
+    for (int y = 0; y < rh; y++)
+        for (size_t i = 0; i < (size_t)rw * C; i++) {
+            int32_t acc = 1 << 21;
+            for (int t = 0; t < by[y * 2 + 1]; t++)
+                acc += tmp[(size_t)(by[y * 2] + t) * rw * C + i] * ky[y * ny + t];
+            out[(size_t)y * rw * C + i] = ref_clip(acc);
+        }
+    free(bx);
+    free(by);
+    free(kx);
+    free(ky);
+    free(tmp);
+    return out;
+}
+
+static void test_resize_matches_reference(void **state) {
+    (void)state;
+    uint32_t r = 99;
+#define RND(n) ((int)((r = r * 1664525u + 1013904223u) >> 8) % (n))
+    for (int k = 0; k < 120; k++) {
+        const int C = k % 3 == 2 ? 1 : 3, bicubic = k & 1;
+        const int sw = 1 + RND(k < 60 ? 40 : 700), sh = 1 + RND(k < 60 ? 40 : 300);
+        /* down and up, by small and large factors */
+        const int rw = 1 + (k % 4 == 0 ? RND(3 * sw) : RND(sw + 1)), rh = 1 + RND(2 * sh);
+        uint8_t *src = malloc((size_t)sw * sh * C);
+        for (size_t i = 0; i < (size_t)sw * sh * C; i++) src[i] = (uint8_t)(RND(4) ? RND(256) : (int)(i / 7) * 13);
+        const float box[4] = {k % 5 == 0 ? 0.25f * RND(4) : 0.0f, 0.0f,
+                              (float)sw - (k % 7 == 0 ? 0.5f : 0.0f), (float)sh};
+        uint8_t *ref = ref_resize(src, sw, sh, C, box, rw, rh, bicubic);
+        /* the whole output, then a window (the centre-crop path) */
+        const int x0 = RND(rw), y0 = RND(rh), x1 = x0 + 1 + RND(rw - x0), y1 = y0 + 1 + RND(rh - y0);
+        const int wins[2][4] = {{0, rw, 0, rh}, {x0, x1, y0, y1}};
+        for (int w = 0; w < 2; w++) {
+            const int ow = wins[w][1] - wins[w][0], oh = wins[w][3] - wins[w][2];
+            uint8_t *out = malloc((size_t)ow * oh * C);
+            cs_error err = {0};
+            assert_int_equal(cs_img_resample_window(src, sw, sh, C, box, rw, rh, wins[w][0], wins[w][1],
+                                                    wins[w][2], wins[w][3], (cs_img_interp)bicubic,
+                                                    out, (size_t)ow * C, &err),
+                             CS_OK);
+            for (int y = 0; y < oh; y++)
+                if (memcmp(out + (size_t)y * ow * C,
+                           ref + ((size_t)(wins[w][2] + y) * rw + wins[w][0]) * C, (size_t)ow * C))
+                    fail_msg("case %d: %dx%dx%d -> %dx%d %s, window %d differs at row %d", k, sw, sh,
+                             C, rw, rh, bicubic ? "bicubic" : "bilinear", w, y);
+            free(out);
+        }
+        free(ref);
+        free(src);
+    }
+#undef RND
+}
+
 static void test_geometry(void **state) {
     (void)state;
     cs_preproc p = cs_img_preproc_default();
@@ -828,6 +964,60 @@ static void test_overlay(void **state) {
     cs_img_free(&img);
 }
 
+static uint64_t fnv1a(const uint8_t *p, size_t n) {
+    uint64_t h = 1469598103934665603u;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211u;
+    return h;
+}
+
+/* The overlay's bytes, pinned: the hashes were made by the per-byte float
+ * blend (pytorch-grad-cam's show_cam_on_image, checked by test_overlay)
+ * before the blend and the display resize were vectorised, which must not
+ * change a byte -- every colormap, alpha 0 and 1, no box and a box that
+ * sticks out, CAM values outside [0, 1] and NaN. */
+static void test_overlay_unchanged(void **state) {
+    (void)state;
+    cs_image img = {.width = 1000, .height = 750, .channels = 3, .rgb = make_pattern(1000, 750)};
+    cs_image small = {.width = 37, .height = 23, .channels = 3, .rgb = make_pattern(37, 23)};
+    float c7[49], c35[15];
+    for (int i = 0; i < 49; i++) c7[i] = (float)((i * 37) % 49) / 48.0f;
+    for (int i = 0; i < 15; i++) c35[i] = (float)i / 10.0f - 0.2f;
+    c35[7] = NAN;
+    const float crop[4] = {140.625f, 46.875f, 859.375f, 703.125f}, part[4] = {-5.5f, 3.25f, 20.0f, 40.0f};
+    const struct {
+        const cs_image *img;
+        const float *cam;
+        int ch, cw;
+        const float *box;
+        cs_img_colormap cmap;
+        float alpha;
+        int max_side, w, h;
+        uint64_t hash;
+    } cases[] = {
+        {&img, c7, 7, 7, crop, CS_IMG_CMAP_JET, 0.5f, 800, 800, 600, 0xd8140682e9d99e7du},
+        {&img, c7, 7, 7, NULL, CS_IMG_CMAP_TURBO, 0.3f, 640, 640, 480, 0x94412e6d6c6698d2u},
+        {&img, c35, 3, 5, crop, CS_IMG_CMAP_VIRIDIS, 1.0f, 1000, 1000, 750, 0xa6a6be38b4b5a110u},
+        {&img, c7, 7, 7, crop, CS_IMG_CMAP_INFERNO, 0.0f, 333, 333, 250, 0x135aae5114ddb7ceu},
+        {&small, c35, 3, 5, part, CS_IMG_CMAP_GRAY, 0.77f, 0, 37, 23, 0x56db95e8eefcde3eu},
+        {&small, c7, 7, 7, NULL, CS_IMG_CMAP_JET, 0.5f, 16, 16, 10, 0x14b17f0d8d7bf473u},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        cs_image out = {0};
+        cs_error err = {0};
+        assert_int_equal(cs_img_overlay(cases[k].img, cases[k].cam, cases[k].ch, cases[k].cw,
+                                        cases[k].box, cases[k].cmap, cases[k].alpha,
+                                        cases[k].max_side, &out, &err),
+                         CS_OK);
+        assert_int_equal(out.width, cases[k].w);
+        assert_int_equal(out.height, cases[k].h);
+        const uint64_t h = fnv1a(out.rgb, (size_t)out.width * out.height * 3);
+        if (h != cases[k].hash) fail_msg("overlay case %zu changed: %016llx", k, (unsigned long long)h);
+        cs_img_free(&out);
+    }
+    cs_img_free(&img);
+    cs_img_free(&small);
+}
+
 static void test_heatmap_and_encode(void **state) {
     (void)state;
     float cam[2] = {0.0f, 1.0f};
@@ -885,6 +1075,7 @@ int main(void) {
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_scaled_decode_4000x3000),
         cmocka_unit_test(test_resize_matches_pil),
+        cmocka_unit_test(test_resize_matches_reference),
         cmocka_unit_test(test_geometry),
         cmocka_unit_test(test_preprocess_values),
         cmocka_unit_test(test_parity_torchvision),
@@ -892,6 +1083,7 @@ int main(void) {
         cmocka_unit_test(test_config_for_model),
         cmocka_unit_test(test_colormaps),
         cmocka_unit_test(test_overlay),
+        cmocka_unit_test(test_overlay_unchanged),
         cmocka_unit_test(test_heatmap_and_encode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
