@@ -46,6 +46,9 @@ static const int CODES[] = {200, 400, 404, 405, 413, 415, 499, 500, 503, 504};
 #define BODY_POOL_N 4
 #define BODY_POOL_BYTES ((size_t)16 << 20)
 #define BODY_POOL_MIN ((size_t)256 << 10)
+/* Uploads announced at least this large are hashed on the hashing thread;
+ * for smaller ones the hand-over costs more than the hashing. */
+#define HASH_BEHIND_MIN ((size_t)256 << 10)
 
 struct cs_http {
     cs_http_params p;
@@ -66,6 +69,15 @@ struct cs_http {
      * one is already resident.  Bounded in count and in bytes; only buffers
      * large enough to be mappings are kept (smaller ones come from the heap
      * and are cheap to reuse anyway). */
+    /* The hashing thread: SHA-256 of large uploads runs there, behind their
+     * reception, instead of on the libmicrohttpd thread between reads (the
+     * two then share the cores).  hq is a FIFO of contexts with bytes
+     * received but not hashed; all hashing state below is under hmu. */
+    pthread_t hasher;
+    bool hasher_started, hasher_quit;
+    pthread_mutex_t hmu;
+    pthread_cond_t hcv, hdone;
+    struct req_ctx *hq_head, *hq_tail;
     pthread_mutex_t pool_mu;
     char *pool_buf[BODY_POOL_N];
     size_t pool_cap[BODY_POOL_N];
@@ -121,6 +133,11 @@ typedef struct req_ctx {
      * bodies, or when the context could not be made: the service hashes) */
     EVP_MD_CTX *sha;
     bool sha_failed;
+    /* hashing behind (h->hmu): bytes [0, hashed) are hashed, [hashed,
+     * avail) wait; the buffer is not moved while hash_behind is set */
+    bool hash_behind, hq_queued, hq_busy;
+    size_t hashed, avail;
+    struct req_ctx *hq_next;
     bool have_image_field;
     struct MHD_PostProcessor *pp;
     int early_status; /* 413 / 400 decided while receiving */
@@ -391,6 +408,72 @@ static const char *mime_of(const char *path) {
 
 static void too_large(req_ctx *c);
 
+/* ---- hashing behind the reception -------------------------------------------------- */
+
+static void *hasher_main(void *arg) {
+    cs_http *h = arg;
+    pthread_mutex_lock(&h->hmu);
+    for (;;) {
+        req_ctx *c = h->hq_head;
+        if (!c) {
+            if (h->hasher_quit) break;
+            pthread_cond_wait(&h->hcv, &h->hmu);
+            continue;
+        }
+        h->hq_head = c->hq_next;
+        if (!h->hq_head) h->hq_tail = NULL;
+        c->hq_queued = false;
+        c->hq_busy = true;
+        const size_t from = c->hashed, to = c->avail;
+        pthread_mutex_unlock(&h->hmu);
+        bool ok = EVP_DigestUpdate(c->sha, c->body + from, to - from) == 1;
+        pthread_mutex_lock(&h->hmu);
+        if (!ok) c->sha_failed = true; /* the service hashes instead */
+        c->hashed = to;
+        c->hq_busy = false;
+        pthread_cond_broadcast(&h->hdone);
+    }
+    pthread_mutex_unlock(&h->hmu);
+    return NULL;
+}
+
+/* Hands bytes [avail, len) of c's body to the hashing thread. */
+static void hash_behind(req_ctx *c) {
+    cs_http *h = c->h;
+    pthread_mutex_lock(&h->hmu);
+    c->avail = c->len;
+    if (!c->hq_queued && !c->hq_busy) {
+        c->hq_next = NULL;
+        if (h->hq_tail) h->hq_tail->hq_next = c;
+        else h->hq_head = c;
+        h->hq_tail = c;
+        c->hq_queued = true;
+        pthread_cond_signal(&h->hcv);
+    }
+    pthread_mutex_unlock(&h->hmu);
+}
+
+/* Waits until every byte handed over is hashed; after it the hashing thread
+ * no longer touches c. */
+static void hash_wait(req_ctx *c) {
+    if (!c->hash_behind) return;
+    cs_http *h = c->h;
+    pthread_mutex_lock(&h->hmu);
+    for (;;) {
+        if (c->hashed < c->avail && !c->hq_queued && !c->hq_busy) { /* more came after its turn */
+            c->hq_next = NULL;
+            if (h->hq_tail) h->hq_tail->hq_next = c;
+            else h->hq_head = c;
+            h->hq_tail = c;
+            c->hq_queued = true;
+            pthread_cond_signal(&h->hcv);
+        }
+        if (c->hashed >= c->avail && !c->hq_queued && !c->hq_busy) break;
+        pthread_cond_wait(&h->hdone, &h->hmu);
+    }
+    pthread_mutex_unlock(&h->hmu);
+}
+
 /* The smallest pooled buffer of at least need bytes (its size in *cap), or
  * NULL.  Small uploads never take one (see the caller), so a pooled photo
  * buffer is not held by a 20 KB body. */
@@ -454,6 +537,7 @@ static bool append(req_ctx *c, const char *data, size_t n, bool image) {
                      "server busy: too many uploads in progress; retry shortly");
             return false;
         }
+        hash_wait(c); /* the hashing thread must not read a buffer being moved */
         char *nb = pooled ? pooled : realloc(c->body, cap);
         if (!nb) {
             atomic_fetch_sub(&h->body_bytes, grow);
@@ -467,12 +551,22 @@ static bool append(req_ctx *c, const char *data, size_t n, bool image) {
     memcpy(c->body + c->len, data, n);
     c->len += n;
     c->body[c->len] = '\0';
-    if (image && !c->sha_failed) {
+    if (image && c->hash_behind) {
+        hash_behind(c);
+    } else if (image && !c->sha_failed) {
         if (!c->sha) {
             c->sha = EVP_MD_CTX_new();
             if (!c->sha || EVP_DigestInit_ex(c->sha, EVP_sha256(), NULL) != 1) c->sha_failed = true;
         }
-        if (!c->sha_failed && EVP_DigestUpdate(c->sha, data, n) != 1) c->sha_failed = true;
+        /* decided on the first chunk; the buffer was sized from
+         * Content-Length, so it will not move under the hashing thread */
+        if (!c->sha_failed && c->len == n && h->hasher_started && c->expect >= HASH_BEHIND_MIN &&
+            c->cap > c->expect) {
+            c->hash_behind = true;
+            hash_behind(c);
+        } else if (!c->sha_failed && EVP_DigestUpdate(c->sha, data, n) != 1) {
+            c->sha_failed = true;
+        }
     }
     return true;
 }
@@ -610,6 +704,7 @@ static enum MHD_Result submit(req_ctx *c) {
     if (c->body_kind != BODY_JSON && c->len > 0) {
         req.image = c->body;
         req.image_len = c->len;
+        hash_wait(c);
         if (c->sha && !c->sha_failed && EVP_DigestFinal_ex(c->sha, digest, &dlen) == 1 && dlen == 32)
             req.image_sha256 = digest;
     } else if (c->body_kind != BODY_JSON && !c->params[P_IMAGE_ID][0]) {
@@ -803,6 +898,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
     cs_svc_response_clear(&c->resp);
     if (c->pp) MHD_destroy_post_processor(c->pp);
+    hash_wait(c); /* an upload cut short may still be hashing */
     EVP_MD_CTX_free(c->sha);
     atomic_fetch_sub(&h->body_bytes, c->cap);
     pool_give(h, c->body, c->cap);
@@ -812,6 +908,17 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------------- */
+
+/* After libmicrohttpd has stopped (no request left to hand it bytes). */
+static void stop_hasher(cs_http *h) {
+    if (!h->hasher_started) return;
+    pthread_mutex_lock(&h->hmu);
+    h->hasher_quit = true;
+    pthread_cond_signal(&h->hcv);
+    pthread_mutex_unlock(&h->hmu);
+    pthread_join(h->hasher, NULL);
+    h->hasher_started = false;
+}
 
 cs_status cs_http_start(cs_svc *svc, const cs_http_params *p, cs_http **out, cs_error *err) {
     *out = NULL;
@@ -844,6 +951,11 @@ cs_status cs_http_start(cs_svc *svc, const cs_http_params *p, cs_http **out, cs_
     if (h->body_budget < q.max_upload_bytes + 1) h->body_budget = q.max_upload_bytes + 1;
     pthread_mutex_init(&h->mmu, NULL);
     pthread_mutex_init(&h->pool_mu, NULL);
+    pthread_mutex_init(&h->hmu, NULL);
+    pthread_cond_init(&h->hcv, NULL);
+    pthread_cond_init(&h->hdone, NULL);
+    /* without it uploads are hashed inline, as small ones always are */
+    h->hasher_started = pthread_create(&h->hasher, NULL, hasher_main, h) == 0;
     for (int e = 0; e < NEP; e++) cs_hist_init(&h->latency[e], cs_hist_latency_bounds, cs_hist_latency_nbounds);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -862,6 +974,10 @@ cs_status cs_http_start(cs_svc *svc, const cs_http_params *p, cs_http **out, cs_
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->d) {
+        stop_hasher(h);
+        pthread_cond_destroy(&h->hdone);
+        pthread_cond_destroy(&h->hcv);
+        pthread_mutex_destroy(&h->hmu);
         pthread_mutex_destroy(&h->pool_mu);
         pthread_mutex_destroy(&h->mmu);
         free(h);
@@ -892,6 +1008,7 @@ void cs_http_stop(cs_http *h, int drain_ms) {
     while (atomic_load(&h->active) > 0 && cs_now_ms() < until) usleep(10000);
     MHD_stop_daemon(h->d);
     h->d = NULL;
+    stop_hasher(h);
     if (h->listen_fd >= 0) close(h->listen_fd);
     h->listen_fd = -1;
     h->stopped = true;
@@ -901,6 +1018,9 @@ void cs_http_free(cs_http *h) {
     if (!h) return;
     cs_http_stop(h, 0);
     for (int i = 0; i < h->pool_n; i++) free(h->pool_buf[i]);
+    pthread_cond_destroy(&h->hdone);
+    pthread_cond_destroy(&h->hcv);
+    pthread_mutex_destroy(&h->hmu);
     pthread_mutex_destroy(&h->pool_mu);
     pthread_mutex_destroy(&h->mmu);
     free(h);

@@ -80,6 +80,25 @@ if [ -n "$photo" ]; then
     req "photo, multipart" 200 -F "image=@$photo;type=image/jpeg" "$BASE/v1/classify" \
         && jcheck "multipart photo: image_id is SHA-256 of the file" ".image_id == \"$photo_sum\""
 fi
+if [ -n "$photo" ]; then
+    # Uploads of 256 KB and more are hashed on the server's hashing thread
+    # while they arrive: six at once, each a different file (the photo with
+    # its own trailer after the JPEG's end), must each get its own SHA-256.
+    pids=()
+    for i in 1 2 3 4 5 6; do
+        { cat "$photo"; head -c $((300000 + i * 4099)) /dev/urandom; } > "$tmp/big$i.jpg"
+        curl -s --max-time 30 -H "Content-Type: image/jpeg" --data-binary @"$tmp/big$i.jpg" \
+            "$BASE/v1/classify" -o "$tmp/big$i.json" &
+        pids+=($!)
+    done
+    wait "${pids[@]}" # not a bare wait: the server runs in the background too
+    same=0
+    for i in 1 2 3 4 5 6; do
+        [ "$(jq -r .image_id "$tmp/big$i.json" 2>/dev/null)" = "$(sha256sum "$tmp/big$i.jpg" | cut -d' ' -f1)" ] && same=$((same + 1))
+    done
+    [ "$same" = 6 ] && ok "6 concurrent large uploads: each image_id is the SHA-256 of its bytes" \
+        || fail "concurrent large uploads: $same of 6 image_ids match"
+fi
 if req "classify" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/classify?topk=3"; then
     jcheck "classify: 3 predictions, no cam" '(.predictions | length) == 3 and (has("cam") | not)'
 fi
