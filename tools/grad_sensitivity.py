@@ -10,6 +10,10 @@ switch on or off.  This is why camserve's middle-layer gradients of the
 full-size models differ from PyTorch's by more than 1e-4 relative although
 logits, activations and default-layer maps agree (tools/README.md).
 
+The float64 references of `make_golden.py --float64` settle it per map
+(docs/cam.md, "Float64 reference"), and tools/relu_flips.py shows the flipped
+ReLU units themselves.
+
     /usr/bin/python3 tools/grad_sensitivity.py
 """
 import torch, torchvision

@@ -2,8 +2,12 @@
 """Golden test data for camserve: small random-weight torchvision CNNs exported
 to ONNX, with PyTorch logits and Grad-CAM-family reference maps.
 
-    /usr/bin/python3 tools/make_golden.py --out tests/golden
-    /usr/bin/python3 tools/make_golden.py --full /tmp/camserve-full    # real sizes
+    /usr/bin/python3 tools/make_golden.py --out tests/golden --float64
+    /usr/bin/python3 tools/make_golden.py --full /tmp/camserve-full --threads 2 --float64  # real sizes
+
+--float64 also writes float64 references (the same model .double(), the same
+input) and how far PyTorch float32 is and can be from them (docs/cam.md,
+"Float64 reference"); without it the output is the float32 references alone.
 
 Needs Debian's torch 1.13 / torchvision 0.14 / onnx 1.12 (/usr/bin/python3).
 Never downloads weights: every model is built from torchvision's own classes
@@ -17,6 +21,7 @@ chosen layer tensors are compared with PyTorch (--no-ort to skip).
 See tools/README.md for the file layout and the CAM formulas.
 """
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -415,8 +420,8 @@ def act_and_grad(model, x, spec, classes=None):
     score = logits.gather(1, classes.view(-1, 1)).sum()
     model.zero_grad(set_to_none=True)
     score.backward()
-    act = store["act"].detach().numpy().astype(np.float32)
-    grad = store["grad"].detach().numpy().astype(np.float32)
+    act = store["act"].detach().numpy()  # the model's dtype (float32, or float64 for --float64)
+    grad = store["grad"].detach().numpy()
     assert act.ndim == 4 and grad.shape == act.shape, (act.shape, grad.shape)
     return logits.detach(), classes, act, grad
 
@@ -625,7 +630,66 @@ def count_ops(model):
 
 # --------------------------------------------------------------------------
 
-def make_one(name, fam, outdir, full=False, use_ort=True):
+def float64_reference(model, x, fam, classes, logits, outdir, maps32, acts32, seed, spread):
+    """--float64: the same model (a copy cast with .double(), so the same
+    float32 weights exactly), the same input and the same target classes, run
+    in float64.  Writes logits_f64.npy, act/grad_<which>_f64.npy and
+    cam_<method>_<which>_f64.npy beside the float32 files; all are computed
+    in float64 and stored, like every file here, as float32 (the rounding,
+    6e-8 relative, is far below every tolerance).
+
+    Returns the meta.json entry: for every array, how far PyTorch's float32
+    result is from the float64 one ("f32"), and how far it can be ("spread"):
+    the largest distance over the float32 run above and `spread` more float32
+    runs on the input perturbed by a relative 2^-24 (x * (1 + 2^-24 n),
+    n ~ N(0, 1), seeded), i.e. by its own float32 rounding.  The spread is
+    what a float32 implementation can be expected to reach on that map."""
+    m64 = copy.deepcopy(model).double().eval()
+    x64 = x.double()
+    with torch.no_grad():
+        lg64 = m64(x64).numpy()
+    np.save(os.path.join(outdir, "logits_f64.npy"), lg64.astype("<f4"))
+    info = dict(
+        note="model.double() (same weights), same input, same classes; "
+             "max |float32 - float64| per array (maps: normalised, layer resolution)",
+        logits=float(np.max(np.abs(logits.astype(np.float64) - lg64))),
+        top1_f64=[int(c) for c in lg64.argmax(1)],
+        layers={})
+    gen = torch.Generator().manual_seed(seed + 64)
+    xs = [x * (1 + 2.0 ** -24 * torch.randn(x.shape, generator=gen)) for _ in range(spread)]
+    info["spread_runs"] = spread
+    dist = lambda a, b: float(np.max(np.abs(a.astype(np.float64) - b)))
+    for which in ("default", "middle"):
+        _, _, A, G = act_and_grad(m64, x64, fam[which], classes)
+        assert A.dtype == np.float64 and G.dtype == np.float64
+        A32, G32 = acts32[which]
+        np.save(os.path.join(outdir, f"act_{which}_f64.npy"), A.astype("<f4"))
+        np.save(os.path.join(outdir, f"grad_{which}_f64.npy"), G.astype("<f4"))
+        cams = {meth: scale_cam(cam_raw(meth, A, G)).astype(np.float64) for meth in CAM_METHODS}
+        e = dict(act_max=float(np.max(np.abs(A))), grad_max=float(np.max(np.abs(G))),
+                 act=dict(f32=dist(A32, A), spread=dist(A32, A)),
+                 grad=dict(f32=dist(G32, G), spread=dist(G32, G)),
+                 maps={meth: dict(f32=dist(maps32[which][meth], cams[meth]),
+                                  spread=dist(maps32[which][meth], cams[meth])) for meth in CAM_METHODS})
+        for xp in xs:
+            _, _, Ap, Gp = act_and_grad(model, xp, fam[which], classes)
+            e["act"]["spread"] = max(e["act"]["spread"], dist(Ap, A))
+            e["grad"]["spread"] = max(e["grad"]["spread"], dist(Gp, G))
+            for meth in CAM_METHODS:
+                d = dist(scale_cam(cam_raw(meth, Ap, Gp)), cams[meth])
+                e["maps"][meth]["spread"] = max(e["maps"][meth]["spread"], d)
+        for meth in CAM_METHODS:
+            np.save(os.path.join(outdir, f"cam_{meth}_{which}_f64.npy"), cams[meth].astype("<f4"))
+        info["layers"][which] = e
+    return info
+
+
+def model_and_input(name, full=False):
+    """Family `name`'s model (small, or the full-size torchvision one), with
+    its seeded random weights, and its input; also the seed.  Deterministic,
+    so other tools (tools/relu_flips.py) can rebuild exactly what
+    make_one exported."""
+    fam = FAMILIES[name]
     seed = SEED + sum(map(ord, name))
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -639,6 +703,11 @@ def make_one(name, fam, outdir, full=False, use_ort=True):
         batch = BATCH
     randomise(model, size, gen)
     x = torch.randn(batch, 3, size, size, generator=gen)
+    return model, x, seed
+
+
+def make_one(name, fam, outdir, full=False, use_ort=True, float64=False, spread=16):
+    model, x, seed = model_and_input(name, full)
 
     os.makedirs(outdir, exist_ok=True)
     onnx_path = os.path.join(outdir, "model.onnx")
@@ -655,6 +724,7 @@ def make_one(name, fam, outdir, full=False, use_ort=True):
     np.save(os.path.join(outdir, "logits.npy"), logits.astype("<f4"))
 
     layers = {}
+    maps32, acts32 = {}, {}
     for which in ("default", "middle"):
         spec = fam[which]
         lg, _, A, G = act_and_grad(model, x, spec, classes)
@@ -666,8 +736,10 @@ def make_one(name, fam, outdir, full=False, use_ort=True):
                 (name, which, tname, ishape, A.shape)
         np.save(os.path.join(outdir, f"act_{which}.npy"), A.astype("<f4"))
         np.save(os.path.join(outdir, f"grad_{which}.npy"), G.astype("<f4"))
+        maps32[which] = {meth: scale_cam(cam_raw(meth, A, G)) for meth in CAM_METHODS}
+        acts32[which] = (A, G)
         for meth in CAM_METHODS:
-            np.save(os.path.join(outdir, f"cam_{meth}_{which}.npy"), scale_cam(cam_raw(meth, A, G)))
+            np.save(os.path.join(outdir, f"cam_{meth}_{which}.npy"), maps32[which][meth])
         np.save(os.path.join(outdir, f"eigencam_{which}.npy"), scale_cam(eigen_raw(A)))
         layers[which] = dict(tensor=tname, torch_module=spec if isinstance(spec, str) else
                              "F.relu(features) in DenseNet.forward", shape=list(A.shape),
@@ -707,6 +779,9 @@ def make_one(name, fam, outdir, full=False, use_ort=True):
         ort_check=check,
         seed=seed,
     )
+    if float64:  # only with --float64, so the default meta.json is unchanged
+        meta["float64"] = float64_reference(model, x, fam, classes, logits, outdir, maps32,
+                                            acts32, seed, spread)
     with open(os.path.join(outdir, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")
@@ -720,6 +795,10 @@ def main():
     ap.add_argument("--only", help="comma-separated family names")
     ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime cross-check")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--float64", action="store_true",
+                    help="also write float64 PyTorch references (*_f64.npy, meta.json 'float64')")
+    ap.add_argument("--spread", type=int, default=16, metavar="K",
+                    help="with --float64: float32 reruns on 2^-24-perturbed inputs (default 16)")
     args = ap.parse_args()
     if not args.out and not args.full:
         ap.error("give --out DIR and/or --full DIR")
@@ -737,7 +816,8 @@ def main():
         todo = names if (args.only or not full) else FULL_DEFAULT
         for n in todo:
             d = os.path.join(target, FAMILIES[n]["full"][0] if full else n)
-            meta = make_one(n, FAMILIES[n], d, full=full, use_ort=not args.no_ort)
+            meta = make_one(n, FAMILIES[n], d, full=full, use_ort=not args.no_ort,
+                            float64=args.float64, spread=args.spread)
             sz = os.path.getsize(os.path.join(d, "model.onnx"))
             chk = meta["ort_check"]["max_rel_err"] if meta["ort_check"] else "-"
             print(f"{n:18s} opset {meta['opset']:2d} in {meta['input_shape']} "
@@ -745,6 +825,15 @@ def main():
                   f"default {meta['default_layer']} {meta['layers']['default']['shape']} "
                   f"middle {meta['middle_layer']} {meta['layers']['middle']['shape']} ort {chk}",
                   flush=True)
+            if args.float64:
+                f = meta["float64"]
+                for w in ("default", "middle"):
+                    e = f["layers"][w]
+                    m, v = max(e["maps"].items(), key=lambda kv: kv[1]["spread"])
+                    print(f"{'':18s} float64 {w:7s}: |grad32 - grad64| {e['grad']['f32']:.2g} "
+                          f"(spread {e['grad']['spread']:.2g}, max |grad| {e['grad_max']:.2g}); "
+                          f"worst map {m}: |map32 - map64| {v['f32']:.2g} (spread {v['spread']:.2g})",
+                          flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,22 @@
  * + CAM maths) must equal the maps tools/make_golden.py computed with
  * PyTorch autograd hooks: max |diff| <= 1e-4 on the normalised maps at
  * layer resolution.  Also the activations and gradients themselves, and the
- * error paths of the explain API. */
+ * error paths of the explain API.
+ *
+ * Ill-conditioned maps.  Where the set has float64 references
+ * (make_golden.py --float64: *_f64.npy, and meta.json "float64"), some
+ * middle-layer maps turn out to be ill-conditioned: PyTorch's own float32
+ * results land more than the tolerance away from the float64 ones.  For
+ * each array meta.json gives the largest distance from float64 over
+ * PyTorch float32 runs on the input and on the input perturbed by its own
+ * rounding (relative 2^-24), the "spread".  An array (map, activation or
+ * gradient) whose spread exceeds its tolerance passes if it is within the
+ * tolerance of PyTorch float32 as usual, or within SPREAD_FACTOR x spread
+ * of float64.  Every other array must be within its tolerance of PyTorch
+ * float32, as before.  Three distances are printed for every map ("MAP"
+ * lines: camserve-torch32, camserve-torch64, torch32-torch64); docs/cam.md
+ * has the measured table and the analysis (ReLU units whose exact
+ * pre-activation is below float32's rounding of it). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,27 +52,6 @@ static const char *METHODS[][2] = {
 };
 #define NMETHODS (int)(sizeof METHODS / sizeof METHODS[0])
 
-/* Two maps are ill-conditioned: a 1e-7 relative change of the activations
- * or gradients (float32 summation order) moves them by more than 1e-4.
- * convnext/middle HiResCAM: the map before normalisation peaks at 8.6e-7
- * while its terms are ~1e-2, so even PyTorch's own activations fed to our
- * CAM maths land 4.2e-4 away.  efficientnet_b0/middle GradCAM++: its alpha
- * divides by 2g² + ΣA·g³, near zero for some channels; our gradients differ
- * from PyTorch's by 4e-6 (tolerance 1.2e-4) and the map by 6.6e-4.  These two
- * are held to 1e-2 instead, and reported. */
-static const char *ILL_CONDITIONED[][3] = {
-    {"convnext", "middle", "hirescam"},
-    {"efficientnet_b0", "middle", "gradcam++"},
-};
-
-static double map_tolerance(const char *fam, const char *which, const char *method) {
-    for (size_t i = 0; i < sizeof ILL_CONDITIONED / sizeof ILL_CONDITIONED[0]; i++)
-        if (!strcmp(fam, ILL_CONDITIONED[i][0]) && !strcmp(which, ILL_CONDITIONED[i][1]) &&
-            !strcmp(method, ILL_CONDITIONED[i][2]))
-            return 1e-2;
-    return 1e-4;
-}
-
 static double max_abs_diff(const float *a, const float *b, int64_t n) {
     double d = 0;
     for (int64_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - (double)b[i]));
@@ -68,6 +62,70 @@ static double max_abs(const float *a, int64_t n) {
     double d = 0;
     for (int64_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i]));
     return d;
+}
+
+/* camserve's forward error is up to ~1.5x PyTorch's at these layers (the
+ * activations' distance from float64), and the number of ReLU decisions
+ * that rounding flips grows with it; the spread is a sample maximum. */
+#define SPREAD_FACTOR 2.0
+
+/* meta.json "float64"."layers".<which>.<key> (key "act", "grad", or
+ * "maps".<method>) is {"f32": |PyTorch float32 - float64|, "spread": the
+ * largest such distance over the float32 runs}; returns the spread, or -1
+ * when the set has no float64 reference. */
+static double f64_spread(json_t *meta, const char *which, const char *key, const char *method) {
+    json_t *layers = json_object_get(json_object_get(meta, "float64"), "layers");
+    json_t *e = json_object_get(json_object_get(layers, which), key);
+    if (method) e = json_object_get(e, method);
+    json_t *v = json_object_get(e, "spread");
+    return json_is_number(v) ? json_number_value(v) : -1;
+}
+
+/* Loads DIR/FAM/NAME_f64.npy (n values) if the set has it; 1 if loaded. */
+static int load_f64(const char *fam, const char *name, int64_t n, cs_npy *out) {
+    char path[1024];
+    struct stat st;
+    cs_error err = {0};
+    snprintf(path, sizeof path, "%s/%s/%s_f64.npy", golden_dir(), fam, name);
+    if (stat(path, &st) != 0) return 0;
+    assert_int_equal(cs_npy_load(path, out, &err), CS_OK);
+    assert_true(cs_npy_count(out) == n);
+    return 1;
+}
+
+/* One array (activation, gradient or map) of camserve, `ours`, against
+ * PyTorch float32 `ref32` with tolerance tol, or, when ill-conditioned,
+ * against float64 (see the top of this file).  Returns 1 on a failure. */
+static int check_array(json_t *meta, const char *fam, const char *which, const char *key, const char *method,
+                       const char *f64name, const float *ours, const float *ref32, int64_t n, double tol) {
+    double d32 = max_abs_diff(ours, ref32, n), spread = f64_spread(meta, which, key, method);
+    cs_npy r64 = {0};
+    const char *what = method ? method : key;
+    int have = spread >= 0 && load_f64(fam, f64name, n, &r64);
+    int ok = d32 <= tol;
+    if (have) {
+        double d64 = max_abs_diff(ours, r64.data, n), dt = max_abs_diff(ref32, r64.data, n);
+        int ill = spread > tol;
+        if (method)
+            printf("MAP %-18s %-7s %-18s cs-t32 %.2e  cs-t64 %.2e  t32-t64 %.2e  spread %.2e%s\n", fam, which,
+                   method, d32, d64, dt, spread, ill ? "  ill-conditioned" : "");
+        else
+            printf("%-18s %-7s %-4s cs-t32 %.2e  cs-t64 %.2e  t32-t64 %.2e  spread %.2e  (tol %.1e)\n", fam,
+                   which, key, d32, d64, dt, spread, tol);
+        if (ill) {
+            int ok64 = d64 <= SPREAD_FACTOR * spread;
+            printf("  %s %s %s is ill-conditioned: PyTorch float32 lands up to %.2g from float64 (%.2g "
+                   "unperturbed); camserve is %.2g from float64 (%.2f x that spread; %.2g from PyTorch "
+                   "float32): %s\n",
+                   fam, which, what, spread, dt, d64, d64 / spread, d32, ok || ok64 ? "ok" : "FAIL");
+            ok = ok || ok64;
+        }
+    } else if (!ok) {
+        printf("  (no float64 reference for %s %s %s; make_golden.py --float64 writes one)\n", fam, which, what);
+    }
+    cs_npy_free(&r64);
+    if (!ok) printf("FAIL %s %s %s: max |diff| from PyTorch float32 %.3g > %.3g\n", fam, which, what, d32, tol);
+    return !ok;
 }
 
 /* Checks one family at one layer; returns the number of failures. */
@@ -109,8 +167,13 @@ static int check_family(const char *fam, const char *which) {
         json_t *cls = json_object_get(meta, "classes");
         for (size_t i = 0; i < json_array_size(cls) && i < 16; i++)
             classes[i] = (int)json_integer_value(json_array_get(cls, i));
-        assert_int_equal(cs_session_forward_keep(s, in.data, (int)in.dims[0], eo.layers, 1, logits, &err), CS_OK);
-        assert_int_equal(cs_session_backward(s, classes, &err), CS_OK);
+        if (cs_session_forward_keep(s, in.data, (int)in.dims[0], eo.layers, 1, logits, &err) != CS_OK ||
+            cs_session_backward(s, classes, &err) != CS_OK) {
+            printf("FAIL %s %s: %s\n", fam, which, err.msg);
+            free(logits);
+            fails++;
+            goto out;
+        }
         const float *a, *g;
         int64_t d[4];
         assert_int_equal(cs_session_layer(s, eo.layers[0], &a, &g, d, &err), CS_OK);
@@ -122,10 +185,11 @@ static int check_family(const char *fam, const char *which) {
         double da = max_abs_diff(a, act.data, n), dg = max_abs_diff(g, grad.data, n);
         double ta = 1e-4 * max_abs(act.data, n) + 1e-5, tg = 1e-4 * max_abs(grad.data, n) + 1e-7;
         printf("%-18s %-7s act %.1e (tol %.1e)  grad %.1e (tol %.1e)\n", fam, which, da, ta, dg, tg);
-        if (da > ta || dg > tg) {
-            printf("FAIL %s %s: activations/gradients differ from PyTorch\n", fam, which);
-            fails++;
-        }
+        char name[64];
+        snprintf(name, sizeof name, "act_%s", which);
+        fails += check_array(meta, fam, which, "act", NULL, name, a, act.data, n, ta);
+        snprintf(name, sizeof name, "grad_%s", which);
+        fails += check_array(meta, fam, which, "grad", NULL, name, g, grad.data, n, tg);
         free(logits);
     }
     for (int k = 0; k < NMETHODS; k++) {
@@ -140,13 +204,10 @@ static int check_family(const char *fam, const char *which) {
             printf("FAIL %s: %s\n", fam, err.msg);
             fails++;
         } else {
-            double d = max_abs_diff(ex.maps_layer, ref.data, cs_npy_count(&ref));
-            double tol = map_tolerance(fam, which, METHODS[k][0]);
-            if (tol > 1e-4) printf("  note %s %s %s (ill-conditioned): max |diff| %.2g, tolerance %g\n", fam, which, METHODS[k][0], d, tol);
-            if (!(d <= tol)) {
-                printf("FAIL %s %s %s: max |diff| %.3g > %g\n", fam, which, METHODS[k][0], d, tol);
-                fails++;
-            }
+            char name[96];
+            snprintf(name, sizeof name, "cam_%s_%s", METHODS[k][1], which);
+            fails += check_array(meta, fam, which, "maps", METHODS[k][1], name, ex.maps_layer, ref.data,
+                                 cs_npy_count(&ref), 1e-4);
         }
         cs_npy_free(&ref);
         cs_explain_output_free(&ex);
@@ -248,7 +309,8 @@ static void test_errors(void **state) {
  * intermediates and pre-BatchNormalization tensors included. */
 static void test_every_layer(void **state) {
     (void)state;
-    const char *fams[] = {"resnet_basic", "mobilenet_v3", "efficientnet_b0", "convnext", "densenet"};
+    const char *fams[] = {"resnet_basic", "mobilenet_v3", "efficientnet_b0", "convnext", "densenet",
+                          "shufflenet_v2"};
     cs_error err = {0};
     for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
         char path[512];
@@ -328,12 +390,64 @@ static void test_pre_bn_tensor(void **state) {
     cs_model_free(m);
 }
 
+/* Backward through Slice: ShuffleNet V2's channel split (x.chunk(2, dim=1))
+ * exports as two Slices of the block input.  Kept together, the gradient
+ * at that input must be the two Slice outputs' gradients side by side
+ * (first half of the channels, second half), exactly.  (Against PyTorch:
+ * 5.2e-8 for this tensor, max |grad| 0.18; and the full-size
+ * shufflenet_v2_x1_0 middle-layer maps, whose backward crosses 6 Slices, are
+ * within 3.8e-6 of PyTorch: tools/README.md.) */
+static void test_slice_gradient(void **state) {
+    (void)state;
+    cs_error err = {0};
+    cs_model *m;
+    cs_session *s;
+    cs_npy in;
+    assert_int_equal(cs_model_load(GOLDEN "/shufflenet_v2/model.onnx", NULL, &m, &err), CS_OK);
+    assert_int_equal(cs_session_create(m, &s, &err), CS_OK);
+    assert_int_equal(cs_npy_load(GOLDEN "/shufflenet_v2/input.npy", &in, &err), CS_OK);
+    int layers[3] = {cs_model_find_layer(m, "/stage2/stage2.0/Reshape_1_output_0"),
+                     cs_model_find_layer(m, "/stage2/stage2.1/Slice_output_0"),
+                     cs_model_find_layer(m, "/stage2/stage2.1/Slice_1_output_0")};
+    assert_true(layers[0] >= 0 && layers[1] >= 0 && layers[2] >= 0);
+    float logits[2 * 10];
+    int classes[2] = {3, 7};
+    assert_int_equal(cs_session_forward_keep(s, in.data, 2, layers, 3, logits, &err), CS_OK);
+    cs_status st = cs_session_backward(s, classes, &err);
+    if (st != CS_OK) printf("backward: %s\n", err.msg);
+    assert_int_equal(st, CS_OK);
+    const float *ax, *gx, *a[2], *g[2];
+    int64_t dx[4], d[4];
+    assert_int_equal(cs_session_layer(s, layers[0], &ax, &gx, dx, &err), CS_OK);
+    int64_t hw = dx[2] * dx[3], half = dx[1] / 2 * hw;
+    double worst = 0, gmax[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(cs_session_layer(s, layers[1 + k], &a[k], &g[k], d, &err), CS_OK);
+        assert_true(d[0] == 2 && d[1] == dx[1] / 2 && d[2] == dx[2] && d[3] == dx[3]);
+        for (int64_t i = 0; i < 2; i++)
+            for (int64_t q = 0; q < half; q++) {
+                int64_t xi = i * dx[1] * hw + k * half + q, yi = i * half + q;
+                assert_true(a[k][yi] == ax[xi]); /* the forward slice, for the layout */
+                worst = fmax(worst, fabs((double)g[k][yi] - gx[xi]));
+                gmax[k] = fmax(gmax[k], fabs((double)g[k][yi]));
+            }
+    }
+    printf("slice gradient: max |grad(input) - grad(slices)| %.3g (max |grad| %.3g, %.3g)\n", worst, gmax[0],
+           gmax[1]);
+    assert_true(gmax[0] > 0 && gmax[1] > 0);
+    assert_true(worst == 0);
+    cs_npy_free(&in);
+    cs_session_free(s);
+    cs_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_maps),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_every_layer),
         cmocka_unit_test(test_pre_bn_tensor),
+        cmocka_unit_test(test_slice_gradient),
     };
     const struct CMUnitTest only_maps[] = {cmocka_unit_test(test_golden_maps)};
     if (getenv("CS_GOLDEN_DIR")) /* the other tests need the committed families */

@@ -8,6 +8,10 @@
  * match the batch-N row to the same tolerance: a plan per batch size must not
  * change the numbers beyond rounding).
  *
+ * Where the set has float64 references (make_golden.py --float64), the
+ * distance of camserve's and of PyTorch float32's logits from the float64
+ * ones is printed too (information only; the check is the one above).
+ *
  * One cmocka test per family, built at run time, so that every family is
  * checked and reported even when another fails. */
 #include <stdarg.h>
@@ -103,8 +107,18 @@ static void test_family(void **state) {
         d_single = fmax(d_single, max_diff(one, out + b * classes, classes));
     }
     int ok = d_batch <= tol && d_single <= tol;
-    printf("[ golden   ] %-18s batch %d: max|diff| %.3g, batch-1 vs batch-%d %.3g (tol %.3g) %s\n",
-           f->name, batch, d_batch, batch, d_single, tol, ok ? "ok" : "FAIL");
+    char f64[96] = "";
+    if (golden_has(f->dir, "logits_f64.npy")) {
+        cs_npy r64 = {0};
+        snprintf(path, sizeof path, "%s/logits_f64.npy", f->dir);
+        if (cs_npy_load(path, &r64, &err) != CS_OK) fail_msg("%s: %s", f->name, err.msg);
+        assert_int_equal(cs_npy_count(&r64), batch * classes);
+        snprintf(f64, sizeof f64, "; vs float64: camserve %.3g, PyTorch float32 %.3g",
+                 max_diff(out, r64.data, batch * classes), max_diff(ref.data, r64.data, batch * classes));
+        cs_npy_free(&r64);
+    }
+    printf("[ golden   ] %-18s batch %d: max|diff| %.3g, batch-1 vs batch-%d %.3g (tol %.3g) %s%s\n",
+           f->name, batch, d_batch, batch, d_single, tol, ok ? "ok" : "FAIL", f64);
     fflush(stdout);
 
     free(out);
