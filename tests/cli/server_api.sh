@@ -142,21 +142,27 @@ stop_server TERM && [ "$STOP_RC" = 0 ] && ok "SIGTERM: exit 0 in ${STOP_SECONDS}
 
 # ---- dynamic batching: concurrent compatible requests share a run ----
 start_server batching --model "$model" --workers 1 --max-batch 8 --batch-window-ms 300 || exit 1
-for i in 1 2 3 4 5 6; do
-    curl -s --max-time 30 -o /dev/null -w '%{http_code}\n' -H "Content-Type: image/png" --data-binary @"$png" \
-        "$BASE/v1/explain?alpha=0.$i" >"$tmp/batch.$i" &
+# Six explains at once (one curl, --parallel), up to three bursts: a batch
+# forms only when requests overlap in the prep pool, which a loaded machine
+# can spread apart; every burst must be answered, and one must batch.
+batched=
+for burst in 1 2 3; do
+    urls=()
+    for i in 1 2 3 4 5 6; do urls+=(-o /dev/null "$BASE/v1/explain?alpha=0.$burst$i"); done
+    codes=$(curl -s --max-time 30 --parallel --parallel-max 6 -w '%{http_code}\n' \
+        -H "Content-Type: image/png" --data-binary @"$png" "${urls[@]}")
+    [ "$(echo "$codes" | grep -c '^200$')" -eq 6 ] && ok "burst $burst: 6 concurrent explains answered" \
+        || fail "burst $burst: concurrent explains: $codes"
+    curl -s "$BASE/metrics" >"$tmp/body"
+    runs=$(grep -E '^camserve_batch_size_count ' "$tmp/body" | awk '{print $2}')
+    images=$(grep -E '^camserve_batch_size_sum ' "$tmp/body" | awk '{print $2}')
+    if [ -n "$runs" ] && [ "${runs:-0}" -lt "${images%.*}" ]; then
+        batched=1
+        break
+    fi
 done
-wait_for=$(seq 1 50)
-for _ in $wait_for; do
-    [ "$(cat "$tmp"/batch.* 2>/dev/null | grep -c .)" -ge 6 ] && break
-    sleep 0.2
-done
-[ "$(grep -l '^200$' "$tmp"/batch.* | wc -l)" -eq 6 ] && ok "6 concurrent explains answered" || fail "concurrent explains: $(cat "$tmp"/batch.*)"
-curl -s "$BASE/metrics" >"$tmp/body"
-runs=$(grep -E '^camserve_batch_size_count ' "$tmp/body" | awk '{print $2}')
-images=$(grep -E '^camserve_batch_size_sum ' "$tmp/body" | awk '{print $2}')
-[ -n "$runs" ] && [ "${runs:-0}" -lt "${images%.*}" ] && ok "batched: $images images in $runs network runs" \
-    || fail "no batching: $images images in $runs runs"
+[ -n "$batched" ] && ok "batched: $images images in $runs network runs" \
+    || fail "no batching in 3 bursts: $images images in $runs runs"
 stop_server TERM
 
 # ---- flags from the environment; a flag wins ----
