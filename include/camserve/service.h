@@ -147,6 +147,12 @@ typedef struct cs_svc_request {
     /* SHA-256 of image, when the caller already computed it (the server
      * hashes while the upload arrives); NULL: the service computes it */
     const uint8_t *image_sha256;
+    /* Optional hand-over of a new image: with image_taken set and image a
+     * malloc()ed block of image_cap (>= image_len) bytes, the service may
+     * keep the block instead of copying it; it then sets *image_taken to 1,
+     * frees the block itself, and the caller must not touch it again. */
+    size_t image_cap;
+    int *image_taken;
     const char *image_id;  /* hex SHA-256 of an image uploaded before */
     const char *method;    /* cs_cam_method_parse names; default gradcam */
     const char *layer;     /* "auto" or comma-separated layer names */

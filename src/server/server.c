@@ -701,9 +701,12 @@ static enum MHD_Result submit(req_ctx *c) {
     req.eigen_smooth = parse_flag(c->params[P_EIGEN]);
     uint8_t digest[32];
     unsigned dlen = 0;
+    int taken = 0;
     if (c->body_kind != BODY_JSON && c->len > 0) {
         req.image = c->body;
         req.image_len = c->len;
+        req.image_cap = c->cap;
+        req.image_taken = &taken; /* a new image: the service keeps the body */
         hash_wait(c);
         if (c->sha && !c->sha_failed && EVP_DigestFinal_ex(c->sha, digest, &dlen) == 1 && dlen == 32)
             req.image_sha256 = digest;
@@ -712,7 +715,9 @@ static enum MHD_Result submit(req_ctx *c) {
     }
     pthread_mutex_lock(&c->mu);
     c->state = ST_WAITING;
-    if (cs_svc_submit(c->h->svc, &req, on_done, c, &c->resp)) {
+    int answered = cs_svc_submit(c->h->svc, &req, on_done, c, &c->resp);
+    if (taken) c->body = NULL; /* the service's now; still counted in body_bytes until completed */
+    if (answered) {
         c->state = ST_DONE;
         pthread_mutex_unlock(&c->mu);
         return send_result(c);

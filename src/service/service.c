@@ -90,14 +90,18 @@ static void cond_init_mono(pthread_cond_t *c) {
 /* Encoded image bytes in the image store, shared with the jobs decoding them. */
 typedef struct blob {
     atomic_int refs;
+    bool adopted;  /* data is the caller's block (request.image_taken), else inline */
     size_t len;
-    uint8_t data[];
+    uint8_t *data;
 } blob;
 
 static void blob_retain(void *v) { atomic_fetch_add(&((blob *)v)->refs, 1); }
 static void blob_release(void *v) {
     blob *b = v;
-    if (b && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
+        if (b->adopted) free(b->data);
+        free(b);
+    }
 }
 
 typedef struct result_box {
@@ -1871,12 +1875,22 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
      * so that later image_id requests with other parameters find it */
     blob *b = svc_lru_get(s->images, img_sha);
     if (!b && req->image) {
-        b = malloc(sizeof *b + req->image_len);
+        /* a new image: keep the caller's block when it is handed over (no
+         * copy of a multi-megabyte upload, and no second one in memory) */
+        const bool adopt = req->image_taken && req->image_cap >= req->image_len;
+        b = malloc(sizeof *b + (adopt ? 0 : req->image_len));
         if (b) {
             atomic_init(&b->refs, 1);
             b->len = req->image_len;
-            memcpy(b->data, req->image, req->image_len);
-            svc_lru_put(s->images, img_sha, b, sizeof *b + b->len);
+            b->adopted = adopt;
+            if (adopt) {
+                b->data = (uint8_t *)req->image;
+                *req->image_taken = 1;
+            } else {
+                b->data = (uint8_t *)(b + 1);
+                memcpy(b->data, req->image, req->image_len);
+            }
+            svc_lru_put(s->images, img_sha, b, sizeof *b + (adopt ? req->image_cap : b->len));
         }
     }
 
