@@ -36,7 +36,7 @@ for name in resnet50 default; do
         done
         f1=$(pi "$tmp/1.json" forward) fb=$(pi "$tmp/$B.json" forward)
         e1=$(pi "$tmp/1.json" explain) eb=$(pi "$tmp/$B.json" explain)
-        echo "| $name | $t | $f1 | $fb | $(echo "scale=2; $fb / $f1" | bc) | $e1 | $eb | $(echo "scale=2; $eb / $e1" | bc) |"
+        echo "| $name | $t | $f1 | $fb | $(awk -v a="$fb" -v b="$f1" 'BEGIN { printf "%.2f", a / b }') | $e1 | $eb | $(awk -v a="$eb" -v b="$e1" 'BEGIN { printf "%.2f", a / b }') |"
     done
 done
 } > "$OUT"
