@@ -410,6 +410,16 @@ static void too_large(req_ctx *c);
 
 /* ---- hashing behind the reception -------------------------------------------------- */
 
+/* Queues c for the hashing thread (h->hmu held; c neither queued nor busy). */
+static void hq_push(cs_http *h, req_ctx *c) {
+    c->hq_next = NULL;
+    if (h->hq_tail) h->hq_tail->hq_next = c;
+    else h->hq_head = c;
+    h->hq_tail = c;
+    c->hq_queued = true;
+    pthread_cond_signal(&h->hcv);
+}
+
 static void *hasher_main(void *arg) {
     cs_http *h = arg;
     pthread_mutex_lock(&h->hmu);
@@ -431,6 +441,7 @@ static void *hasher_main(void *arg) {
         if (!ok) c->sha_failed = true; /* the service hashes instead */
         c->hashed = to;
         c->hq_busy = false;
+        if (c->avail > c->hashed) hq_push(h, c); /* more arrived meanwhile */
         pthread_cond_broadcast(&h->hdone);
     }
     pthread_mutex_unlock(&h->hmu);
@@ -442,14 +453,7 @@ static void hash_behind(req_ctx *c) {
     cs_http *h = c->h;
     pthread_mutex_lock(&h->hmu);
     c->avail = c->len;
-    if (!c->hq_queued && !c->hq_busy) {
-        c->hq_next = NULL;
-        if (h->hq_tail) h->hq_tail->hq_next = c;
-        else h->hq_head = c;
-        h->hq_tail = c;
-        c->hq_queued = true;
-        pthread_cond_signal(&h->hcv);
-    }
+    if (!c->hq_queued && !c->hq_busy) hq_push(h, c);
     pthread_mutex_unlock(&h->hmu);
 }
 
@@ -459,18 +463,7 @@ static void hash_wait(req_ctx *c) {
     if (!c->hash_behind) return;
     cs_http *h = c->h;
     pthread_mutex_lock(&h->hmu);
-    for (;;) {
-        if (c->hashed < c->avail && !c->hq_queued && !c->hq_busy) { /* more came after its turn */
-            c->hq_next = NULL;
-            if (h->hq_tail) h->hq_tail->hq_next = c;
-            else h->hq_head = c;
-            h->hq_tail = c;
-            c->hq_queued = true;
-            pthread_cond_signal(&h->hcv);
-        }
-        if (c->hashed >= c->avail && !c->hq_queued && !c->hq_busy) break;
-        pthread_cond_wait(&h->hdone, &h->hmu);
-    }
+    while (c->hq_queued || c->hq_busy) pthread_cond_wait(&h->hdone, &h->hmu);
     pthread_mutex_unlock(&h->hmu);
 }
 
