@@ -47,9 +47,10 @@ bench: deps all
 	cd bench && npm install --ignore-scripts --no-audit --no-fund --silent
 	GRADCAM=1 bench/run.sh $(BUILD)/camserve
 	bench/cam.sh $(BUILD)/camserve
+	bench/batch.sh $(BUILD)/camserve
 
 golden:
-	/usr/bin/python3 tools/make_golden.py --out tests/golden
+	/usr/bin/python3 tools/make_golden.py --out tests/golden --float64
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
