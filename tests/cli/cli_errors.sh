@@ -12,25 +12,7 @@ src=$2
 model=$src/tests/golden/resnet_basic/model.onnx
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-ok() { echo "ok:   $*"; }
-
-# run NAME WANT_RC CMD...: runs CMD with stdout/stderr captured in $tmp/out,
-# $tmp/err and checks the exit status.
-run() {
-    local name=$1 want=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ "$rc" -ne "$want" ]; then
-        fail "$name: exit $rc, want $want; stderr: $(head -c 600 "$tmp/err")"
-        return 1
-    fi
-    ok "$name (exit $rc)"
-    return 0
-}
+. "$src/tests/cli/lib/check.bash" # fail, ok, run NAME WANT_RC CMD...
 
 # Guard against a crash being mistaken for an error exit: sanitizer reports
 # and signals land in stderr / exit codes >= 128.

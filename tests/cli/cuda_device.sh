@@ -13,23 +13,8 @@ model=$src/tests/golden/resnet_basic/model.onnx
 x=$src/tests/golden/resnet_basic/input.npy
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-ok() { echo "ok:   $*"; }
+. "$src/tests/cli/lib/check.bash" # fail, ok, run NAME WANT_RC CMD...
 unset CAMSERVE_DEVICE CAMSERVE_PRECISION
-
-# run NAME WANT_RC CMD...: stdout/stderr in $tmp/out, $tmp/err
-run() {
-    local name=$1 want=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local rc=$?
-    if [ "$rc" -ne "$want" ]; then
-        fail "$name: exit $rc, want $want; stderr: $(head -c 600 "$tmp/err")"
-        return 1
-    fi
-    ok "$name (exit $rc)"
-}
 has() { grep -q -- "$2" "$tmp/err" || fail "$1: stderr lacks '$2': $(head -c 600 "$tmp/err")"; }
 
 run "bad device" 1 "$bin" classify --model "$model" --tensor "$x" --device tpu && has "bad device" "device must be cpu, cuda, cuda:N or auto"

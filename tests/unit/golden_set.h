@@ -107,4 +107,24 @@ static inline float *golden_input(const golden_family *f, const cs_model *m, int
     return x;
 }
 
+#ifdef cmocka_unit_test
+/* For cmocka tests (cmocka.h included first): the family's model on device
+ * and precision, or its input -- a failure fails the test. */
+static inline cs_model *golden_load_or_fail(const golden_family *f, const char *device, cs_precision prec) {
+    cs_model_options o = {.device = device, .precision = prec};
+    cs_model *m = NULL;
+    cs_error err = {0};
+    if (golden_load(f, &o, &m, &err) != CS_OK)
+        fail_msg("%s on %s/%s: %s", f->name, device, cs_precision_name(prec), err.msg);
+    return m;
+}
+
+static inline float *golden_input_or_fail(const golden_family *f, const cs_model *m, int *batch) {
+    cs_error err = {0};
+    float *x = golden_input(f, m, batch, &err);
+    if (!x) fail_msg("%s: %s", f->name, err.msg);
+    return x;
+}
+#endif
+
 #endif

@@ -196,23 +196,6 @@ static int find_families(void) {
     return golden_add_default(g_fam, golden_families(g_fam, MAX_FAMILIES - 1, need));
 }
 
-static cs_model *load(const family *f, const char *device, cs_precision prec) {
-    cs_model_options o = {.device = device, .precision = prec};
-    cs_model *m = NULL;
-    cs_error err = {0};
-    if (golden_load(f, &o, &m, &err) != CS_OK)
-        fail_msg("%s on %s/%s: %s", f->name, device, cs_precision_name(prec), err.msg);
-    return m;
-}
-
-/* the family's input, or a deterministic pattern of the model's shape */
-static float *input_of(const family *f, const cs_model *m, int *batch) {
-    cs_error err = {0};
-    float *x = golden_input(f, m, batch, &err);
-    if (!x) fail_msg("%s: %s", f->name, err.msg);
-    return x;
-}
-
 static double max_abs(const float *a, int64_t n) {
     double m = 0;
     for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i]));
@@ -279,11 +262,11 @@ static float *cpu_gradcam(const family *f, cs_session *s, const float *x, int ba
 
 static void test_family(void **state) {
     const family *f = *state;
-    cs_model *mc = load(f, "cpu", CS_PRECISION_FP32);
+    cs_model *mc = golden_load_or_fail(f, "cpu", CS_PRECISION_FP32);
     cs_model_info info;
     cs_model_get_info(mc, &info);
     int batch;
-    float *x = input_of(f, mc, &batch);
+    float *x = golden_input_or_fail(f, mc, &batch);
     int ncls = (int)info.num_classes;
     int64_t nl = (int64_t)batch * ncls;
     float *ref = malloc((size_t)nl * sizeof(float)), *got = malloc((size_t)nl * sizeof(float));
@@ -301,7 +284,7 @@ static void test_family(void **state) {
     const cs_precision precs[] = {CS_PRECISION_FP32, CS_PRECISION_FP16, CS_PRECISION_BF16};
     for (int pi = 0; pi < 3; pi++) {
         cs_precision pr = precs[pi];
-        cs_model *mg = load(f, "cuda:0", pr);
+        cs_model *mg = golden_load_or_fail(f, "cuda:0", pr);
         assert_string_equal(cs_model_device(mg), "cuda:0");
         cs_session *sg;
         CHECK(cs_session_create(mg, &sg, err));

@@ -787,23 +787,6 @@ static int find_families(void) {
     return golden_add_default(g_fam, golden_families(g_fam, MAX_FAMILIES - 1, need));
 }
 
-static cs_model *load(const family *f, const char *device, cs_precision prec) {
-    cs_model_options o = {.device = device, .precision = prec};
-    cs_model *m = NULL;
-    cs_error err = {0};
-    if (golden_load(f, &o, &m, &err) != CS_OK)
-        fail_msg("%s on %s/%s: %s", f->name, device, cs_precision_name(prec), err.msg);
-    return m;
-}
-
-/* the family's input, or a deterministic pattern of the model's shape */
-static float *input_of(const family *f, const cs_model *m, int *batch) {
-    cs_error err = {0};
-    float *x = golden_input(f, m, batch, &err);
-    if (!x) fail_msg("%s: %s", f->name, err.msg);
-    return x;
-}
-
 static double rel_err(const float *a, const float *ref, int64_t n) {
     double d = 0, m = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -856,11 +839,11 @@ static double correlation(const float *a, const float *b, int64_t n) {
 
 static void test_family(void **state) {
     const family *f = *state;
-    cs_model *mc = load(f, "cpu", CS_PRECISION_FP32);
+    cs_model *mc = golden_load_or_fail(f, "cpu", CS_PRECISION_FP32);
     cs_model_info info;
     cs_model_get_info(mc, &info);
     int batch;
-    float *x = input_of(f, mc, &batch);
+    float *x = golden_input_or_fail(f, mc, &batch);
     int ncls = (int)info.num_classes;
     int64_t nl = (int64_t)batch * ncls;
     float *ref = malloc((size_t)nl * sizeof(float)), *got = malloc((size_t)nl * sizeof(float));
@@ -879,7 +862,7 @@ static void test_family(void **state) {
          * models in this emulation (docs/gpu.md), so here it only gets
          * sanity bounds: logits and layers within 20%, maps >= 0.95 */
         double tol = pi == 0 ? 1e-3 : pi == 1 ? 2e-2 : 0.2;
-        cs_model *mg = load(f, "cuda", pr);
+        cs_model *mg = golden_load_or_fail(f, "cuda", pr);
         assert_string_equal(cs_model_device(mg), "cuda:0");
         cs_session *sg;
         CHECK(cs_session_create(mg, &sg, err));

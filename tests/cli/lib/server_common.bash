@@ -5,9 +5,7 @@
 # Requires: $bin (the camserve binary) and $tmp (a scratch dir) set by the
 # caller; curl and jq on PATH (scripts exit 77 without them).
 
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-ok() { echo "ok:   $*"; }
+. "$(dirname "${BASH_SOURCE[0]}")/check.bash" # fails, fail, ok, run
 
 need_tools() {
     for t in curl jq "$@"; do
