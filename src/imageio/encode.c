@@ -18,9 +18,9 @@
  * libspng (which decodes every PNG camserve reads) can compress only through
  * zlib, whose fastest useful setting -- level 1, Huffman only -- took ~12 ms
  * for the 800x600 overlay of bench/bench_image.sh; libdeflate's level 1 takes
- * ~7 ms for a file 6 % larger (536 vs 506 KB).  (A Paeth filter codes
- * ~7 % smaller but costs more to compute than libdeflate then saves.)  What is left to write is
- * four chunks (PNG spec, ISO/IEC 15948 sections 5 and 11): signature, IHDR,
+ * ~7 ms for a file 6 % larger (536 vs 506 KB).  (A Paeth filter codes a
+ * little smaller but cost about what libdeflate then saved.)  What is left
+ * to write is four chunks (PNG spec, ISO/IEC 15948 sections 5 and 11): signature, IHDR,
  * one IDAT holding the zlib stream, IEND.  Rows use filter 1 (Sub), which
  * suits photographs and costs one subtraction per byte. */
 static uint8_t *put_be32(uint8_t *p, uint32_t v) {
@@ -42,8 +42,8 @@ static uint8_t *seal_chunk(uint8_t *p, size_t n) {
 
 /* Per-thread PNG scratch: the compressor (its hash tables) and the filtered
  * rows, kept from one encode to the next on the same thread.  Fresh ones are
- * new mappings that page-fault as they are first written: ~1.5 ms of the
- * ~7 ms an 800x600 overlay took.  Owned by the thread's key value, freed by
+ * new mappings (in `serve`, which maps every block over 256 KB) that
+ * page-fault as they are first written.  Owned by the thread's key value, freed by
  * the key's destructor when the thread exits; rows above SCRATCH_KEEP bytes
  * are not kept, so an idle thread holds at most that much. */
 enum { SCRATCH_KEEP = 4 << 20 };
