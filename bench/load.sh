@@ -23,6 +23,9 @@
 # chart to CHART (bench/results/stage-breakdown.svg, by bench/stage_chart.py).
 # env: MODEL (bench/.peer/resnet50.onnx: `bench/export_models.py bench/.peer`),
 #      CLIENTS, DURATION, HIT_DURATION, MISS_PCT, LIGHT, POOL,
+#      ID_PHOTOS (LIGHT: how many of the light-load photos, the last ones,
+#      are asked for by image_id; with small caches only the last few are
+#      still held, and an evicted one is rightly a 404),
 #      WORKERS (1), MAX_BATCH (unset: the server picks, 1 on the CPU), QUEUE (64),
 #      SERVE_ARGS (more server flags, e.g. "--cache-mem-mb 16"),
 #      OUT, CHART, PY (/usr/bin/python3 with PIL + numpy, for the photos).
@@ -38,6 +41,7 @@ hit_duration=${HIT_DURATION:-10}
 miss_pct=${MISS_PCT:-10}
 light=${LIGHT:-20}
 pool=${POOL:-50}
+id_photos=${ID_PHOTOS:-$light}
 workers=${WORKERS:-1}
 max_batch=${MAX_BATCH:-}
 queue=${QUEUE:-64}
@@ -51,6 +55,7 @@ die() { echo "load.sh: $*" >&2; exit 1; }
 ls /usr/share/darknet/data/*.jpg >/dev/null 2>&1 || die "needs the darknet package's photos (apt-get install darknet)"
 "$py" -c 'import PIL, numpy' 2>/dev/null || die "$py lacks PIL or numpy (python3-pil, python3-numpy)"
 [ "$pool" -ge 1 ] && [ "$light" -ge 1 ] || die "POOL and LIGHT must be >= 1"
+[ "$id_photos" -ge 1 ] && [ "$id_photos" -le "$light" ] || die "ID_PHOTOS must be 1..LIGHT"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/camserve-bench-load.XXXXXX")
 pid=
@@ -101,7 +106,7 @@ printf '%s\n' "${photos[0]}" >"$work/first.list"
 printf '%s\n' "${photos[@]:1:$light}" >"$work/light.list"
 printf '%s\n' "${photos[@]:0:$pool}" >"$work/pool.list"
 echo "$work/small.jpg" >"$work/small.list"
-sha256sum "${photos[@]:1:$light}" | cut -c1-64 >"$work/light_ids.list"
+sha256sum "${photos[@]:$((1 + light - id_photos)):$id_photos}" | cut -c1-64 >"$work/light_ids.list"
 sha256sum "$work/small.jpg" | cut -c1-64 >"$work/small_ids.list"
 photo_mb=$(du -cb "${photos[@]}" | tail -1 | awk -v n="$nphotos" '{ printf "%.2f", $1 / n / 1e6 }')
 small_kb=$(($(stat -c %s "$work/small.jpg") / 1024))
@@ -213,6 +218,9 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "sensor-like noise), ${photo_mb} MB on average; the small repeat image is a 320×240 JPEG (${small_kb} KB)."
     echo
     echo "Server: \`camserve ${serve_args[*]/#$model/$model_shown}\` (\`--port 0\`: a free port)."
+    if [ "$id_photos" != "$light" ]; then
+        echo "Run with \`ID_PHOTOS=$id_photos\`: the photos asked for by \`image_id\` are the last $id_photos of the light load."
+    fi
     echo
     echo "## Targets (issue 6)"
     echo
@@ -245,7 +253,7 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
     echo
     echo "A request is a new photo with probability $miss_pct % (one of $pool photos with a unique JPEG comment"
     echo "segment, so each is a new image), else a repeat: a re-upload of the small JPEG or an \`image_id\`"
-    echo "request for one of the light-load photos (half each). Throughput counts the answers that arrived"
+    echo "request for one of the last $id_photos light-load photos (half each). Throughput counts the answers that arrived"
     echo "within the $duration s; latencies are those of the 200 answers (the answers in flight at the end"
     echo "were awaited: $(kv "$work/mix.kv" answered) answers in all, $(kv "$work/mix.kv" abandoned) abandoned, $(kv "$work/mix.kv" socket_errors) socket errors)."
     echo
@@ -271,7 +279,7 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
     echo
     echo "| repeat | answered | 200/s | 503 | other errors | p50 ms | p95 ms | p99 ms | server p50 ms |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for r in upload:"re-upload of the small JPEG (${small_kb} KB body)" id_small:"\`image_id\` of the small JPEG" id_photo:"\`image_id\` of the 4000×3000 photos"; do
+    for r in upload:"re-upload of the small JPEG (${small_kb} KB body)" id_small:"\`image_id\` of the small JPEG" id_photo:"\`image_id\` of $id_photos of the 4000×3000 photos"; do
         f=$work/hit_${r%%:*}.kv
         echo "| ${r#*:} | $(kv "$f" all_requests) | $(kv "$f" all_ok_rps) | $(kv "$f" all_503) | $(kv "$f" all_other_errors) | $(kv "$f" all_client_p50_ms) | $(kv "$f" all_client_p95_ms) | $(kv "$f" all_client_p99_ms) | $(kv "$f" all_server_total_p50_ms) |"
     done

@@ -238,6 +238,12 @@ struct cs_svc {
     job *prep_head, *prep_tail, *infer_head, *infer_tail, *post_head, *post_tail;
     int prep_len, infer_len, post_len, running;
     int prepping; /* jobs a prep thread is decoding right now */
+    /* Decoded jobs waiting for a worker, at most: an admitted job waits as
+     * its compressed upload, and is decoded (pixels + tensor, ~3 MB for a
+     * photo) only when a worker will want it soon.  Decoding the whole
+     * queue ahead bought no throughput and held that memory per queued
+     * request under overload. */
+    int prep_ahead;
     int inflight;        /* admitted and not yet finished */
     bool stopping, quit, workers_joined, started;
     atomic_int ready;
@@ -1181,7 +1187,7 @@ static void *prep_main(void *arg) {
             pthread_mutex_lock(&s->mu);
             continue;
         }
-        j = list_pop(&s->prep_head, &s->prep_tail);
+        j = s->infer_len + s->prepping < s->prep_ahead ? list_pop(&s->prep_head, &s->prep_tail) : NULL;
         if (j) {
             s->prep_len--;
             s->prepping++;
@@ -1420,6 +1426,7 @@ static void *worker_main(void *arg) {
             pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
         }
         s->running += n;
+        if (s->prep_len) pthread_cond_signal(&s->prep_cv); /* room ahead again */
         pthread_mutex_unlock(&s->mu);
         cs_error serr = {0};
         cs_session *sess = worker_session(s, wa.idx, first->model, &serr);
@@ -1557,6 +1564,7 @@ cs_status cs_svc_start(cs_svc *s, cs_error *err) {
         for (int i = 0; i < s->nmodels; i++)
             if (!strncmp(cs_model_device(s->slots[i].cur->m), "cuda", 4)) s->p.max_batch = 8;
     }
+    s->prep_ahead = 2 * nw * s->p.max_batch; /* a batch running, the next one ready */
     for (int i = 0; i < nw * s->nmodels; i++) {
         svc_model *m = s->slots[i % s->nmodels].cur;
         cs_status st = cs_session_create(m->m, &s->sessions[i], err);

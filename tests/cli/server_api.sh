@@ -165,6 +165,36 @@ done
     || fail "no batching in 3 bursts: $images images in $runs runs"
 stop_server TERM
 
+# ---- admitted requests wait undecoded ----
+# With one worker and batches of 1, at most 2 decoded requests wait for the
+# worker; the rest of the queue stays compressed.  ScoreCAM makes each run
+# ~10x slower than preparing its input, so without that bound the whole
+# burst would be decoded into the infer queue at once.
+start_server ahead --model "$model" --workers 1 --max-batch 1 --threads 1 || exit 1
+urls=()
+for i in $(seq 1 16); do urls+=(-o /dev/null "$BASE/v1/explain?method=scorecam&alpha=0.$((10 + i))"); done
+curl -s --max-time 60 --parallel --parallel-max 16 -w '%{http_code}\n' -H "Content-Type: image/png" \
+    --data-binary @"$png" "${urls[@]}" >"$tmp/ahead.codes" &
+cpid=$!
+max_infer=0
+max_prep=0
+while kill -0 "$cpid" 2>/dev/null; do
+    read -r prep infer < <(curl -s --max-time 5 "$BASE/metrics" | awk '
+        $1 == "camserve_queue_depth{stage=\"prep\"}" { p = $2 }
+        $1 == "camserve_queue_depth{stage=\"infer\"}" { i = $2 }
+        END { print p + 0, i + 0 }')
+    [ "${prep:-0}" -gt "$max_prep" ] && max_prep=$prep
+    [ "${infer:-0}" -gt "$max_infer" ] && max_infer=$infer
+done
+wait "$cpid"
+[ "$(grep -c '^200$' "$tmp/ahead.codes")" -eq 16 ] && ok "16 concurrent ScoreCAM explains answered" \
+    || fail "concurrent ScoreCAM explains: $(tr '\n' ' ' <"$tmp/ahead.codes")"
+[ "$max_prep" -ge 3 ] && ok "a queue formed (up to $max_prep requests waiting undecoded)" \
+    || fail "no queue seen (max prep depth $max_prep): the check below proves nothing"
+[ "$max_infer" -le 2 ] && ok "at most 2 decoded requests waited for the worker (seen: $max_infer)" \
+    || fail "$max_infer decoded requests waited for one worker (bound: 2)"
+stop_server TERM
+
 # ---- flags from the environment; a flag wins ----
 CAMSERVE_WORKERS=abc "$bin" serve --model "$model" >"$tmp/env.out" 2>&1
 [ $? -eq 2 ] && grep -q -- "--workers" "$tmp/env.out" && ok "CAMSERVE_WORKERS is read (bad value: usage error)" \
