@@ -50,13 +50,18 @@ serve() { # serve LOG ARGS...
 }
 stop() { kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 
-upload() { # upload QUERY -> the answer JSON
-    curl -s --max-time 60 -H 'Content-Type: image/jpeg' --data-binary @"$photo" "$base/v1/explain?$1"
+# Each request runs alone and its answer is read from a file afterwards: a
+# jq started beside curl (a pipe) would spend its start-up CPU during the
+# upload, inside the server's clock (2 cores; ~1.5 ms on a re-upload).
+upload() { # upload QUERY: the answer in $work/answer.json
+    curl -s --max-time 60 -o "$work/answer.json" -H 'Content-Type: image/jpeg' --data-binary @"$photo" \
+        "$base/v1/explain?$1"
 }
-by_id() { # by_id ALPHA
-    curl -s --max-time 60 -H 'Content-Type: application/json' \
+by_id() { # by_id ALPHA: the answer in $work/answer.json
+    curl -s --max-time 60 -o "$work/answer.json" -H 'Content-Type: application/json' \
         -d "{\"image_id\": \"$id\", \"alpha\": $1}" "$base/v1/explain"
 }
+answer() { jq -r "$1" "$work/answer.json"; }
 # stats NAME < "cache total" lines: median and p90 of the totals, all must be hits
 stats() {
     sort -k2 -g | awk -v name="$1" '
@@ -68,29 +73,42 @@ stats() {
 
 serve "$work/mem.log" --cache-dir "$work/cache"
 base=http://127.0.0.1:$port
-first=$(upload "alpha=0.5" | jq -r '.timings_ms | "\(.decode + .preprocess) \(.total)"')
+upload "alpha=0.5"
+first=$(answer '.timings_ms | "\(.decode + .preprocess) \(.total)"')
 echo "camserve $("$bin" version | cut -d' ' -f2), photo $bytes bytes, $runs runs each, $(nproc) cores"
 echo "computing miss: total ${first#* } ms, of which decode + preprocess ${first% *} ms"
 # the prep cache: other methods / classes for the same image skip decode + preprocess
 for m in gradcam++ layercam hirescam xgradcam; do
-    upload "method=$m&alpha=0.5" | jq -r '.timings_ms | "\(.decode + .preprocess) \(.total)"'
+    upload "method=$m&alpha=0.5"
+    answer '.timings_ms | "\(.decode + .preprocess) \(.total)"'
 done | awk '{ d += $1; t += $2; n++ } END {
     printf "another method, same photo (prep cache): decode + preprocess %.3f ms, total %.1f ms (mean of %d)\n", d / n, t / n, n }'
 for _ in $(seq 1 5); do upload "alpha=0.5" >/dev/null; by_id 0.5 >/dev/null; done # warm up
-for _ in $(seq 1 "$runs"); do by_id 0.5 | jq -r '"\(.cache) \(.timings_ms.total)"'; done | stats "memory hit, image_id request"
-for _ in $(seq 1 "$runs"); do upload "alpha=0.5" | jq -r '"\(.cache) \(.timings_ms.total)"'; done \
-    | stats "memory hit, re-upload of the $((bytes / 1048576)).$((bytes % 1048576 * 10 / 1048576)) MB photo"
+for _ in $(seq 1 "$runs"); do
+    by_id 0.5
+    answer '"\(.cache) \(.timings_ms.total)"'
+done >"$work/t.txt"
+stats "memory hit, image_id request" <"$work/t.txt"
+for _ in $(seq 1 "$runs"); do
+    upload "alpha=0.5"
+    answer '"\(.cache) \(.timings_ms.total)"'
+done >"$work/t.txt"
+stats "memory hit, re-upload of the $((bytes / 1048576)).$((bytes % 1048576 * 10 / 1048576)) MB photo" <"$work/t.txt"
 # the same on one kept-alive connection (what a browser does): one curl, many
 # URLs; no connection set-up or Expect: 100-continue round trip per upload
 urls=()
-for _ in $(seq 1 "$runs"); do urls+=("$base/v1/explain?alpha=0.5"); done
-curl -s --max-time 120 -H 'Content-Type: image/jpeg' -H 'Expect:' --data-binary @"$photo" "${urls[@]}" \
-    | jq -r '"\(.cache) \(.timings_ms.total)"' | stats "memory hit, re-upload, kept-alive connection"
+for i in $(seq 1 "$runs"); do urls+=(-o "$work/kept.$i.json" "$base/v1/explain?alpha=0.5"); done
+curl -s --max-time 120 -H 'Content-Type: image/jpeg' -H 'Expect:' --data-binary @"$photo" "${urls[@]}"
+for i in $(seq 1 "$runs"); do jq -r '"\(.cache) \(.timings_ms.total)"' "$work/kept.$i.json"; done \
+    | stats "memory hit, re-upload, kept-alive connection"
 # distinct answers to read back from disk after a restart
 for i in $(seq 1 "$runs"); do by_id "0.$((100 + i))" >/dev/null; done
 stop
 serve "$work/disk.log" --cache-dir "$work/cache"
 base=http://127.0.0.1:$port
-for i in $(seq 1 "$runs"); do by_id "0.$((100 + i))" | jq -r '"\(.cache) \(.timings_ms.total)"'; done \
-    | stats "disk hit after a restart, image_id request"
+for i in $(seq 1 "$runs"); do
+    by_id "0.$((100 + i))"
+    answer '"\(.cache) \(.timings_ms.total)"'
+done >"$work/t.txt"
+stats "disk hit after a restart, image_id request" <"$work/t.txt"
 stop
