@@ -16,6 +16,7 @@
 typedef struct conv_bwd {
     int node;
     dnnl_primitive_t prim, r_in, r_out; /* r_*: reorders plain <-> blocked, may be NULL */
+    dnnl_memory_t sc_prim, sc_in, sc_out; /* their scratchpads (see cs_plan_scratch_size), or NULL */
     dnnl_memory_t m_dy_plain, m_dy, m_w, m_dx, m_dx_plain;
     float *dy_blk, *dx_blk, *dx_plain; /* owned scratch (NULL when plain is used) */
 } conv_bwd;
@@ -33,6 +34,7 @@ struct cs_bwd {
     conv_bwd *convs;   /* [nregion], .node < 0 for non-conv */
     float *scratch;    /* largest region value, for accumulate-by-add */
     size_t scratch_n;
+    void *dnnl_scratch; /* the caller's oneDNN scratchpad, during cs_bwd_run */
 };
 
 /* ---- region ------------------------------------------------------------------ */
@@ -168,18 +170,22 @@ done:
     return st;
 }
 
-static cs_status reorder_between(cs_model *m, const dnnl_memory_desc_t *a, void *pa,
+static cs_status reorder_between(cs_bwd *bw, const dnnl_memory_desc_t *a, void *pa,
                                  const dnnl_memory_desc_t *b, void *pb, dnnl_primitive_t *prim,
-                                 dnnl_memory_t *ma, dnnl_memory_t *mb, cs_error *err) {
+                                 dnnl_memory_t *scratch, dnnl_memory_t *ma, dnnl_memory_t *mb,
+                                 cs_error *err) {
+    cs_model *m = bw->m;
     dnnl_primitive_desc_t pd;
     cs_status st = cs_dnnl_check(dnnl_memory_create(ma, a, m->eng, pa), "memory", err);
     if (st == CS_OK) st = cs_dnnl_check(dnnl_memory_create(mb, b, m->eng, pb), "memory", err);
     if (st == CS_OK)
-        st = cs_dnnl_check(dnnl_reorder_primitive_desc_create(&pd, a, m->eng, b, m->eng, NULL),
+        st = cs_dnnl_check(dnnl_reorder_primitive_desc_create(&pd, a, m->eng, b, m->eng, cs_plan_attr(bw->p)),
                            "reorder", err);
     if (st != CS_OK) return st;
-    st = cs_dnnl_check(dnnl_primitive_create(prim, pd), "reorder", err);
+    size_t need = 0;
+    st = cs_dnnl_prim_create(pd, m->eng, prim, scratch, &need, "reorder", err);
     dnnl_primitive_desc_destroy(pd);
+    cs_plan_need_scratch(bw->p, need);
     return st;
 }
 
@@ -227,7 +233,7 @@ static cs_status build_conv(cs_bwd *b, int ni, conv_bwd *cb, cs_error *err) {
                               &bd, dnnl_convolution_direct, &x_any, &w_any, &y_any, st, dil, pl, pr),
                           "convolution backward desc", err);
     if (s == CS_OK)
-        s = cs_dnnl_check(dnnl_primitive_desc_create(&bpd, &bd, NULL, m->eng, fpd),
+        s = cs_dnnl_check(dnnl_primitive_desc_create(&bpd, &bd, cs_plan_attr(p), m->eng, fpd),
                           "convolution backward", err);
     if (fpd) dnnl_primitive_desc_destroy(fpd);
     if (s != CS_OK) return cs_error_prefix(err, "node '%s' (Conv backward)", n->name);
@@ -241,7 +247,7 @@ static cs_status build_conv(cs_bwd *b, int ni, conv_bwd *cb, cs_error *err) {
     if (s == CS_OK && !dnnl_memory_desc_equal(dy_md, &y_plain)) {
         cb->dy_blk = aligned_alloc(64, (dnnl_memory_desc_get_size(dy_md) + 63) & ~(size_t)63);
         if (!cb->dy_blk) s = cs_errorf(err, CS_ENOMEM, "out of memory");
-        else s = reorder_between(m, &y_plain, dy_plain, dy_md, cb->dy_blk, &cb->r_in, &cb->m_dy_plain, &cb->m_dy, err);
+        else s = reorder_between(b, &y_plain, dy_plain, dy_md, cb->dy_blk, &cb->r_in, &cb->sc_in, &cb->m_dy_plain, &cb->m_dy, err);
     } else if (s == CS_OK) {
         s = cs_dnnl_check(dnnl_memory_create(&cb->m_dy, dy_md, m->eng, dy_plain), "memory", err);
     }
@@ -254,12 +260,14 @@ static cs_status build_conv(cs_bwd *b, int ni, conv_bwd *cb, cs_error *err) {
     if (s == CS_OK && !dnnl_memory_desc_equal(dx_md, &x_plain)) {
         cb->dx_blk = aligned_alloc(64, (dnnl_memory_desc_get_size(dx_md) + 63) & ~(size_t)63);
         if (!cb->dx_blk) s = cs_errorf(err, CS_ENOMEM, "out of memory");
-        else s = reorder_between(m, dx_md, cb->dx_blk, &x_plain, cb->dx_plain, &cb->r_out, &cb->m_dx, &cb->m_dx_plain, err);
+        else s = reorder_between(b, dx_md, cb->dx_blk, &x_plain, cb->dx_plain, &cb->r_out, &cb->sc_out, &cb->m_dx, &cb->m_dx_plain, err);
     } else if (s == CS_OK) {
         s = cs_dnnl_check(dnnl_memory_create(&cb->m_dx, dx_md, m->eng, cb->dx_plain), "memory", err);
     }
     if (s == CS_OK) s = cs_dnnl_check(dnnl_memory_create(&cb->m_w, w_md, m->eng, (void *)wdata), "memory", err);
-    if (s == CS_OK) s = cs_dnnl_check(dnnl_primitive_create(&cb->prim, bpd), "convolution backward", err);
+    size_t need = 0;
+    if (s == CS_OK) s = cs_dnnl_prim_create(bpd, m->eng, &cb->prim, &cb->sc_prim, &need, "convolution backward", err);
+    cs_plan_need_scratch(p, need);
     dnnl_primitive_desc_destroy(bpd);
     cb->node = ni;
     return s;
@@ -269,8 +277,9 @@ static void free_conv(conv_bwd *cb) {
     if (cb->prim) dnnl_primitive_destroy(cb->prim);
     if (cb->r_in) dnnl_primitive_destroy(cb->r_in);
     if (cb->r_out) dnnl_primitive_destroy(cb->r_out);
-    dnnl_memory_t ms[] = {cb->m_dy_plain, cb->m_dy, cb->m_w, cb->m_dx, cb->m_dx_plain};
-    for (int i = 0; i < 5; i++)
+    dnnl_memory_t ms[] = {cb->m_dy_plain, cb->m_dy, cb->m_w, cb->m_dx, cb->m_dx_plain,
+                          cb->sc_prim, cb->sc_in, cb->sc_out};
+    for (int i = 0; i < 8; i++)
         if (ms[i]) dnnl_memory_destroy(ms[i]);
     free(cb->dy_blk);
     free(cb->dx_blk);
@@ -1028,11 +1037,12 @@ static cs_status bwd_conv(bctx *c, conv_bwd *cb, dnnl_stream_t stream) {
     if (!wants(c, x)) return CS_OK;
     if (cb->node < 0)
         return cs_errorf(c->err, CS_EUNSUPPORTED, "node '%s': Conv backward needs a 4-D input", n->name);
-    dnnl_exec_arg_t a2[2];
+    void *scratch = c->b->dnnl_scratch;
+    dnnl_exec_arg_t a2[3]; /* + the scratchpad */
     if (cb->r_in) {
         a2[0] = (dnnl_exec_arg_t){DNNL_ARG_FROM, cb->m_dy_plain};
         a2[1] = (dnnl_exec_arg_t){DNNL_ARG_TO, cb->m_dy};
-        if (dnnl_primitive_execute(cb->r_in, stream, 2, a2) != dnnl_success)
+        if (cs_dnnl_exec(cb->r_in, stream, 2, a2, cb->sc_in, scratch) != dnnl_success)
             return cs_errorf(c->err, CS_EBACKEND, "reorder failed in '%s' backward", n->name);
     }
     /* A strided Conv whose last input rows/columns no window reaches (ONNX
@@ -1043,14 +1053,14 @@ static cs_status bwd_conv(bctx *c, conv_bwd *cb, dnnl_stream_t stream) {
     dnnl_memory_get_memory_desc(cb->m_dx, &dxmd);
     dnnl_memory_get_data_handle(cb->m_dx, &dxp);
     memset(dxp, 0, dnnl_memory_desc_get_size(dxmd));
-    dnnl_exec_arg_t a3[3] = {{DNNL_ARG_DIFF_DST, cb->m_dy}, {DNNL_ARG_WEIGHTS, cb->m_w},
+    dnnl_exec_arg_t a3[4] = {{DNNL_ARG_DIFF_DST, cb->m_dy}, {DNNL_ARG_WEIGHTS, cb->m_w},
                              {DNNL_ARG_DIFF_SRC, cb->m_dx}};
-    if (dnnl_primitive_execute(cb->prim, stream, 3, a3) != dnnl_success)
+    if (cs_dnnl_exec(cb->prim, stream, 3, a3, cb->sc_prim, scratch) != dnnl_success)
         return cs_errorf(c->err, CS_EBACKEND, "convolution backward failed in '%s'", n->name);
     if (cb->r_out) {
         a2[0] = (dnnl_exec_arg_t){DNNL_ARG_FROM, cb->m_dx};
         a2[1] = (dnnl_exec_arg_t){DNNL_ARG_TO, cb->m_dx_plain};
-        if (dnnl_primitive_execute(cb->r_out, stream, 2, a2) != dnnl_success)
+        if (cs_dnnl_exec(cb->r_out, stream, 2, a2, cb->sc_out, scratch) != dnnl_success)
             return cs_errorf(c->err, CS_EBACKEND, "reorder failed in '%s' backward", n->name);
     }
     dnnl_stream_wait(stream);
@@ -1065,8 +1075,9 @@ static cs_status bwd_conv(bctx *c, conv_bwd *cb, dnnl_stream_t stream) {
     return CS_OK;
 }
 
-cs_status cs_bwd_run(cs_bwd *b, dnnl_stream_t stream, const int *classes, cs_error *err) {
+cs_status cs_bwd_run(cs_bwd *b, dnnl_stream_t stream, void *scratch, const int *classes, cs_error *err) {
     const cs_graph *g = &b->m->g;
+    b->dnnl_scratch = scratch;
     int out = g->outputs[0];
     const cs_shape *os = cs_plan_shape(b->p, out);
     int64_t batch = os->dims[0], ncls = cs_shape_numel(os) / batch;

@@ -113,8 +113,29 @@ typedef struct cs_plan cs_plan;
 cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int pack,
                         int override_v, cs_plan **out, cs_error *err);
 void cs_plan_free(cs_plan *p);
-cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, const float *input,
+/* scratch: cs_plan_scratch_size(p) bytes (64-byte aligned) that no other
+ * run uses meanwhile; its contents do not matter. */
+cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, void *scratch, const float *input,
                       const float *override_data, float *output, cs_error *err);
+/* oneDNN scratchpads.  The primitives of a plan (and of a backward built on
+ * it) are created with scratchpad_mode user and run on the caller's buffer:
+ * oneDNN's default, one scratchpad per thread, ties a primitive to the
+ * thread that created it (run or freed on another, it crashes or leaks),
+ * while a session may change threads.  The largest need of the plan's
+ * primitives, and of any backward built on it since: */
+size_t cs_plan_scratch_size(const cs_plan *p);
+void cs_plan_need_scratch(cs_plan *p, size_t bytes);
+/* The attribute (user scratchpad) for primitives built with the plan. */
+const_dnnl_primitive_attr_t cs_plan_attr(const cs_plan *p);
+cs_status cs_dnnl_user_scratchpad(dnnl_primitive_attr_t attr, cs_error *err);
+/* Creates the primitive of pd, which must carry a user scratchpad; *scratch
+ * gets a memory without a buffer when it needs a scratchpad (NULL if not),
+ * and *need grows to that size. */
+cs_status cs_dnnl_prim_create(const_dnnl_primitive_desc_t pd, dnnl_engine_t eng, dnnl_primitive_t *prim,
+                              dnnl_memory_t *scratch, size_t *need, const char *what, cs_error *err);
+/* Runs prim on args (room for one more) plus its scratchpad in scratch_buf. */
+dnnl_status_t cs_dnnl_exec(dnnl_primitive_t prim, dnnl_stream_t stream, int nargs, dnnl_exec_arg_t *args,
+                           dnnl_memory_t scratch, void *scratch_buf);
 /* Concrete shape of value v in this plan (batch substituted). */
 const cs_shape *cs_plan_shape(const cs_plan *p, int v);
 /* Dense C-order data of value v after a run: a constant, or a kept value's
@@ -161,8 +182,9 @@ cs_status cs_bwd_keep_set(const cs_model *m, const int *layers, int nlayers, int
 cs_status cs_bwd_build(cs_model *m, cs_plan *p, const int *layers, int nlayers, cs_bwd **out,
                        cs_error *err);
 /* Gradient of sum_i logits[i, classes[i]] with respect to every region
- * value, after a forward run of the plan. */
-cs_status cs_bwd_run(cs_bwd *b, dnnl_stream_t stream, const int *classes, cs_error *err);
+ * value, after a forward run of the plan; scratch as for cs_plan_run (the
+ * backward's primitives count in cs_plan_scratch_size). */
+cs_status cs_bwd_run(cs_bwd *b, dnnl_stream_t stream, void *scratch, const int *classes, cs_error *err);
 const float *cs_bwd_grad(const cs_bwd *b, int v);
 void cs_bwd_free(cs_bwd *b);
 

@@ -526,7 +526,21 @@ struct cs_session {
     bool have_grad;
     int nlayers;
     int layers[16];      /* value indices */
+    /* oneDNN scratchpad of every plan and backward above (they run one at a
+     * time), grown to the largest need */
+    void *scratch;
+    size_t scratch_cap;
 };
+
+static cs_status session_scratch(cs_session *s, size_t need, cs_error *err) {
+    if (need <= s->scratch_cap) return CS_OK;
+    free(s->scratch);
+    s->scratch_cap = 0;
+    s->scratch = aligned_alloc(64, (need + 63) & ~(size_t)63);
+    if (!s->scratch) return cs_errorf(err, CS_ENOMEM, "out of memory: oneDNN scratchpad of %zu bytes", need);
+    s->scratch_cap = need;
+    return CS_OK;
+}
 
 cs_status cs_session_create(const cs_model *m, cs_session **out, cs_error *err) {
     *out = NULL;
@@ -563,6 +577,7 @@ void cs_session_free(cs_session *s) {
         free(s->slots[i].keep);
     }
     dnnl_stream_destroy(s->stream);
+    free(s->scratch);
     free(s);
 }
 
@@ -633,8 +648,9 @@ cs_status cs_session_run(cs_session *s, const float *input, int batch, float *lo
     if (st == CS_OK && s->be) return s->m->be->run(s->be, input, batch, logits, err);
     plan_slot *sl;
     if (st == CS_OK) st = session_slot(s, batch, NULL, 0, -1, &sl, err);
+    if (st == CS_OK) st = session_scratch(s, cs_plan_scratch_size(sl->plan), err);
     if (st != CS_OK) return st;
-    return cs_plan_run(sl->plan, s->stream, input, NULL, logits, err);
+    return cs_plan_run(sl->plan, s->stream, s->scratch, input, NULL, logits, err);
 }
 
 cs_status cs_session_run_with_layer(cs_session *s, const float *input, int batch, int layer,
@@ -646,8 +662,9 @@ cs_status cs_session_run_with_layer(cs_session *s, const float *input, int batch
     if (st == CS_OK && s->be) return m->be->run_with_layer(s->be, input, batch, v, layer_values, logits, err);
     plan_slot *sl;
     if (st == CS_OK) st = session_slot(s, batch, &v, 1, v, &sl, err);
+    if (st == CS_OK) st = session_scratch(s, cs_plan_scratch_size(sl->plan), err);
     if (st != CS_OK) return st;
-    return cs_plan_run(sl->plan, s->stream, input, layer_values, logits, err);
+    return cs_plan_run(sl->plan, s->stream, s->scratch, input, layer_values, logits, err);
 }
 
 cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, const int *layers,
@@ -682,7 +699,9 @@ cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, 
         sl->bwd_nlayers = nlayers;
         memcpy(sl->bwd_layers, vals, (size_t)nlayers * sizeof(int));
     }
-    if (st == CS_OK) st = cs_plan_run(sl->plan, s->stream, input, NULL, logits, err);
+    /* the plan's need now includes its backward's */
+    if (st == CS_OK) st = session_scratch(s, cs_plan_scratch_size(sl->plan), err);
+    if (st == CS_OK) st = cs_plan_run(sl->plan, s->stream, s->scratch, input, NULL, logits, err);
     if (st != CS_OK) return st;
     s->explain = sl;
     s->nlayers = nlayers;
@@ -693,7 +712,7 @@ cs_status cs_session_forward_keep(cs_session *s, const float *input, int batch, 
 cs_status cs_session_backward(cs_session *s, const int *classes, cs_error *err) {
     if (s->be) return s->m->be->backward(s->be, classes, err);
     if (!s->explain) return cs_errorf(err, CS_EINVAL, "cs_session_backward needs a forward_keep first");
-    cs_status st = cs_bwd_run(s->explain->bwd, s->stream, classes, err);
+    cs_status st = cs_bwd_run(s->explain->bwd, s->stream, s->scratch, classes, err);
     s->have_grad = st == CS_OK;
     return st;
 }

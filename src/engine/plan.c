@@ -55,6 +55,7 @@ typedef struct step {
     bool oom;               /* an argument could not be added */
     int node;               /* -1 for reorders */
     dnnl_primitive_t prim;
+    dnnl_memory_t scratch;  /* its scratchpad, bound to the caller's buffer per run; or NULL */
     int nargs, cap_args;
     step_arg *args;         /* malloc'd: a memory descriptor is ~1 KB */
     /* ST_REF: dense C-order tensors */
@@ -87,6 +88,13 @@ struct cs_plan {
     step *steps;
     unsigned char *arena;
     size_t arena_size;
+    /* Every primitive is created with this attribute (scratchpad_mode user)
+     * and runs on the scratch buffer cs_plan_run is given, which must hold
+     * scratch_size bytes.  oneDNN's default, a scratchpad per thread, would
+     * tie each primitive to the thread that created it (running or freeing
+     * it on another leaks or crashes), and a session may change threads. */
+    dnnl_primitive_attr_t uattr;
+    size_t scratch_size;
     int in_rt, out_rt;      /* graph input; plain copy of the graph output */
     int ovr_v, ovr_rt;      /* value replaced by caller data right after it is computed */
     double flops;
@@ -221,20 +229,67 @@ static void add_fixed_arg(step *s, int id, const void *ptr, const dnnl_memory_de
     a->md = *md;
 }
 
+/* attr: NULL for the plan's default, else one the caller made with
+ * cs_dnnl_user_scratchpad applied. */
 static cs_status make_prim(cs_plan *p, const void *op_desc, const_dnnl_primitive_attr_t attr,
                            dnnl_primitive_desc_t *pd, const char *what, cs_error *err) {
-    DNNL_TRY(dnnl_primitive_desc_create(pd, op_desc, attr, p->m->eng, NULL), what);
+    DNNL_TRY(dnnl_primitive_desc_create(pd, op_desc, attr ? attr : p->uattr, p->m->eng, NULL), what);
     return CS_OK;
 }
 
-static cs_status finish_prim(step *s, dnnl_primitive_desc_t pd, const char *what, cs_error *err) {
+static cs_status finish_prim(cs_plan *p, step *s, dnnl_primitive_desc_t pd, const char *what, cs_error *err) {
     if (s->oom) {
         dnnl_primitive_desc_destroy(pd);
         return cs_errorf(err, CS_ENOMEM, "out of memory planning %s", what);
     }
-    dnnl_status_t ds = dnnl_primitive_create(&s->prim, pd);
+    cs_status st = cs_dnnl_prim_create(pd, p->m->eng, &s->prim, &s->scratch, &p->scratch_size, what, err);
     dnnl_primitive_desc_destroy(pd);
+    return st;
+}
+
+cs_status cs_dnnl_user_scratchpad(dnnl_primitive_attr_t attr, cs_error *err) {
+    return cs_dnnl_check(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
+                         "scratchpad mode", err);
+}
+
+cs_status cs_dnnl_prim_create(const_dnnl_primitive_desc_t pd, dnnl_engine_t eng, dnnl_primitive_t *prim,
+                              dnnl_memory_t *scratch, size_t *need, const char *what, cs_error *err) {
+    const_dnnl_primitive_attr_t attr = NULL;
+    dnnl_scratchpad_mode_t mode = dnnl_scratchpad_mode_library;
+    if (dnnl_primitive_desc_get_attr(pd, &attr) != dnnl_success ||
+        dnnl_primitive_attr_get_scratchpad_mode(attr, &mode) != dnnl_success || mode != dnnl_scratchpad_mode_user)
+        return cs_errorf(err, CS_EBACKEND, "internal: %s planned without a caller-owned scratchpad", what);
+    *scratch = NULL;
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t bytes = smd ? dnnl_memory_desc_get_size(smd) : 0;
+    if (bytes) {
+        DNNL_TRY(dnnl_memory_create(scratch, smd, eng, DNNL_MEMORY_NONE), "scratchpad memory");
+        if (bytes > *need) *need = bytes;
+    }
+    dnnl_status_t ds = dnnl_primitive_create(prim, pd);
+    if (ds != dnnl_success && *scratch) {
+        dnnl_memory_destroy(*scratch);
+        *scratch = NULL;
+    }
     return cs_dnnl_check(ds, what, err);
+}
+
+dnnl_status_t cs_dnnl_exec(dnnl_primitive_t prim, dnnl_stream_t stream, int nargs, dnnl_exec_arg_t *args,
+                           dnnl_memory_t scratch, void *scratch_buf) {
+    if (scratch) {
+        dnnl_status_t ds = dnnl_memory_set_data_handle(scratch, scratch_buf);
+        if (ds != dnnl_success) return ds;
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, scratch};
+    }
+    return dnnl_primitive_execute(prim, stream, nargs, args);
+}
+
+size_t cs_plan_scratch_size(const cs_plan *p) { return p->scratch_size; }
+
+const_dnnl_primitive_attr_t cs_plan_attr(const cs_plan *p) { return p->uattr; }
+
+void cs_plan_need_scratch(cs_plan *p, size_t bytes) {
+    if (bytes > p->scratch_size) p->scratch_size = bytes;
 }
 
 /* Appends a reorder step src → a new tensor with layout md; returns its rt. */
@@ -244,7 +299,7 @@ static cs_status add_reorder(cs_plan *p, int src, const dnnl_memory_desc_t *md, 
     if (r < 0) return cs_errorf(err, CS_ENOMEM, "out of memory planning");
     p->rt[r].md = *md;
     dnnl_primitive_desc_t pd;
-    DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, &p->rt[src].md, p->m->eng, md, p->m->eng, NULL),
+    DNNL_TRY(dnnl_reorder_primitive_desc_create(&pd, &p->rt[src].md, p->m->eng, md, p->m->eng, p->uattr),
              "reorder");
     step *s = new_step(p, ST_PRIM, -1);
     if (!s) {
@@ -254,7 +309,7 @@ static cs_status add_reorder(cs_plan *p, int src, const dnnl_memory_desc_t *md, 
     add_arg(s, DNNL_ARG_FROM, p, src, NULL);
     add_arg(s, DNNL_ARG_TO, p, r, NULL);
     *out = r;
-    return finish_prim(s, pd, "reorder", err);
+    return finish_prim(p, s, pd, "reorder", err);
 }
 
 /* A tensor with the plain (dense C-order) layout holding r's values. */
@@ -567,6 +622,8 @@ static cs_status weights_for(cs_plan *p, int ni, const dnnl_memory_desc_t *want,
     return CS_OK;
 }
 
+/* One-shot: created, run and destroyed here on one thread, so oneDNN's own
+ * scratchpad is safe (unlike a plan's primitives, see cs_plan.uattr). */
 static cs_status reorder_weights(cs_model *m, const void *src, const dnnl_memory_desc_t *src_md,
                                  const dnnl_memory_desc_t *want, void *dst, cs_error *err) {
     dnnl_memory_t ms, md;
@@ -682,6 +739,7 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
         st_ = cs_errorf(err, CS_EBACKEND, "sum post-op");
     if (st_ == CS_OK) st_ = append_act_postops(po, pn->fused, pn->nfused, err);
     if (st_ == CS_OK) st_ = cs_dnnl_check(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", err);
+    if (st_ == CS_OK) st_ = cs_dnnl_user_scratchpad(attr, err);
     /* At batch 1, 3x3 stride-1 convolutions run Winograd F(4x4, 3x3) where
      * oneDNN has it for this CPU and these post-ops (AVX-512), else direct:
      * ~2.25x fewer multiplies for those layers, ResNet-50 ~15% faster end to
@@ -731,7 +789,7 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
         int ar = val(p, pn->sum_value);
         dnnl_primitive_desc_t rpd;
         s2 = cs_dnnl_check(dnnl_reorder_primitive_desc_create(&rpd, &p->rt[ar].md, p->m->eng,
-                                                              dst_md, p->m->eng, NULL),
+                                                              dst_md, p->m->eng, p->uattr),
                            "reorder", err);
         if (s2 == CS_OK) {
             step *rs = new_step(p, ST_PRIM, -1);
@@ -739,7 +797,7 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
             else {
                 add_arg(rs, DNNL_ARG_FROM, p, ar, NULL);
                 add_arg(rs, DNNL_ARG_TO, p, yr, NULL);
-                s2 = finish_prim(rs, rpd, "reorder", err);
+                s2 = finish_prim(p, rs, rpd, "reorder", err);
             }
         }
     }
@@ -757,7 +815,7 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
     if (bv >= 0) add_fixed_arg(s, DNNL_ARG_BIAS, p->rt[val(p, bv)].cdata, &b_md);
     add_arg(s, DNNL_ARG_DST, p, yr, NULL);
     p->flops += 2.0 * (double)cs_shape_numel(yshape) * (double)(w->dims[1] * w->dims[2] * w->dims[3]);
-    return finish_prim(s, pd, "convolution", err);
+    return finish_prim(p, s, pd, "convolution", err);
 }
 
 static cs_status plan_pool(cs_plan *p, int ni, const cs_shape *yshape, cs_error *err) {
@@ -818,7 +876,7 @@ static cs_status plan_pool(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
     if (so != CS_OK) return so;
     add_arg(s, DNNL_ARG_SRC, p, xin, NULL);
     add_arg(s, DNNL_ARG_DST, p, yr, dmd);
-    return finish_prim(s, pd, "pooling", err);
+    return finish_prim(p, s, pd, "pooling", err);
 }
 
 /* Inference BatchNormalization is a per-channel affine map, y = x·s + t
@@ -855,6 +913,7 @@ static cs_status plan_batchnorm(cs_plan *p, int ni, const cs_shape *yshape, cs_e
     if (s1 == CS_OK && p->pn[ni].bn_relu)
         s1 = cs_dnnl_check(dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0, 0), "post-op", err);
     if (s1 == CS_OK) s1 = cs_dnnl_check(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", err);
+    if (s1 == CS_OK) s1 = cs_dnnl_user_scratchpad(attr, err);
     dnnl_primitive_desc_t pd = NULL;
     if (s1 == CS_OK) s1 = make_prim(p, &bd, attr, &pd, "batch normalization", err);
     dnnl_post_ops_destroy(po);
@@ -868,7 +927,7 @@ static cs_status plan_batchnorm(cs_plan *p, int ni, const cs_shape *yshape, cs_e
     add_fixed_arg(s, DNNL_ARG_SRC_1, sc, &cmd);
     add_fixed_arg(s, DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, sh, &cmd);
     add_arg(s, DNNL_ARG_DST, p, yr, NULL);
-    return finish_prim(s, pd, "batch normalization", err);
+    return finish_prim(p, s, pd, "batch normalization", err);
 }
 
 static bool eltwise_alg(const cs_plan *p, const cs_node *n, dnnl_alg_kind_t *alg, float *a,
@@ -910,7 +969,7 @@ static cs_status plan_eltwise(cs_plan *p, int ni, dnnl_alg_kind_t alg, float a, 
     if (so != CS_OK) return so;
     add_arg(s, DNNL_ARG_SRC, p, xr, NULL);
     add_arg(s, DNNL_ARG_DST, p, yr, NULL);
-    return finish_prim(s, pd, "eltwise", err);
+    return finish_prim(p, s, pd, "eltwise", err);
 }
 
 /* Binary op with numpy broadcasting, when oneDNN can do it: src0 has the
@@ -957,7 +1016,7 @@ static cs_status plan_binary(cs_plan *p, int ni, const cs_shape *yshape, cs_erro
     dnnl_binary_desc_t bd;
     DNNL_TRY(dnnl_binary_desc_init(&bd, alg, &p->rt[a].md, &b_md, &p->rt[a].md), "binary desc");
     dnnl_primitive_desc_t pd;
-    if (dnnl_primitive_desc_create(&pd, &bd, NULL, p->m->eng, NULL) != dnnl_success)
+    if (dnnl_primitive_desc_create(&pd, &bd, p->uattr, p->m->eng, NULL) != dnnl_success)
         return CS_EUNSUPPORTED;
     int yr = -1;
     step *s;
@@ -967,7 +1026,7 @@ static cs_status plan_binary(cs_plan *p, int ni, const cs_shape *yshape, cs_erro
     if (p->rt[bin].cdata) add_fixed_arg(s, DNNL_ARG_SRC_1, p->rt[bin].cdata, &b_md);
     else add_arg(s, DNNL_ARG_SRC_1, p, bin, &b_md);
     add_arg(s, DNNL_ARG_DST, p, yr, NULL);
-    return finish_prim(s, pd, "binary", err);
+    return finish_prim(p, s, pd, "binary", err);
 }
 
 /* Gemm (alpha = beta = 1, transA = 0, constant B and C) as inner product. */
@@ -1015,7 +1074,7 @@ static cs_status plan_gemm(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
     if (cv >= 0) add_fixed_arg(s, DNNL_ARG_BIAS, p->rt[val(p, cv)].cdata, &b_md);
     add_arg(s, DNNL_ARG_DST, p, yr, &dst_md);
     p->flops += 2.0 * (double)(M * N * K);
-    return finish_prim(s, pd, "inner product", err);
+    return finish_prim(p, s, pd, "inner product", err);
 }
 
 /* MatMul on plain tensors (batch broadcasting as numpy), ranks 2..6. */
@@ -1041,7 +1100,7 @@ static cs_status plan_matmul(cs_plan *p, int ni, const cs_shape *yshape, cs_erro
     dnnl_matmul_desc_t mdsc;
     DNNL_TRY(dnnl_matmul_desc_init(&mdsc, &amd, &bmd, NULL, &ymd), "matmul desc");
     dnnl_primitive_desc_t pd;
-    if (dnnl_primitive_desc_create(&pd, &mdsc, NULL, p->m->eng, NULL) != dnnl_success)
+    if (dnnl_primitive_desc_create(&pd, &mdsc, p->uattr, p->m->eng, NULL) != dnnl_success)
         return CS_EUNSUPPORTED;
     int yr = -1;
     step *s;
@@ -1053,7 +1112,7 @@ static cs_status plan_matmul(cs_plan *p, int ni, const cs_shape *yshape, cs_erro
     else add_arg(s, DNNL_ARG_WEIGHTS, p, b, &bmd);
     add_arg(s, DNNL_ARG_DST, p, yr, &ymd);
     p->flops += 2.0 * (double)cs_shape_numel(yshape) * (double)as->dims[as->ndim - 1];
-    return finish_prim(s, pd, "matmul", err);
+    return finish_prim(p, s, pd, "matmul", err);
 }
 
 static cs_status plan_concat(cs_plan *p, int ni, const cs_shape *yshape, cs_error *err) {
@@ -1087,7 +1146,7 @@ static cs_status plan_concat(cs_plan *p, int ni, const cs_shape *yshape, cs_erro
     }
     dnnl_primitive_desc_t pd;
     if (dnnl_concat_primitive_desc_create(&pd, nhwc ? &dst_nhwc : NULL, n->ninputs, (int)axis, mds,
-                                          NULL, p->m->eng) != dnnl_success)
+                                          p->uattr, p->m->eng) != dnnl_success)
         return CS_EUNSUPPORTED;
     const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     int yr = -1;
@@ -1097,7 +1156,7 @@ static cs_status plan_concat(cs_plan *p, int ni, const cs_shape *yshape, cs_erro
     p->rt[yr].md = *dmd;
     for (int i = 0; i < n->ninputs; i++) add_arg(s, DNNL_ARG_MULTIPLE_SRC + i, p, rts[i], NULL);
     add_arg(s, DNNL_ARG_DST, p, yr, NULL);
-    return finish_prim(s, pd, "concat", err);
+    return finish_prim(p, s, pd, "concat", err);
 }
 
 /* Ops that only reinterpret a dense tensor: the output views the input. */
@@ -1418,6 +1477,16 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
     p->ovr_v = override_v;
     p->ovr_rt = -1;
     p->no_winograd = !cs_engine_winograd();
+    if (dnnl_primitive_attr_create(&p->uattr) != dnnl_success) {
+        p->uattr = NULL;
+        cs_plan_free(p);
+        return cs_errorf(err, CS_EBACKEND, "oneDNN failed in attr");
+    }
+    cs_status ust = cs_dnnl_user_scratchpad(p->uattr, err);
+    if (ust != CS_OK) {
+        cs_plan_free(p);
+        return ust;
+    }
     p->val_rt = malloc((size_t)g->nvalues * sizeof(int));
     p->keep = calloc((size_t)g->nvalues + 1, sizeof(bool));
     p->pn = calloc((size_t)g->nnodes + 1, sizeof(pnode));
@@ -1540,7 +1609,7 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
             }
             dnnl_primitive_desc_t rpd;
             st = cs_dnnl_check(dnnl_reorder_primitive_desc_create(&rpd, &p->rt[p->ovr_rt].md, m->eng,
-                                                                  &p->rt[r].md, m->eng, NULL),
+                                                                  &p->rt[r].md, m->eng, p->uattr),
                                "reorder", err);
             step *os = st == CS_OK ? new_step(p, ST_PRIM, -1) : NULL;
             if (st == CS_OK && !os) {
@@ -1550,7 +1619,7 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
             if (st != CS_OK) goto fail;
             add_arg(os, DNNL_ARG_FROM, p, p->ovr_rt, NULL);
             add_arg(os, DNNL_ARG_TO, p, r, NULL);
-            st = finish_prim(os, rpd, "reorder", err);
+            st = finish_prim(p, os, rpd, "reorder", err);
             if (st != CS_OK) goto fail;
         }
     }
@@ -1592,6 +1661,7 @@ void cs_plan_free(cs_plan *p) {
     for (int si = 0; si < p->nsteps; si++) {
         step *s = &p->steps[si];
         if (s->prim) dnnl_primitive_destroy(s->prim);
+        if (s->scratch) dnnl_memory_destroy(s->scratch);
         for (int a = 0; a < s->nargs; a++)
             if (s->args[a].mem) dnnl_memory_destroy(s->args[a].mem);
         free(s->args);
@@ -1604,12 +1674,13 @@ void cs_plan_free(cs_plan *p) {
     free(p->cons_start);
     free(p->cons);
     free(p->fused_shape);
+    if (p->uattr) dnnl_primitive_attr_destroy(p->uattr);
     free(p->arena);
     cs_arena_free(&p->consts);
     free(p);
 }
 
-cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, const float *input,
+cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, void *scratch, const float *input,
                       const float *override_data, float *output, cs_error *err) {
     rt_tensor *in = &p->rt[p->in_rt];
     memcpy(rt_ptr(p, p->in_rt), input, (size_t)cs_shape_numel(&in->shape) * sizeof(float));
@@ -1618,7 +1689,7 @@ cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, const float *input,
         memcpy(rt_ptr(p, p->ovr_rt), override_data,
                (size_t)cs_shape_numel(&p->rt[p->ovr_rt].shape) * sizeof(float));
     }
-    dnnl_exec_arg_t args[MAX_ARGS];
+    dnnl_exec_arg_t args[MAX_ARGS + 1]; /* + the scratchpad */
     const cs_shape *ins[MAX_REF_IO];
     const void *ind[MAX_REF_IO];
     cs_shape outs[MAX_REF_IO];
@@ -1630,7 +1701,7 @@ cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, const float *input,
                 args[a].arg = s->args[a].id;
                 args[a].memory = s->args[a].mem;
             }
-            dnnl_status_t ds = dnnl_primitive_execute(s->prim, stream, s->nargs, args);
+            dnnl_status_t ds = cs_dnnl_exec(s->prim, stream, s->nargs, args, s->scratch, scratch);
             if (ds != dnnl_success) {
                 const char *nm = s->node >= 0 ? p->m->g.nodes[s->node].name : "reorder";
                 return cs_errorf(err, CS_EBACKEND, "oneDNN failed running '%s' (status %d)", nm,
