@@ -768,69 +768,26 @@ static cs_status bwd_split(bctx *c) {
     return CS_OK;
 }
 
-/* The values of input idx of the node, a constant int64/int32 1-D tensor
- * (Slice's starts/axes/steps), into vals; returns their count, -1 when the
- * input is absent, -2 when it is not such a constant. */
-static int const_ints_of(bctx *c, int idx, int64_t *vals) {
-    const cs_node *n = c->n;
-    if (idx >= n->ninputs || n->inputs[idx] < 0) return -1;
-    int v = n->inputs[idx];
-    const cs_shape *s = shp(c, v);
-    const void *d = cs_plan_value(c->b->p, v);
-    int64_t k = cs_shape_numel(s);
-    if (!d || k < 0 || k > CS_MAX_DIMS || (s->dtype != CS_DT_INT64 && s->dtype != CS_DT_INT32)) return -2;
-    for (int64_t i = 0; i < k; i++)
-        vals[i] = s->dtype == CS_DT_INT64 ? ((const int64_t *)d)[i] : ((const int32_t *)d)[i];
-    return (int)k;
-}
-
-/* Slice: y[i] = x[start + i*step] per dim (ops.c slice_make), so dx is zero
- * except at the sliced positions, where it is dy.  ShuffleNet V2's channel
- * split (x.chunk(2, dim=1)) exports as two Slices. */
+/* Slice: y[i] = x[start + i*step] per dim, so dx is zero except at the
+ * sliced positions, where it is dy.  ShuffleNet V2's channel split
+ * (x.chunk(2, dim=1)) exports as two Slices. */
 static cs_status bwd_slice(bctx *c) {
     const cs_node *n = c->n;
     int x = n->inputs[0], y = n->outputs[0];
     if (!wants(c, x)) return CS_OK;
     const cs_shape *xs = shp(c, x), *ys = shp(c, y);
     int nd = xs->ndim;
-    /* ends are not needed: y's shape gives the length */
-    int64_t starts[CS_MAX_DIMS], axes[CS_MAX_DIMS], steps[CS_MAX_DIMS];
-    int ns, na, nst;
-    if (cs_node_attr(n, "starts")) { /* Slice-1 */
-        const int64_t *a;
-        ns = cs_attr_ints(n, "starts", &a);
-        if (ns > CS_MAX_DIMS) ns = -2;
-        else memcpy(starts, a, (size_t)ns * sizeof *a);
-        na = cs_attr_ints(n, "axes", &a);
-        if (na > CS_MAX_DIMS) na = -2;
-        else if (na) memcpy(axes, a, (size_t)na * sizeof *a);
-        else na = -1;
-        nst = -1;
-    } else {
-        ns = const_ints_of(c, 1, starts);
-        na = const_ints_of(c, 3, axes);
-        nst = const_ints_of(c, 4, steps);
-    }
-    if (na == -1)
-        for (na = 0; na < ns; na++) axes[na] = na;
-    if (nst == -1)
-        for (nst = 0; nst < ns; nst++) steps[nst] = 1;
-    if (ns < 0 || na != ns || nst != ns)
-        return cs_errorf(c->err, CS_EUNSUPPORTED, "node '%s': gradient of Slice without constant starts/ends/axes/steps",
-                         n->name);
+    /* the forward's own window: starts/axes/steps are constants of the plan */
+    const cs_shape *in[5] = {0};
+    const void *in_d[5] = {0};
+    for (int i = 0; i < n->ninputs && i < 5; i++)
+        if (n->inputs[i] >= 0) {
+            in[i] = shp(c, n->inputs[i]);
+            in_d[i] = i ? cs_plan_value(c->b->p, n->inputs[i]) : NULL;
+        }
     int64_t start[CS_MAX_DIMS], step[CS_MAX_DIMS];
-    for (int d = 0; d < nd; d++) start[d] = 0, step[d] = 1;
-    for (int i = 0; i < ns; i++) { /* the normalisation of ops.c slice_make */
-        int64_t a = axes[i] < 0 ? axes[i] + nd : axes[i];
-        if (a < 0 || a >= nd || steps[i] == 0)
-            return cs_errorf(c->err, CS_EINTERNAL, "node '%s': bad Slice axis or step", n->name);
-        int64_t dim = xs->dims[a], st = steps[i] == INT64_MIN ? -INT64_MAX : steps[i], s0 = starts[i];
-        if (s0 < 0) s0 += dim;
-        if (st > 0) s0 = s0 < 0 ? 0 : (s0 > dim ? dim : s0);
-        else s0 = s0 < 0 ? 0 : (s0 > dim - 1 ? dim - 1 : s0);
-        start[a] = s0;
-        step[a] = st;
-    }
+    cs_status st = cs_op_slice_window(&c->b->m->g, n, in, in_d, start, step, c->err);
+    if (st != CS_OK) return st;
     /* walk y in C order; the matching x offset moves by step*xstride */
     int64_t xst[CS_MAX_DIMS], acc = 1, base = 0, idx[CS_MAX_DIMS] = {0};
     for (int d = nd - 1; d >= 0; d--) {

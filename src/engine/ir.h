@@ -179,6 +179,12 @@ cs_status cs_op_infer(const cs_graph *g, const cs_node *n, const cs_shape *const
 cs_status cs_op_ref_run(const cs_graph *g, const cs_node *n, const cs_shape *const *in,
                         const void *const *in_data, const cs_shape *out, void *const *out_data,
                         cs_error *err);
+/* The window of a Slice node, inputs given as for cs_op_infer: per
+ * dimension of input 0, the first index read and the step (0 and 1 where
+ * it does not slice), normalised exactly as the forward's.  The backward
+ * scatters the gradient through it. */
+cs_status cs_op_slice_window(const cs_graph *g, const cs_node *n, const cs_shape *const *in,
+                             const void *const *in_data, int64_t *start, int64_t *step, cs_error *err);
 /* Applies one fused activation in place over n floats. */
 void cs_act_apply(const cs_fused_act *a, float *x, int64_t n);
 

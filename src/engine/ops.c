@@ -2209,6 +2209,18 @@ cs_status cs_op_infer(const cs_graph *g, const cs_node *n, const cs_shape *const
     return CS_OK;
 }
 
+cs_status cs_op_slice_window(const cs_graph *g, const cs_node *n, const cs_shape *const *in,
+                             const void *const *in_data, int64_t *start, int64_t *step, cs_error *err) {
+    ctx c;
+    const op_impl *impl;
+    TRY(ctx_make(g, n, in, in_data, err, &c, &impl));
+    if (n->op != CS_OP_SLICE || !in[0]) return fail(&c, CS_EINVAL, "not a Slice with an input");
+    slice_plan p;
+    TRY(slice_make(&c, in[0], &p));
+    for (int d = 0; d < in[0]->ndim; d++) start[d] = p.start[d], step[d] = p.step[d];
+    return CS_OK;
+}
+
 cs_status cs_op_ref_run(const cs_graph *g, const cs_node *n, const cs_shape *const *in,
                         const void *const *in_data, const cs_shape *out, void *const *out_data,
                         cs_error *err) {

@@ -62,13 +62,6 @@ struct cs_http {
      * once (each is also capped at max_upload_bytes). */
     atomic_size_t body_bytes;
     size_t body_budget;
-    /* Upload buffers of finished requests, kept for the next uploads.  A
-     * fresh buffer of a few megabytes is a new mapping (M_MMAP_THRESHOLD) and
-     * costs a page fault and a zeroed page per 4 KB as the body arrives: a
-     * fifth of the server's time for a re-uploaded 3 MB photo.  A recycled
-     * one is already resident.  Bounded in count and in bytes; only buffers
-     * large enough to be mappings are kept (smaller ones come from the heap
-     * and are cheap to reuse anyway). */
     /* The hashing thread: SHA-256 of large uploads runs there, behind their
      * reception, instead of on the libmicrohttpd thread between reads (the
      * two then share the cores).  hq is a FIFO of contexts with bytes
@@ -78,6 +71,13 @@ struct cs_http {
     pthread_mutex_t hmu;
     pthread_cond_t hcv, hdone;
     struct req_ctx *hq_head, *hq_tail;
+    /* Upload buffers of finished requests, kept for the next uploads.  A
+     * fresh buffer of a few megabytes is a new mapping (M_MMAP_THRESHOLD) and
+     * costs a page fault and a zeroed page per 4 KB as the body arrives: a
+     * fifth of the server's time for a re-uploaded 3 MB photo.  A recycled
+     * one is already resident.  Bounded in count and in bytes; only buffers
+     * large enough to be mappings are kept (smaller ones come from the heap
+     * and are cheap to reuse anyway). */
     pthread_mutex_t pool_mu;
     char *pool_buf[BODY_POOL_N];
     size_t pool_cap[BODY_POOL_N];
@@ -918,6 +918,18 @@ static void stop_hasher(cs_http *h) {
     h->hasher_started = false;
 }
 
+/* Frees h once libmicrohttpd is stopped or never started. */
+static void http_destroy(cs_http *h) {
+    stop_hasher(h);
+    for (int i = 0; i < h->pool_n; i++) free(h->pool_buf[i]);
+    pthread_cond_destroy(&h->hdone);
+    pthread_cond_destroy(&h->hcv);
+    pthread_mutex_destroy(&h->hmu);
+    pthread_mutex_destroy(&h->pool_mu);
+    pthread_mutex_destroy(&h->mmu);
+    free(h);
+}
+
 cs_status cs_http_start(cs_svc *svc, const cs_http_params *p, cs_http **out, cs_error *err) {
     *out = NULL;
     cs_http_params q = p ? *p : cs_http_default_params();
@@ -975,13 +987,7 @@ cs_status cs_http_start(cs_svc *svc, const cs_http_params *p, cs_http **out, cs_
                             MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->d) {
-        stop_hasher(h);
-        pthread_cond_destroy(&h->hdone);
-        pthread_cond_destroy(&h->hcv);
-        pthread_mutex_destroy(&h->hmu);
-        pthread_mutex_destroy(&h->pool_mu);
-        pthread_mutex_destroy(&h->mmu);
-        free(h);
+        http_destroy(h);
         return cs_errorf(err, CS_EIO, "cannot listen on %s:%d (address in use, or not a local address?)", q.host, q.port);
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
@@ -1018,11 +1024,5 @@ void cs_http_stop(cs_http *h, int drain_ms) {
 void cs_http_free(cs_http *h) {
     if (!h) return;
     cs_http_stop(h, 0);
-    for (int i = 0; i < h->pool_n; i++) free(h->pool_buf[i]);
-    pthread_cond_destroy(&h->hdone);
-    pthread_cond_destroy(&h->hcv);
-    pthread_mutex_destroy(&h->hmu);
-    pthread_mutex_destroy(&h->pool_mu);
-    pthread_mutex_destroy(&h->mmu);
-    free(h);
+    http_destroy(h);
 }

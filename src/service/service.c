@@ -1421,6 +1421,8 @@ static void *worker_main(void *arg) {
              * are none, waiting only adds latency (a lone request at light
              * load runs at once) */
             if (s->prep_len + s->prepping == 0) break;
+            /* taking jobs made room ahead: let the prep pool decode them */
+            if (s->prep_len) pthread_cond_broadcast(&s->prep_cv);
             struct timespec ts;
             abs_deadline(&ts, until - cs_now_ms());
             pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);

@@ -480,17 +480,23 @@ static void *thread_main(void *p) {
     return NULL;
 }
 
+/* The golden ResNet with one compute thread, and its input. */
+static void load_resnet_basic(cs_model **m, cs_npy *in, cs_model_info *info) {
+    cs_model_options opt = {.num_threads = 1};
+    cs_error err = {0};
+    assert_int_equal(cs_model_load(GOLDEN "/resnet_basic/model.onnx", &opt, m, &err), CS_OK);
+    assert_int_equal(cs_npy_load(GOLDEN "/resnet_basic/input.npy", in, &err), CS_OK);
+    cs_model_get_info(*m, info);
+}
+
 static void test_threads_bit_identical(void **state) {
     (void)state;
-    cs_model_options opt = {.num_threads = 1};
     cs_model *m = NULL;
     cs_error err = {0};
-    assert_int_equal(cs_model_load(GOLDEN "/resnet_basic/model.onnx", &opt, &m, &err), CS_OK);
     cs_npy in;
-    assert_int_equal(cs_npy_load(GOLDEN "/resnet_basic/input.npy", &in, &err), CS_OK);
-    int batch = (int)in.dims[0];
     cs_model_info info;
-    cs_model_get_info(m, &info);
+    load_resnet_basic(&m, &in, &info);
+    int batch = (int)in.dims[0];
     int64_t nout = batch * info.num_classes;
 
     /* single-threaded reference, from its own session */
@@ -553,18 +559,15 @@ static void *explain_on_thread(void *p) {
     return NULL;
 }
 
-#define MOVES 12 /* sessions; a leak per thread outlives glibc's cache of dead threads' stacks */
+#define MOVES 12 /* sessions, each run by two fresh threads */
 
 static void test_session_moves_between_threads(void **state) {
     (void)state;
-    cs_model_options opt = {.num_threads = 1};
     cs_model *m = NULL;
     cs_error err = {0};
-    assert_int_equal(cs_model_load(GOLDEN "/resnet_basic/model.onnx", &opt, &m, &err), CS_OK);
     cs_npy in;
-    assert_int_equal(cs_npy_load(GOLDEN "/resnet_basic/input.npy", &in, &err), CS_OK);
     cs_model_info info;
-    cs_model_get_info(m, &info);
+    load_resnet_basic(&m, &in, &info);
     int layer = cs_model_default_layer(m);
     int64_t d[4];
     cs_model_layer_dims(m, layer, d);
