@@ -31,6 +31,16 @@ for f in "$out/camserve" "$out/test_cuda"; do
         [ -e "$out/lib/$name" ] || cp -L "$path" "$out/lib/$name"
     done
 done
+# the 4000x3000 quality-92 JPEG of bench/bench_image.sh, for the server's end-to-end step
+if [ -f /tmp/camserve-gpu-photo.jpg ]; then cp /tmp/camserve-gpu-photo.jpg "$out/photo.jpg"; else
+    root=$(cd "$here/.." && pwd)
+    gcc -std=c11 -O2 -D_GNU_SOURCE -I"$root/include" -I"$root/src" \
+        "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" \
+        $(pkg-config --cflags --libs libturbojpeg spng libdeflate libwebp libwebpdemux jansson) -lm \
+        -o "$out/bench_image.tmp"
+    "$out/bench_image.tmp" --make "$out/photo.jpg"
+    rm -f "$out/bench_image.tmp"
+fi
 # what was left to the target, for the record
 { ldd "$out/camserve"; ldd "$out/test_cuda"; } | awk '{print $1}' | grep -E "$skip" | sort -u > "$out/from_target.txt"
 tar -cJf "$out.tar.xz" -C "$out" .

@@ -17,9 +17,11 @@ Peers, each timed with CUDA events after warm-up, median of N:
                       weights (the hooked activation is a leaf: the gradient
                       stops there), w = mean_hw(g), relu(sum w A), min-max
   eager_gradcam_l3    the same at layer3 (the issue's "lean" GradCAM)
-  eager_fwd_b64       autocast fp16 forward, batch 64 (images/s)
+  eager_fwd_b64       autocast fp16 forward, batch 64 (images/s), input on the GPU
+  eager_fwd_b64_host  the same from a host tensor to host logits (wall clock):
+                      pageable (_host) and pinned (_pinned) input
   compiled_fwd_b1     torch.compile(mode="reduce-overhead") = CUDA graphs
-  compiled_fwd_b64    same at batch 64
+  compiled_fwd_b64    same at batch 64 (and _host: from a pageable host tensor)
   compiled_cam_fc_l4  compiled forward returning layer4 and logits, CAM from
                       the fc weights (gradients of a linear head on a global
                       average pool are the fc row / HW: no backward needed)
@@ -147,6 +149,20 @@ def timed(fn, iters, warmup=5):
     return {"median_ms": statistics.median(ts), "min_ms": min(ts)}
 
 
+def timed_wall(fn, iters, warmup=3):
+    """wall clock around fn() + synchronize: for work that starts on the host"""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": statistics.median(ts), "min_ms": min(ts)}
+
+
 def hook_gradcam(m, layer, x):
     """pytorch-grad-cam's GradCAM, lean: frozen weights, the activation a leaf."""
     store = {}
@@ -203,6 +219,13 @@ def main():
         r = timed(lambda: fwd(x64), max(5, a.iters // 5))
         r["images_per_s"] = 64e3 / r["median_ms"]
         out["eager_fwd_b64"] = r
+        # from host memory to logits in host memory (camserve's scope: its
+        # API takes a host buffer): a pageable tensor, and a pinned one
+        xh, xp = fixed_input(64), fixed_input(64).pin_memory()
+        for key, src, nb in (("eager_fwd_b64_host", xh, False), ("eager_fwd_b64_pinned", xp, True)):
+            r = timed_wall(lambda: fwd(src.to(dev, non_blocking=nb)).float().cpu(), max(5, a.iters // 5))
+            r["images_per_s"] = 64e3 / r["median_ms"]
+            out[key] = r
         for layer in ("layer4", "layer3"):
             run, h = hook_gradcam(m, layer, x1)
             out[f"eager_gradcam_{layer[-1] == '4' and 'l4' or 'l3'}"] = timed(run, a.iters)
@@ -222,6 +245,10 @@ def main():
             r = timed(lambda: cfwd(x64), max(5, a.iters // 5), warmup=5)
             r["images_per_s"] = 64e3 / r["median_ms"]
             out["compiled_fwd_b64"] = r
+            xh = fixed_input(64)
+            r = timed_wall(lambda: cfwd(xh.to(dev)).float().cpu(), max(5, a.iters // 5))
+            r["images_per_s"] = 64e3 / r["median_ms"]
+            out["compiled_fwd_b64_host"] = r
 
             class Feat(nn.Module):
                 """layer4 and the logits in one graph: CAM from the fc weights."""

@@ -1,5 +1,6 @@
 /* camserve bench: per-stage timings as JSON, for bench/ scripts to compare
  * against the peers in the same run.  Not a test: nothing here asserts. */
+#include "camserve/cam.h"
 #include "camserve/cuda.h"
 #include "camserve/engine.h"
 #include "camserve/explain.h"
@@ -23,6 +24,70 @@ static json_t *stage_json(double *t, int n) {
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     double med = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
     return json_pack("{s:f, s:f, s:f}", "median_ms", med, "min_ms", t[0], "max_ms", t[n - 1]);
+}
+
+/* One GradCAM at `layer`, top-1 class per image, t[i] per iteration: the
+ * device computes the map where it can (cs_session_gradcam), else src/cam
+ * does from the layer. */
+static cs_status bench_gradcam_map(cs_session *s, const cs_model *m, const float *x, int batch, int layer,
+                                   int warmup, int iters, double *t, cs_error *err) {
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    int ncls = (int)info.num_classes;
+    float *logits = malloc((size_t)(batch * ncls) * sizeof(float)), *raw = NULL;
+    int *cls = malloc((size_t)batch * sizeof(int));
+    cs_status st = logits && cls ? CS_OK : cs_errorf(err, CS_ENOMEM, "out of memory");
+    for (int i = -warmup; i < iters && st == CS_OK; i++) {
+        double a = cs_now_ms();
+        st = cs_session_forward_keep(s, x, batch, &layer, 1, logits, err);
+        for (int b = 0; b < batch && st == CS_OK; b++) {
+            cls[b] = 0;
+            for (int c = 1; c < ncls; c++)
+                if (logits[b * ncls + c] > logits[b * ncls + cls[b]]) cls[b] = c;
+        }
+        if (st == CS_OK) st = cs_session_backward(s, cls, err);
+        const float *map = NULL;
+        int64_t d[4] = {0}, hw = 0;
+        if (st == CS_OK) {
+            cs_error gerr = {0};
+            cs_status gs = cs_session_gradcam(s, layer, &map, d, &gerr);
+            if (gs == CS_OK) {
+                hw = d[1] * d[2];
+            } else if (gs == CS_EUNSUPPORTED) { /* the CPU backend */
+                const float *act, *grad;
+                st = cs_session_layer(s, layer, &act, &grad, d, err);
+                hw = d[2] * d[3];
+                float *nr = st == CS_OK ? realloc(raw, (size_t)(batch * hw) * sizeof(float)) : NULL;
+                if (st == CS_OK && !nr) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+                if (st == CS_OK) {
+                    raw = nr;
+                    st = cs_cam_compute_raw(CS_CAM_METHOD_GRADCAM, act, grad, batch, (int)d[1], (int)d[2], (int)d[3],
+                                            NULL, raw, err);
+                }
+                map = raw;
+            } else {
+                *err = gerr;
+                st = gs;
+            }
+        }
+        if (st == CS_OK) {
+            /* the peers scale their map too; on the device path it is the
+             * session's buffer, so scale a copy */
+            float *nr = map != raw ? realloc(raw, (size_t)(batch * hw) * sizeof(float)) : raw;
+            if (!nr) {
+                st = cs_errorf(err, CS_ENOMEM, "out of memory");
+            } else {
+                if (map != nr) memcpy(nr, map, (size_t)(batch * hw) * sizeof(float));
+                raw = nr;
+                cs_cam_scale(raw, batch, (int)hw);
+            }
+        }
+        if (st == CS_OK && i >= 0) t[i] = cs_now_ms() - a;
+    }
+    free(logits);
+    free(cls);
+    free(raw);
+    return st;
 }
 
 int cs_cli_bench(int argc, char **argv) {
@@ -115,6 +180,14 @@ int cs_cli_bench(int argc, char **argv) {
             json_object_set_new(stages, "explain_forward", stage_json(tf, iters));
             json_object_set_new(stages, "cam", stage_json(tc, iters));
             json_object_set_new(stages, "explain", stage_json(tt, iters));
+        }
+        if (est == CS_OK && eo.method == CS_CAM_METHOD_GRADCAM && eo.nlayers == 1) {
+            /* "gradcam_map": forward + backward + the min-max scaled map at the
+             * layer's resolution, the scope of the PyTorch peers
+             * (bench/peer_torch_gpu.py); "explain" adds the overlay-ready map
+             * at input size and the rest of the explain pipeline */
+            est = bench_gradcam_map(s, m, x, batch, eo.layers[0], warmup, iters, tt, &err);
+            if (est == CS_OK) json_object_set_new(stages, "gradcam_map", stage_json(tt, iters));
         }
         free(tf);
         free(tc);
