@@ -108,13 +108,24 @@ typedef struct dweight {
     void *data; /* device memory, cudaFree'd with the model */
 } dweight;
 
+/* a convolution's algorithm, chosen once per shape and direction (see
+ * conv_find) */
+#define CONV_KEY 16
+enum { ALGO_FWD, ALGO_BWD_DATA };
+typedef struct algo_memo {
+    int dir, algo;
+    int64_t key[CONV_KEY];
+} algo_memo;
+
 typedef struct cuda_model {
     cs_model *m;
     int device;
     cs_cuda_dt dt;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* guards w and memo */
     int nw, capw;
     dweight *w;
+    int nmemo, capmemo;
+    algo_memo *memo;
 } cuda_model;
 
 /* The device copy of constant value v in layout `kind` (uploading it on the
@@ -211,6 +222,13 @@ typedef struct kstep {
     cudnnFilterDescriptor_t wd;
     cudnnConvolutionDescriptor_t cd;
     cudnnConvolutionFwdAlgo_t algo;
+    int64_t ckey[CONV_KEY]; /* shape, geometry and type: the algorithm memo's key */
+    /* cuDNN's fused bias + residual + ReLU (conv_fuse_trial), when it took this one */
+    bool fusable, fused;
+    cudnnActivationDescriptor_t ad;
+    cudnnTensorDescriptor_t bd;
+    int bias_v;             /* the bias value (its storage-type copy is made on demand) */
+    const void *bias_fused; /* the bias, fp32 or in the storage type, as cuDNN accepted it */
     const void *w;
     const float *bias, *scale;
     int64_t C, inner;
@@ -282,6 +300,10 @@ typedef struct cplan {
     bool dl_act_ok[16], dl_grad_ok[16], dl_map_ok[16];
     float *cam_w;    /* device fp32 batch x C */
     size_t cam_w_n;
+    /* CS_CUDA_PROFILE: an event before each forward step, one after the
+     * last, and one between a convolution and its epilogue */
+    cudaEvent_t *prof_ev, *prof_mid;
+    int prof_cur;
     /* LRU */
     int nkeep;
     int *keep_list;
@@ -301,6 +323,8 @@ typedef struct cuda_session {
     cplan *explain;
     bool have_grad;
     bool use_graphs;
+    bool profile;     /* CS_CUDA_PROFILE: eager forwards, timed per step (stderr) */
+    bool pending;     /* work enqueued that nobody has waited for yet (a backward) */
 } cuda_session;
 
 static size_t align_up(size_t x) { return (x + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
@@ -615,6 +639,155 @@ static cudnnDataType_t dnn_type(cs_cuda_dt dt) {
     return dt == CS_CUDA_F16 ? CUDNN_DATA_HALF : dt == CS_CUDA_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
 }
 
+/* ---- fused convolutions ---------------------------------------------------------------- */
+
+/* cudnnConvolutionBiasActivationForward computes act(conv(x) + z + bias) in
+ * the convolution's own epilogue: the output is written once instead of
+ * being read and written again by k_epilogue, which took 3.2 of batch-64
+ * ResNet-50's 5.1 GPU ms on an H200 (bench/results/gpu-h200-run4.md).
+ * There cuDNN takes an fp32 bias only for fp32 data, so half-precision
+ * plans add a bias rounded to the storage type (bench/results/gpu-h200.md).  cuDNN documents limits
+ * (identity activation only with the precomputed implicit GEMM algorithm;
+ * per-configuration bias types) that the planner does not repeat: each
+ * candidate is tried once on the plan's own buffers, its bias first in fp32
+ * (a folded BatchNorm's shift keeps its precision), then in the storage
+ * type, and runs unfused (cuDNN + k_epilogue) where cuDNN refuses both.  CS_CUDA_FUSE=0 turns it off. */
+static bool fuse_wanted(void) {
+    const char *e = getenv("CS_CUDA_FUSE");
+    return !(e && strcmp(e, "0") == 0);
+}
+
+static cudnnStatus_t conv_fused(cudnnHandle_t dnn, const cplan *p, const kstep *s, void *ws, size_t ws_size);
+
+/* After the arena exists: which fusable convolutions cuDNN takes. */
+static cs_status conv_fuse_trial(cplan *p, cudnnHandle_t dnn, cs_error *err) {
+    int nf = 0, nf32 = 0, nc = 0;
+    for (int i = 0; i < p->nsteps; i++) {
+        kstep *s = &p->steps[i];
+        if (s->kind != K_CONV) continue;
+        nc++;
+        if (!s->fusable) continue;
+        const cs_shape *y = &p->dt[s->out].shape;
+        for (int k = 0; k < 2 && !s->fused; k++) {
+            if (k == 1 && p->cm->dt == CS_CUDA_F32) break;
+            s->bias_fused = s->bias;
+            if (k == 1) TRY(weight_get(p->cm, s->bias_v, W_MAT, NULL, 0, 0, &s->bias_fused, err));
+            DNN(cudnnSetTensor4dDescriptor(s->bd, CUDNN_TENSOR_NHWC, dnn_type(k ? p->cm->dt : CS_CUDA_F32), 1,
+                                           (int)y->dims[1], 1, 1),
+                "bias descriptor");
+            s->fused = conv_fused(dnn, p, s, p->ws, p->ws_size) == CUDNN_STATUS_SUCCESS;
+        }
+        nf += s->fused;
+        nf32 += s->fused && s->bias_fused == s->bias;
+    }
+    /* the tries ran on garbage: wait for them, and make sure none failed late */
+    cudaStream_t st = NULL;
+    DNN(cudnnGetStream(dnn, &st), "stream");
+    CU(cudaStreamSynchronize(st), "fused convolution trial");
+    if (getenv("CS_TRACE"))
+        fprintf(stderr, "cuda plan: %d of %d convolutions fused by cuDNN (%d with an fp32 bias)\n", nf, nc, nf32);
+    return CS_OK;
+}
+
+/* ---- convolution algorithms ------------------------------------------------------------ */
+
+/* cuDNN's heuristics (_v7) choose the algorithms by default.  CS_CUDNN_FIND=1
+ * makes the planner time the candidates instead (cudnnFind*, as PyTorch's
+ * cudnn.benchmark does; it allocates its own buffers) and take the fastest
+ * that fits MAX_WS (fp32: no tensor-op algorithm), once per shape and
+ * direction per model: plans at other batch sizes, and other sessions,
+ * reuse it.  It is not the default: on an H200 a single search timed each
+ * candidate's first launch, module loading included (CUDA's lazy loading),
+ * and its picks made batch-1 ResNet-50 fp16 3.8x slower than the
+ * heuristics' (bench/results/gpu-h200-run2.md), so the search runs twice
+ * and the second one counts; even so it is no faster at batch 64
+ * (bench/results/gpu-h200.md).  A failed search falls back to the
+ * heuristics. */
+static bool find_wanted(void) {
+    const char *e = getenv("CS_CUDNN_FIND");
+    return e && strcmp(e, "1") == 0;
+}
+
+static bool memo_get(cuda_model *cm, int dir, const int64_t *key, int *algo) {
+    bool hit = false;
+    pthread_mutex_lock(&cm->lock);
+    for (int i = 0; i < cm->nmemo && !hit; i++)
+        if (cm->memo[i].dir == dir && memcmp(cm->memo[i].key, key, sizeof cm->memo[i].key) == 0) {
+            *algo = cm->memo[i].algo;
+            hit = true;
+        }
+    pthread_mutex_unlock(&cm->lock);
+    return hit;
+}
+
+/* out of memory: not remembered, searched again next time */
+static void memo_put(cuda_model *cm, int dir, const int64_t *key, int algo) {
+    pthread_mutex_lock(&cm->lock);
+    if (cm->nmemo == cm->capmemo) {
+        int cap = cm->capmemo ? 2 * cm->capmemo : 32;
+        algo_memo *nm = realloc(cm->memo, (size_t)cap * sizeof *nm);
+        if (nm) {
+            cm->memo = nm;
+            cm->capmemo = cap;
+        }
+    }
+    if (cm->nmemo < cm->capmemo) {
+        algo_memo *e = &cm->memo[cm->nmemo++];
+        e->dir = dir;
+        e->algo = algo;
+        memcpy(e->key, key, sizeof e->key);
+    }
+    pthread_mutex_unlock(&cm->lock);
+}
+
+/* The timed choice for s (a planned K_CONV step) in direction dir, or -1
+ * (then the caller asks the heuristics). */
+static int conv_find(cuda_model *cm, cudnnHandle_t dnn, const kstep *s, int dir, const char *node) {
+    int algo = -1;
+    if (!find_wanted()) return -1;
+    if (memo_get(cm, dir, s->ckey, &algo)) return algo;
+    float ms = 0.f;
+    size_t mem = 0;
+    cudnnStatus_t ds;
+    int got = 0;
+    if (dir == ALGO_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+        for (int pass = 0; pass < 2; pass++)
+            ds = cudnnFindConvolutionForwardAlgorithm(dnn, s->xd, s->wd, s->cd, s->yd,
+                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf);
+        for (int i = 0; ds == CUDNN_STATUS_SUCCESS && i < got && algo < 0; i++)
+            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= MAX_WS &&
+                (cm->dt != CS_CUDA_F32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH)) {
+                algo = (int)perf[i].algo;
+                ms = perf[i].time;
+                mem = perf[i].memory;
+            }
+    } else {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+        for (int pass = 0; pass < 2; pass++)
+            ds = cudnnFindConvolutionBackwardDataAlgorithm(dnn, s->wd, s->yd, s->cd, s->xd,
+                                                           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf);
+        for (int i = 0; ds == CUDNN_STATUS_SUCCESS && i < got && algo < 0; i++)
+            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= MAX_WS &&
+                (cm->dt != CS_CUDA_F32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH)) {
+                algo = (int)perf[i].algo;
+                ms = perf[i].time;
+                mem = perf[i].memory;
+            }
+    }
+    (void)cudaGetLastError(); /* a failed search leaves nothing behind */
+    if (getenv("CS_TRACE")) {
+        if (algo >= 0)
+            fprintf(stderr, "cuda: node '%s' %s: algorithm %d, %.3f ms, workspace %zu KB (of %d timed)\n", node,
+                    dir == ALGO_FWD ? "forward" : "backward-data", algo, (double)ms, mem >> 10, got);
+        else
+            fprintf(stderr, "cuda: node '%s' %s: no timed algorithm (%s), heuristics\n", node,
+                    dir == ALGO_FWD ? "forward" : "backward-data", cudnnGetErrorString(ds));
+    }
+    if (algo >= 0) memo_put(cm, dir, s->ckey, algo);
+    return algo;
+}
+
 static cs_status plan_conv(cplan *p, cudnnHandle_t dnn, int ni, const cs_shape *y, cs_error *err) {
     const cs_node *n = node_of(p, ni);
     int xd0 = val(p, n->inputs[0]), wv = n->inputs[1], bv = n->ninputs > 2 ? n->inputs[2] : -1;
@@ -667,6 +840,18 @@ static cs_status plan_conv(cplan *p, cudnnHandle_t dnn, int ni, const cs_shape *
         s->bias = b;
     }
     cudnnDataType_t t = dnn_type(p->cm->dt);
+    /* bias, then the residual, then at most a ReLU: what cuDNN's fused
+     * convolution computes (conv_fuse_trial decides at the end of planning) */
+    s->fusable = fuse_wanted() && bv >= 0 &&
+                 (acts.n == 0 || (acts.n == 1 && acts.a[0].fn == CS_FN_RELU));
+    if (s->fusable) {
+        s->bias_v = bv;
+        DNN(cudnnCreateActivationDescriptor(&s->ad), "activation descriptor");
+        DNN(cudnnSetActivationDescriptor(s->ad, acts.n ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
+                                         CUDNN_NOT_PROPAGATE_NAN, 0.0),
+            "activation descriptor");
+        DNN(cudnnCreateTensorDescriptor(&s->bd), "tensor descriptor");
+    }
     DNN(cudnnCreateTensorDescriptor(&s->xd), "tensor descriptor");
     DNN(cudnnCreateTensorDescriptor(&s->yd), "tensor descriptor");
     DNN(cudnnCreateFilterDescriptor(&s->wd), "filter descriptor");
@@ -691,6 +876,20 @@ static cs_status plan_conv(cplan *p, cudnnHandle_t dnn, int ni, const cs_shape *
         return cs_errorf(err, CS_EINTERNAL, "node '%s': cuDNN computes %dx%dx%dx%d, ONNX %lldx%lldx%lldx%lld",
                          n->name, on, oc, oh, ow, (long long)y->dims[0], (long long)y->dims[1],
                          (long long)y->dims[2], (long long)y->dims[3]);
+    {
+        int64_t k[CONV_KEY] = {p->cm->dt, xs.dims[0], xs.dims[1], xs.dims[2], xs.dims[3], ws.dims[0], ws.dims[2],
+                               ws.dims[3], pl[0], pl[1], st[0], st[1], dil[0], dil[1], group, 0};
+        memcpy(s->ckey, k, sizeof k);
+    }
+    int found = conv_find(p->cm, dnn, s, ALGO_FWD, n->name);
+    if (found >= 0) {
+        s->algo = (cudnnConvolutionFwdAlgo_t)found;
+        size_t wsz = 0;
+        DNN(cudnnGetConvolutionForwardWorkspaceSize(dnn, s->xd, s->wd, s->cd, s->yd, s->algo, &wsz),
+            "workspace size");
+        if (wsz > p->ws_size) p->ws_size = wsz;
+        return CS_OK;
+    }
     cudnnConvolutionFwdAlgoPerf_t perf[8];
     int got = 0;
     DNN(cudnnGetConvolutionForwardAlgorithm_v7(dnn, s->xd, s->wd, s->cd, s->yd, 8, &got, perf),
@@ -1376,7 +1575,15 @@ static void cplan_free(cplan *p) {
         if (s->yd) cudnnDestroyTensorDescriptor(s->yd);
         if (s->wd) cudnnDestroyFilterDescriptor(s->wd);
         if (s->cd) cudnnDestroyConvolutionDescriptor(s->cd);
+        if (s->bd) cudnnDestroyTensorDescriptor(s->bd);
+        if (s->ad) cudnnDestroyActivationDescriptor(s->ad);
     }
+    for (int i = 0; p->prof_ev && i <= p->nsteps; i++) {
+        if (p->prof_ev[i]) cudaEventDestroy(p->prof_ev[i]);
+        if (p->prof_mid[i]) cudaEventDestroy(p->prof_mid[i]);
+    }
+    free(p->prof_ev);
+    free(p->prof_mid);
     for (int i = 0; i < p->ndconsts; i++) cudaFree(p->dconsts[i]);
     cudaFree(p->arena);
     cudaFree(p->ws);
@@ -1574,6 +1781,8 @@ static cs_status cplan_build(cuda_model *cm, cudnnHandle_t dnn, int batch, const
             goto fail;
         }
     }
+    st = conv_fuse_trial(p, dnn, err);
+    if (st != CS_OK) goto fail;
     if (getenv("CS_TRACE"))
         fprintf(stderr, "cuda plan: batch %d, %d steps, arena %zu KB, workspace %zu KB\n", batch, p->nsteps,
                 p->arena_size >> 10, p->ws_size >> 10);
@@ -1592,6 +1801,16 @@ static cudaDataType_t blas_type(cs_cuda_dt dt) {
     return dt == CS_CUDA_F16 ? CUDA_R_16F : dt == CS_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F;
 }
 
+/* y = act(conv(x) + z + bias); without a residual z is y itself, scaled by
+ * 0 (cuDNN reads nothing then) */
+static cudnnStatus_t conv_fused(cudnnHandle_t dnn, const cplan *p, const kstep *s, void *ws, size_t ws_size) {
+    void *y = dptr(p, s->out);
+    const void *z = s->sum >= 0 ? dptr(p, s->sum) : y;
+    return cudnnConvolutionBiasActivationForward(dnn, &one, s->xd, dptr(p, s->in[0]), s->wd, s->w, s->cd, s->algo, ws,
+                                                 ws_size, s->sum >= 0 ? &one : &zero, s->yd, z, s->bd, s->bias_fused,
+                                                 s->ad, s->yd, y);
+}
+
 static cs_status run_step(cuda_session *ss, cplan *p, const kstep *s, cs_error *err) {
     cs_cuda_stream stream = (cs_cuda_stream)ss->stream;
     cs_cuda_dt dt = p->cm->dt;
@@ -1599,9 +1818,15 @@ static cs_status run_step(cuda_session *ss, cplan *p, const kstep *s, cs_error *
     const void *x = s->in[0] >= 0 ? dptr(p, s->in[0]) : NULL;
     switch (s->kind) {
     case K_CONV:
+        if (s->fused) {
+            DNN(conv_fused(ss->dnn, p, s, p->ws, p->ws_size), "fused convolution");
+            if (p->prof_ev) CU(cudaEventRecord(p->prof_mid[p->prof_cur], ss->stream), "profile event");
+            return CS_OK;
+        }
         DNN(cudnnConvolutionForward(ss->dnn, &one, s->xd, x, s->wd, s->w, s->cd, s->algo, p->ws, p->ws_size,
                                     &zero, s->yd, y),
             "convolution forward");
+        if (p->prof_ev) CU(cudaEventRecord(p->prof_mid[p->prof_cur], ss->stream), "profile event");
         if (s->bias || s->sum >= 0 || s->acts.n)
             KL(cs_cuda_k_epilogue(stream, dt, y, y, cs_shape_numel(&p->dt[s->out].shape), s->C, s->inner, NULL,
                                   s->bias, s->sum >= 0 ? dptr(p, s->sum) : NULL, s->acts),
@@ -1660,12 +1885,17 @@ static cs_status enqueue_forward(cuda_session *ss, cplan *p, cs_error *err) {
         CU(cudaMemcpyAsync(dptr(p, p->ovr32), p->h_ovr, p->dt[p->ovr32].bytes, cudaMemcpyHostToDevice, ss->stream),
            "layer values copy");
     for (int i = 0; i < p->nsteps; i++) {
+        if (p->prof_ev) {
+            p->prof_cur = i;
+            CU(cudaEventRecord(p->prof_ev[i], ss->stream), "profile event");
+        }
         cs_status st = run_step(ss, p, &p->steps[i], err);
         if (st != CS_OK) {
             int ni = p->steps[i].node;
             return ni >= 0 ? cs_error_prefix(err, "node '%s'", p->m->g.nodes[ni].name) : st;
         }
     }
+    if (p->prof_ev) CU(cudaEventRecord(p->prof_ev[p->nsteps], ss->stream), "profile event");
     CU(cudaMemcpyAsync(p->h_out, dptr(p, p->out32), p->dt[p->out32].bytes, cudaMemcpyDeviceToHost, ss->stream),
        "logits copy");
     return CS_OK;
@@ -1673,11 +1903,12 @@ static cs_status enqueue_forward(cuda_session *ss, cplan *p, cs_error *err) {
 
 typedef cs_status (*enqueue_fn)(cuda_session *, cplan *, cs_error *);
 
-/* Runs fn on the session's stream and waits for it.  The first run of a
+/* Runs fn on the session's stream and, with wait, waits for it (else
+ * ss->pending says someone must: settle).  The first run of a
  * sequence is eager: it loads the kernels' modules (CUDA's lazy loading)
  * and warms cuDNN/cuBLAS outside any capture.  The second is captured into
  * *exec and every run after replays it (unless graphs are off). */
-static cs_status launch(cuda_session *ss, cplan *p, cudaGraphExec_t *exec, int *runs, enqueue_fn fn,
+static cs_status launch(cuda_session *ss, cplan *p, cudaGraphExec_t *exec, int *runs, enqueue_fn fn, bool wait,
                         cs_error *err) {
     if (ss->use_graphs && !p->no_graph && !*exec && (*runs)++ > 0) {
         cudaGraph_t graph = NULL;
@@ -1702,8 +1933,69 @@ static cs_status launch(cuda_session *ss, cplan *p, cudaGraphExec_t *exec, int *
     }
     if (*exec) CU(cudaGraphLaunch(*exec, ss->stream), "graph launch");
     else TRY(fn(ss, p, err));
+    if (!wait) {
+        ss->pending = true;
+        return CS_OK;
+    }
     CU(cudaStreamSynchronize(ss->stream), "stream synchronize");
     return CS_OK;
+}
+
+/* Waits for work a launch left running (a backward: its results are only
+ * read through s_layer/s_gradcam, which wait anyway, so a GradCAM pays for
+ * one round trip instead of two).  Every entry point settles first: the
+ * host buffers a pending run reads (the seed) must not be rewritten under
+ * it, and an error it met is reported by the next call. */
+static cs_status settle(cuda_session *ss, cs_error *err) {
+    if (!ss->pending) return CS_OK;
+    ss->pending = false;
+    CU(cudaStreamSynchronize(ss->stream), "stream synchronize");
+    return CS_OK;
+}
+
+/* CS_CUDA_PROFILE: each step's time of the forward just run, to stderr:
+ * totals by kind, then the slowest steps. */
+static const char *const kind_names[] = {"conv", "gemm", "epilogue", "unary", "strided", "fill", "pool", "gpool",
+                                         "softmax", "layernorm"};
+
+static void prof_report(const cplan *p) {
+    double tot = 0, by[10] = {0}, epi = 0;
+    int cnt[10] = {0};
+    int top[12];
+    double topt[12];
+    int ntop = 0;
+    for (int i = 0; i < p->nsteps; i++) {
+        float ms = 0.f, conv = 0.f;
+        if (cudaEventElapsedTime(&ms, p->prof_ev[i], p->prof_ev[i + 1]) != cudaSuccess) continue;
+        const kstep *s = &p->steps[i];
+        if (s->kind == K_CONV && cudaEventElapsedTime(&conv, p->prof_ev[i], p->prof_mid[i]) == cudaSuccess) {
+            by[K_CONV] += conv;
+            epi += ms - conv;
+        } else {
+            by[s->kind] += ms;
+        }
+        cnt[s->kind]++;
+        tot += ms;
+        /* insertion into the slowest 12 */
+        if (ntop == 12 && ms <= topt[11]) continue;
+        int j = ntop < 12 ? ntop++ : 11;
+        while (j > 0 && topt[j - 1] < ms) {
+            top[j] = top[j - 1];
+            topt[j] = topt[j - 1];
+            j--;
+        }
+        top[j] = i;
+        topt[j] = ms;
+    }
+    fprintf(stderr, "cuda profile: batch %d, %d steps, %.3f ms (events; eager):", p->batch, p->nsteps, tot);
+    for (int k = 0; k < 10; k++)
+        if (cnt[k]) fprintf(stderr, " %s %.3f (%d)", kind_names[k], by[k], cnt[k]);
+    fprintf(stderr, " conv-epilogues %.3f\n", epi);
+    for (int j = 0; j < ntop; j++) {
+        const kstep *s = &p->steps[top[j]];
+        fprintf(stderr, "  %7.3f ms  %-9s %s\n", topt[j], kind_names[s->kind],
+                s->node >= 0 ? p->m->g.nodes[s->node].name : "(layout copy)");
+    }
 }
 
 /* ---- backward -------------------------------------------------------------------------- */
@@ -1795,17 +2087,21 @@ static cs_status bwd_build(cuda_session *ss, cplan *p, const int *layers, int nl
         switch (s->kind) {
         case K_CONV: {
             cudnnConvolutionBwdDataAlgoPerf_t perf[8];
-            int got = 0;
-            cudnnStatus_t ds = cudnnGetConvolutionBackwardDataAlgorithm_v7(ss->dnn, s->wd, s->yd, s->cd, s->xd, 8,
-                                                                           &got, perf);
-            int pick = -1;
-            for (int i = 0; ds == CUDNN_STATUS_SUCCESS && i < got && pick < 0; i++)
-                if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= MAX_WS) pick = i;
-            if (pick < 0) {
-                st = unsupported(n, "a convolution whose backward-data no cuDNN algorithm takes", err);
-                break;
+            int got = 0, found = conv_find(p->cm, ss->dnn, s, ALGO_BWD_DATA, n->name);
+            cudnnStatus_t ds = CUDNN_STATUS_SUCCESS;
+            if (found >= 0) {
+                b->balgo = (cudnnConvolutionBwdDataAlgo_t)found;
+            } else {
+                ds = cudnnGetConvolutionBackwardDataAlgorithm_v7(ss->dnn, s->wd, s->yd, s->cd, s->xd, 8, &got, perf);
+                int pick = -1;
+                for (int i = 0; ds == CUDNN_STATUS_SUCCESS && i < got && pick < 0; i++)
+                    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= MAX_WS) pick = i;
+                if (pick < 0) {
+                    st = unsupported(n, "a convolution whose backward-data no cuDNN algorithm takes", err);
+                    break;
+                }
+                b->balgo = perf[pick].algo;
             }
-            b->balgo = perf[pick].algo;
             size_t wsz = 0;
             ds = cudnnGetConvolutionBackwardDataWorkspaceSize(ss->dnn, s->wd, s->yd, s->cd, s->xd, b->balgo, &wsz);
             if (ds != CUDNN_STATUS_SUCCESS) {
@@ -2045,11 +2341,46 @@ static cs_status session_plan(cuda_session *ss, int batch, const int *keep, int 
     return CS_OK;
 }
 
+/* Into the pinned staging buffers.  A batch of 64 224x224 images is 38 MB,
+ * which one thread copies at a few GB/s: batch 64 took 21.6 ms for 8.6 ms
+ * of GPU work (bench/results/gpu-h200-run3-probe.txt), so big inputs are
+ * copied by several threads (OpenMP, as the CPU engine); with 16 threads
+ * it took 11.8 ms against 17.1 ms with one (bench/results/gpu-h200.md). */
+static void stage(void *dst, const void *src, size_t n) {
+    const size_t chunk = (size_t)1 << 20;
+    if (n < 4 * chunk) {
+        memcpy(dst, src, n);
+        return;
+    }
+    long nch = (long)((n + chunk - 1) / chunk);
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < nch; i++) {
+        size_t o = (size_t)i * chunk;
+        memcpy((char *)dst + o, (const char *)src + o, n - o < chunk ? n - o : chunk);
+    }
+}
+
 static cs_status forward(cuda_session *ss, cplan *p, const float *input, const float *ovr, float *logits,
                          cs_error *err) {
-    memcpy(p->h_in, input, p->dt[p->in32].bytes);
-    if (p->ovr32 >= 0) memcpy(p->h_ovr, ovr, p->dt[p->ovr32].bytes);
-    TRY(launch(ss, p, &p->g_fwd, &p->fwd_runs, enqueue_forward, err));
+    TRY(settle(ss, err));
+    stage(p->h_in, input, p->dt[p->in32].bytes);
+    if (p->ovr32 >= 0) stage(p->h_ovr, ovr, p->dt[p->ovr32].bytes);
+    if (ss->profile && !p->prof_ev) {
+        p->prof_ev = calloc((size_t)p->nsteps + 1, sizeof(cudaEvent_t));
+        p->prof_mid = calloc((size_t)p->nsteps + 1, sizeof(cudaEvent_t));
+        if (!p->prof_ev || !p->prof_mid) {
+            free(p->prof_ev);
+            free(p->prof_mid);
+            p->prof_ev = p->prof_mid = NULL;
+            return cs_errorf(err, CS_ENOMEM, "out of memory");
+        }
+        for (int i = 0; i <= p->nsteps; i++) {
+            CU(cudaEventCreate(&p->prof_ev[i]), "profile event");
+            CU(cudaEventCreate(&p->prof_mid[i]), "profile event");
+        }
+    }
+    TRY(launch(ss, p, &p->g_fwd, &p->fwd_runs, enqueue_forward, true, err));
+    if (p->prof_ev) prof_report(p);
     memcpy(logits, p->h_out, p->dt[p->out32].bytes);
     for (int i = 0; i < 16; i++) p->dl_act_ok[i] = p->dl_grad_ok[i] = p->dl_map_ok[i] = false;
     return CS_OK;
@@ -2060,6 +2391,7 @@ static cs_status forward(cuda_session *ss, cplan *p, const float *input, const f
 static cs_status s_run(void *bs, const float *input, int batch, float *logits, cs_error *err) {
     cuda_session *ss = bs;
     TRY(set_device(ss->cm, err));
+    TRY(settle(ss, err));
     cplan *p;
     TRY(session_plan(ss, batch, NULL, 0, -1, &p, err));
     return forward(ss, p, input, NULL, logits, err);
@@ -2069,6 +2401,7 @@ static cs_status s_run_with_layer(void *bs, const float *input, int batch, int v
                                   float *logits, cs_error *err) {
     cuda_session *ss = bs;
     TRY(set_device(ss->cm, err));
+    TRY(settle(ss, err));
     cplan *p;
     TRY(session_plan(ss, batch, &v, 1, v, &p, err));
     return forward(ss, p, input, values, logits, err);
@@ -2080,6 +2413,7 @@ static cs_status s_forward_keep(void *bs, const float *input, int batch, const i
     ss->explain = NULL;
     ss->have_grad = false;
     TRY(set_device(ss->cm, err));
+    TRY(settle(ss, err));
     int *keep = NULL, nkeep = 0;
     TRY(cs_bwd_keep_set(ss->m, vals, n, &keep, &nkeep, err));
     cplan *p = NULL;
@@ -2098,6 +2432,7 @@ static cs_status s_backward(void *bs, const int *classes, cs_error *err) {
     cplan *p = ss->explain;
     if (!p) return cs_errorf(err, CS_EINVAL, "cs_session_backward needs a forward_keep first");
     TRY(set_device(ss->cm, err));
+    TRY(settle(ss, err));
     int64_t nc = ss->m->info.num_classes;
     memset(p->h_seed, 0, p->dt[p->out32].bytes);
     for (int i = 0; i < p->batch; i++) {
@@ -2106,7 +2441,7 @@ static cs_status s_backward(void *bs, const int *classes, cs_error *err) {
         p->h_seed[(int64_t)i * nc + classes[i]] = grad_scale(p);
     }
     ss->have_grad = false;
-    TRY(launch(ss, p, &p->g_bwd, &p->bwd_runs, enqueue_backward, err));
+    TRY(launch(ss, p, &p->g_bwd, &p->bwd_runs, enqueue_backward, false, err));
     for (int i = 0; i < 16; i++) p->dl_grad_ok[i] = p->dl_map_ok[i] = false;
     ss->have_grad = true;
     return CS_OK;
@@ -2155,6 +2490,7 @@ static cs_status s_layer(void *bs, int v, const float **act, const float **grad,
     if (d < 0 || p->dt[d].cdata || !p->keep[v] || p->dt[d].shape.ndim != 4)
         return cs_errorf(err, CS_ENOTFOUND, "layer '%s' was not kept", ss->m->g.values[v].name);
     TRY(set_device(ss->cm, err));
+    TRY(settle(ss, err));
     int k = dl_slot(p, v);
     if (k < 0) return cs_errorf(err, CS_ELIMIT, "more than 16 layers read from one plan");
     if (!p->dl_act_ok[k]) {
@@ -2185,6 +2521,7 @@ static cs_status s_gradcam(void *bs, int v, const float **map, int64_t dims[3], 
     if (d < 0 || p->dt[d].cdata || !p->keep[v] || p->dt[d].shape.ndim != 4 || !has_grad(p, d))
         return cs_errorf(err, CS_ENOTFOUND, "layer '%s' was not kept", ss->m->g.values[v].name);
     TRY(set_device(ss->cm, err));
+    TRY(settle(ss, err));
     int k = dl_slot(p, v);
     if (k < 0) return cs_errorf(err, CS_ELIMIT, "more than 16 layers read from one plan");
     const dten *t = &p->dt[d];
@@ -2231,6 +2568,7 @@ static void s_free(void *bs) {
     cuda_session *ss = bs;
     if (!ss) return;
     cudaSetDevice(ss->cm->device);
+    if (ss->pending) cudaStreamSynchronize(ss->stream);
     for (int i = 0; i < SESSION_PLANS; i++) cplan_free(ss->plans[i]);
     if (ss->blas) ss->blasf->destroy(ss->blas);
     if (ss->dnn) cudnnDestroy(ss->dnn);
@@ -2248,7 +2586,9 @@ static cs_status s_create(const cs_model *m, void *bm, void **out, cs_error *err
     ss->cm = cm;
     ss->m = m;
     const char *g = getenv("CS_CUDA_GRAPHS");
-    ss->use_graphs = !(g && strcmp(g, "0") == 0);
+    const char *prof = getenv("CS_CUDA_PROFILE");
+    ss->profile = prof && *prof && strcmp(prof, "0") != 0;
+    ss->use_graphs = !(g && strcmp(g, "0") == 0) && !ss->profile;
     cs_status st = CS_OK;
     cudaError_t e = cudaStreamCreateWithFlags(&ss->stream, cudaStreamNonBlocking);
     if (e == cudaSuccess) e = cudaMalloc(&ss->blas_ws, BLAS_WS);
@@ -2281,6 +2621,7 @@ static void m_free(void *bm) {
     cudaSetDevice(cm->device);
     for (int i = 0; i < cm->nw; i++) cudaFree(cm->w[i].data);
     free(cm->w);
+    free(cm->memo);
     pthread_mutex_destroy(&cm->lock);
     free(cm);
 }

@@ -5,7 +5,8 @@
  * __nv_bfloat16); values are loaded to fp32, computed in fp32, stored once.
  * Kernels use grid-stride loops over int64 indices: the shapes come from
  * model files, and a batch-64 activation can pass 2^31 elements in the
- * index products of a strided walk.  Backward kernels accumulate (see
+ * index products of a strided walk.  The hot element-wise ones (epilogue,
+ * strided walk) take 32-bit indices whenever everything fits.  Backward kernels accumulate (see
  * cuda_internal.h).  The formulas mirror src/engine/ops.c (forward) and
  * src/engine/backward.c (gradients) so CPU and GPU agree up to rounding. */
 #include "cuda/cuda_internal.h"
@@ -15,6 +16,7 @@
 #include <cuda_runtime.h>
 
 #include <math.h>
+#include <stdint.h>
 
 namespace {
 
@@ -91,17 +93,19 @@ __device__ __forceinline__ float fn_grad(const cs_cuda_act &a, float x, float y)
 
 /* ---- strided walks ------------------------------------------------------------- */
 
-template <typename TO, typename TI>
-__global__ void k_strided(int op, int accum, TO *out, const TI *a, const TI *b, cs_cuda_walk w,
-                          int64_t n) {
-    GRID_LOOP(i, n) {
-        int64_t r = i, oo = 0, oa = 0, ob = 0;
+/* I: the index type.  32-bit whenever every index and offset fits
+ * (strided_to checks): 64-bit division and remainder are emulated in many
+ * instructions and made these walks compute-bound at batch 64. */
+template <typename TO, typename TI, typename I>
+__global__ void k_strided(int op, int accum, TO *out, const TI *a, const TI *b, cs_cuda_walk w, I n) {
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+        I r = i, oo = 0, oa = 0, ob = 0;
         for (int d = w.nd - 1; d >= 0; d--) {
-            int64_t c = r % w.dims[d];
-            r /= w.dims[d];
-            oo += c * w.so[d];
-            oa += c * w.sa[d];
-            ob += c * w.sb[d];
+            I dim = (I)w.dims[d], c = r % dim;
+            r /= dim;
+            oo += c * (I)w.so[d];
+            oa += c * (I)w.sa[d];
+            ob += c * (I)w.sb[d];
         }
         float x = ld(a + oa), v;
         switch (op) {
@@ -130,17 +134,46 @@ __global__ void k_unary_bwd(cs_cuda_act a, const T *x, const T *y, const T *gy, 
     }
 }
 
-template <typename T>
-__global__ void k_epilogue(const T *x, T *y, int64_t n, int64_t C, int64_t inner,
-                           const float *scale, const float *bias, const T *sum, cs_cuda_acts acts) {
-    GRID_LOOP(i, n) {
-        int64_t c = (i / inner) % C;
+template <typename T, typename I>
+__global__ void k_epilogue(const T *x, T *y, I n, I C, I inner, const float *scale, const float *bias,
+                           const T *sum, cs_cuda_acts acts) {
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+        I c = inner == 1 ? i % C : (i / inner) % C; /* NHWC: inner is 1 */
         float v = ld(x + i);
         if (scale) v *= scale[c];
         if (bias) v += bias[c];
         if (sum) v += ld(sum + i);
         for (int k = 0; k < acts.n; k++) v = apply_fn(acts.a[k], v);
         st(y + i, v);
+    }
+}
+
+/* The NHWC case (inner 1) with C a multiple of the vector width: each
+ * thread moves 16 bytes (8 halves or 4 floats) of one pixel's channels.
+ * The scalar kernel took 4.0 of batch-64 ResNet-50's 8.6 GPU ms on an
+ * H200, ~5x what its memory traffic needs; this one 3.2 of 5.1
+ * (bench/results/gpu-h200-run3-probe.txt, -run4.md).  Convolutions now use
+ * cuDNN's fused epilogue where it takes them (cuda_backend.c, conv_fuse_trial):
+ * this kernel remains for the rest. */
+template <typename T, int V>
+__global__ void k_epilogue_vec(const T *x, T *y, uint32_t nv, uint32_t C, const float *scale,
+                               const float *bias, const T *sum, cs_cuda_acts acts) {
+    for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < nv; v += gridDim.x * blockDim.x) {
+        uint32_t i = v * V, c = i % C;
+        uint4 xr = *(const uint4 *)(x + i), sr = make_uint4(0u, 0u, 0u, 0u), yr;
+        if (sum) sr = *(const uint4 *)(sum + i);
+        const T *xv = (const T *)&xr, *sv = (const T *)&sr;
+        T *yv = (T *)&yr;
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            float f = ld(xv + k);
+            if (scale) f *= scale[c + k];
+            if (bias) f += bias[c + k];
+            if (sum) f += ld(sv + k);
+            for (int a = 0; a < acts.n; a++) f = apply_fn(acts.a[a], f);
+            st(yv + k, f);
+        }
+        *(uint4 *)(y + i) = yr;
     }
 }
 
@@ -464,16 +497,28 @@ __global__ void k_bcast_reduce(int mode, const T *gy, const T *f, const T *f2, T
 
 /* ---- Grad-CAM ------------------------------------------------------------------- */
 
+/* One block per map pixel (n, y, x): the block's threads split the
+ * channels and reduce in registers, then across warps.  (One thread per
+ * pixel looping over C = 2048 channels left 49 threads doing all of
+ * ResNet-50's layer4 map: backward + map took 0.95 ms on an H200,
+ * bench/results/gpu-h200-run1.md.)  Deterministic order. */
 template <typename T>
 __global__ void k_cam(const T *A, const float *w, float *map, int64_t N, int64_t C, int64_t H,
                       int64_t W, int64_t an, int64_t ac, int64_t ah, int64_t aw) {
-    GRID_LOOP(i, N * H * W) {
-        int64_t x = i % W, r = i / W, y = r % H, n = r / H;
-        const T *ap = A + n * an + y * ah + x * aw;
-        const float *wp = w + n * C;
-        float acc = 0.f;
-        for (int64_t c = 0; c < C; c++) acc += wp[c] * ld(ap + c * ac);
-        map[i] = acc > 0.f ? acc : 0.f;
+    __shared__ float part[32];
+    int64_t i = blockIdx.x;
+    int64_t x = i % W, r = i / W, y = r % H, n = r / H;
+    const T *ap = A + n * an + y * ah + x * aw;
+    const float *wp = w + n * C;
+    float acc = 0.f;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) acc += wp[c] * ld(ap + c * ac);
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = acc;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        acc = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.f;
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);
+        if (threadIdx.x == 0) map[i] = acc > 0.f ? acc : 0.f;
     }
 }
 
@@ -510,13 +555,32 @@ static int64_t walk_numel(const cs_cuda_walk *w) {
     return n;
 }
 
+/* every index and offset of the walk below 2^31 (non-negative strides) */
+static bool walk_fits_i32(const cs_cuda_walk *w, int64_t n) {
+    if (n >= INT32_MAX) return false;
+    const int64_t *ss[3] = {w->so, w->sa, w->sb};
+    for (int k = 0; k < 3; k++) {
+        int64_t ext = 0;
+        for (int d = 0; d < w->nd; d++) {
+            if (ss[k][d] < 0) return false;
+            ext += (w->dims[d] - 1) * ss[k][d];
+        }
+        if (ext >= INT32_MAX) return false;
+    }
+    return true;
+}
+
 template <typename TO>
 static int strided_to(cs_cuda_stream s, int op, int accum, TO *out, cs_cuda_dt ti, const void *a,
                       const void *b, const cs_cuda_walk *w) {
     int64_t n = walk_numel(w);
     if (n <= 0) return 0;
-    DISPATCH(ti, (k_strided<TO, T><<<blocks_for(n), kThreads, 0, S(s)>>>(op, accum, out, (const T *)a,
-                                                                       (const T *)b, *w, n)));
+    if (walk_fits_i32(w, n))
+        DISPATCH(ti, (k_strided<TO, T, uint32_t><<<blocks_for(n), kThreads, 0, S(s)>>>(
+                         op, accum, out, (const T *)a, (const T *)b, *w, (uint32_t)n)));
+    else
+        DISPATCH(ti, (k_strided<TO, T, int64_t><<<blocks_for(n), kThreads, 0, S(s)>>>(
+                         op, accum, out, (const T *)a, (const T *)b, *w, n)));
     return launched();
 }
 
@@ -547,8 +611,29 @@ extern "C" int cs_cuda_k_epilogue(cs_cuda_stream s, cs_cuda_dt dt, const void *x
                                   const void *sum, cs_cuda_acts acts) {
     if (n <= 0) return 0;
     if (C < 1 || inner < 1) return (int)cudaErrorInvalidValue;
-    DISPATCH(dt, (k_epilogue<T><<<blocks_for(n), kThreads, 0, S(s)>>>((const T *)x, (T *)y, n, C, inner,
-                                                                     scale, bias, (const T *)sum, acts)));
+    int vw = dt == CS_CUDA_F32 ? 4 : 8; /* elements per 16 bytes */
+    bool aligned = (((uintptr_t)x | (uintptr_t)y | (uintptr_t)sum) & 15) == 0;
+    if (inner == 1 && C % vw == 0 && n % vw == 0 && n < INT32_MAX && aligned) {
+        uint32_t nv = (uint32_t)(n / vw);
+        if (dt == CS_CUDA_F32)
+            k_epilogue_vec<float, 4><<<blocks_for(nv), kThreads, 0, S(s)>>>(
+                (const float *)x, (float *)y, nv, (uint32_t)C, scale, bias, (const float *)sum, acts);
+        else if (dt == CS_CUDA_F16)
+            k_epilogue_vec<__half, 8><<<blocks_for(nv), kThreads, 0, S(s)>>>(
+                (const __half *)x, (__half *)y, nv, (uint32_t)C, scale, bias, (const __half *)sum, acts);
+        else
+            k_epilogue_vec<__nv_bfloat16, 8><<<blocks_for(nv), kThreads, 0, S(s)>>>(
+                (const __nv_bfloat16 *)x, (__nv_bfloat16 *)y, nv, (uint32_t)C, scale, bias,
+                (const __nv_bfloat16 *)sum, acts);
+        return launched();
+    }
+    if (n < INT32_MAX)
+        DISPATCH(dt, (k_epilogue<T, uint32_t><<<blocks_for(n), kThreads, 0, S(s)>>>(
+                         (const T *)x, (T *)y, (uint32_t)n, (uint32_t)C, (uint32_t)inner, scale, bias,
+                         (const T *)sum, acts)));
+    else
+        DISPATCH(dt, (k_epilogue<T, int64_t><<<blocks_for(n), kThreads, 0, S(s)>>>(
+                         (const T *)x, (T *)y, n, C, inner, scale, bias, (const T *)sum, acts)));
     return launched();
 }
 
@@ -666,8 +751,9 @@ extern "C" int cs_cuda_k_cam(cs_cuda_stream s, cs_cuda_dt dt, const void *A, con
                              int64_t ah, int64_t aw) {
     int64_t n = N * H * W;
     if (n <= 0) return 0;
-    DISPATCH(dt, (k_cam<T><<<blocks_for(n), kThreads, 0, S(s)>>>((const T *)A, w, map, N, C, H, W, an, ac,
-                                                                ah, aw)));
+    if (n > INT32_MAX) return (int)cudaErrorInvalidValue; /* one block per pixel */
+    DISPATCH(dt, (k_cam<T><<<(unsigned)n, kThreads, 0, S(s)>>>((const T *)A, w, map, N, C, H, W, an, ac, ah,
+                                                              aw)));
     return launched();
 }
 

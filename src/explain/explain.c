@@ -304,9 +304,10 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
     int64_t lsz[CS_EXPLAIN_MAX_LAYERS], ldim[CS_EXPLAIN_MAX_LAYERS][4];
     int64_t maxl = 0;
     for (int l = 0; l < o.nlayers; l++) {
-        const float *a, *g;
-        st = cs_session_layer(s, o.layers[l], &a, &g, ldim[l], err);
-        if (st != CS_OK) goto fail;
+        /* the model's dims, not cs_session_layer's: on a GPU that would
+         * download the activations, which Grad-CAM there never reads */
+        cs_model_layer_dims(m, o.layers[l], ldim[l]);
+        ldim[l][0] = nb;
         if (ldim[l][2] * ldim[l][3] <= 1) {
             st = cs_errorf(err, CS_EINVAL, "layer '%s' has no spatial extent",
                            cs_model_layer_name(m, o.layers[l]));

@@ -46,6 +46,7 @@ int main(void) {
 #include <dirent.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 /* ---- storage types ------------------------------------------------------------------ */
@@ -123,6 +124,20 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
 cudaError_t cudaStreamDestroy(cudaStream_t s) { return cudaFree(s); }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     (void)s;
+    return cudaSuccess;
+}
+/* events (CS_CUDA_PROFILE): the host clock at record time */
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaMalloc((void **)e, sizeof(double)); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { return cudaFree(e); }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    (void)s;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    *(double *)(void *)e = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    *ms = (float)(*(double *)(void *)b - *(double *)(void *)a);
     return cudaSuccess;
 }
 static int g_capture_refused;
@@ -299,6 +314,31 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t hd, cons
     *got = 1;
     return CUDNN_STATUS_SUCCESS;
 }
+/* the timed searches (conv_find, CS_CUDNN_FIND=1 in main): the heuristics'
+ * answer, with a time; the backend searches twice per shape, and every
+ * other such pair fails, so that both the timed path and the heuristics
+ * fallback are exercised */
+static int g_find_calls;
+cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t hd, const cudnnTensorDescriptor_t x,
+                                                   const cudnnFilterDescriptor_t w,
+                                                   const cudnnConvolutionDescriptor_t c,
+                                                   const cudnnTensorDescriptor_t y, const int req, int *got,
+                                                   cudnnConvolutionFwdAlgoPerf_t *perf) {
+    if ((g_find_calls++ / 2) % 2) return CUDNN_STATUS_NOT_SUPPORTED;
+    cudnnStatus_t s = cudnnGetConvolutionForwardAlgorithm_v7(hd, x, w, c, y, req, got, perf);
+    perf->time = 0.01f;
+    return s;
+}
+cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithm(cudnnHandle_t hd, const cudnnFilterDescriptor_t w,
+                                                        const cudnnTensorDescriptor_t dy,
+                                                        const cudnnConvolutionDescriptor_t c,
+                                                        const cudnnTensorDescriptor_t dx, const int req, int *got,
+                                                        cudnnConvolutionBwdDataAlgoPerf_t *perf) {
+    if ((g_find_calls++ / 2) % 2) return CUDNN_STATUS_NOT_SUPPORTED;
+    cudnnStatus_t s = cudnnGetConvolutionBackwardDataAlgorithm_v7(hd, w, dy, c, dx, req, got, perf);
+    perf->time = 0.01f;
+    return s;
+}
 cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t h, const cudnnFilterDescriptor_t w,
                                                            const cudnnTensorDescriptor_t dy,
                                                            const cudnnConvolutionDescriptor_t c,
@@ -364,6 +404,66 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha, const 
     (void)h, (void)algo;
     if (wss < 64 || !ws) return CUDNN_STATUS_BAD_PARAM; /* the workspace asked for was allocated */
     return conv_emul(0, alpha, xd, x, wd, w, c, beta, yd, y);
+}
+/* the fused form: y = act(alpha1 conv(x) + alpha2 z + bias), as cuDNN
+ * documents it, including its limits: identity only with the precomputed
+ * implicit GEMM (the emulated heuristics never pick it, so the backend's
+ * unfused fallback runs for those), ReLU otherwise; a bias of the output's
+ * type or fp32 */
+struct cudnnActivationStruct {
+    cudnnActivationMode_t mode;
+};
+cudnnStatus_t cudnnCreateActivationDescriptor(cudnnActivationDescriptor_t *d) {
+    *d = calloc(1, sizeof **d);
+    return *d ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_ALLOC_FAILED;
+}
+cudnnStatus_t cudnnDestroyActivationDescriptor(cudnnActivationDescriptor_t d) {
+    free(d);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetActivationDescriptor(cudnnActivationDescriptor_t d, cudnnActivationMode_t m,
+                                           cudnnNanPropagation_t nan, double coef) {
+    (void)nan, (void)coef;
+    d->mode = m;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetStream(cudnnHandle_t h, cudaStream_t *s) {
+    (void)h;
+    *s = NULL;
+    return CUDNN_STATUS_SUCCESS;
+}
+static int g_fused_runs;
+cudnnStatus_t cudnnConvolutionBiasActivationForward(
+    cudnnHandle_t h, const void *alpha1, const cudnnTensorDescriptor_t xd, const void *x,
+    const cudnnFilterDescriptor_t wd, const void *w, const cudnnConvolutionDescriptor_t c,
+    cudnnConvolutionFwdAlgo_t algo, void *ws, size_t wss, const void *alpha2, const cudnnTensorDescriptor_t zd,
+    const void *z, const cudnnTensorDescriptor_t bd, const void *bias, const cudnnActivationDescriptor_t ad,
+    const cudnnTensorDescriptor_t yd, void *y) {
+    (void)h;
+    if (ad->mode == CUDNN_ACTIVATION_IDENTITY && algo != CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM)
+        return CUDNN_STATUS_NOT_SUPPORTED;
+    if (ad->mode != CUDNN_ACTIVATION_IDENTITY && ad->mode != CUDNN_ACTIVATION_RELU) return CUDNN_STATUS_NOT_SUPPORTED;
+    if (bd->t != yd->t && bd->t != CUDNN_DATA_FLOAT) return CUDNN_STATUS_BAD_PARAM;
+    if (bd->n != 1 || bd->c != yd->c || bd->h != 1 || bd->w != 1) return CUDNN_STATUS_BAD_PARAM;
+    if (zd->n != yd->n || zd->c != yd->c || zd->h != yd->h || zd->w != yd->w || zd->t != yd->t)
+        return CUDNN_STATUS_BAD_PARAM;
+    if (wss < 64 || !ws) return CUDNN_STATUS_BAD_PARAM;
+    cs_cuda_dt ty = of_dnn(yd->t), tb = of_dnn(bd->t);
+    int64_t n = (int64_t)yd->n * yd->c * yd->h * yd->w;
+    float a2 = *(const float *)alpha2;
+    /* z may be y (with alpha2 = 0): read it before the convolution writes y */
+    float *zc = malloc((size_t)n * sizeof(float));
+    if (!zc) return CUDNN_STATUS_ALLOC_FAILED;
+    for (int64_t i = 0; i < n; i++) zc[i] = a2 != 0.f ? ldv(ty, z, i) : 0.f;
+    const float zero_ = 0.f;
+    cudnnStatus_t st = conv_emul(0, alpha1, xd, x, wd, w, c, &zero_, yd, y);
+    for (int64_t i = 0; st == CUDNN_STATUS_SUCCESS && i < n; i++) { /* NHWC: the channel is i % C */
+        float v = ldv(ty, y, i) + a2 * zc[i] + ldv(tb, bias, i % yd->c);
+        stv(ty, y, i, ad->mode == CUDNN_ACTIVATION_RELU && v < 0.f ? 0.f : v);
+    }
+    free(zc);
+    g_fused_runs++;
+    return st;
 }
 cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void *alpha, const cudnnFilterDescriptor_t wd,
                                            const void *w, const cudnnTensorDescriptor_t dyd, const void *dy,
@@ -994,9 +1094,13 @@ static void test_no_leaks(void **state) {
     (void)state;
     if (g_alloc != 0) fail_msg("%d emulated device/pinned allocations were not freed", g_alloc);
     if (g_capture_refused == 0) fail_msg("no CUDA Graph capture was attempted");
+    /* every family ran, so both conv paths did: cuDNN's fused one (ReLU
+     * convolutions) and the unfused fallback (the identity ones) */
+    if (g_fused_runs == 0) fail_msg("no convolution ran fused");
 }
 
 int main(void) {
+    setenv("CS_CUDNN_FIND", "1", 1); /* the timed algorithm search too (see cudnnFind* above) */
     int n = find_families();
     struct CMUnitTest tests[MAX_FAMILIES + 1];
     for (int i = 0; i < n; i++) {
