@@ -52,9 +52,9 @@ start_server() {
 
 # A sanitizer build reports on the server's stderr: count that as a failure.
 check_log() {
-    if grep -qE 'AddressSanitizer|UndefinedBehaviorSanitizer|runtime error|LeakSanitizer' "$SERVER_LOG" 2>/dev/null; then
+    if grep -qE 'AddressSanitizer|UndefinedBehaviorSanitizer|runtime error|LeakSanitizer|ThreadSanitizer' "$SERVER_LOG" 2>/dev/null; then
         fail "sanitizer report in $(basename "$SERVER_LOG")"
-        grep -E -A12 'AddressSanitizer|runtime error|LeakSanitizer' "$SERVER_LOG" | head -40
+        grep -E -A24 'AddressSanitizer|runtime error|LeakSanitizer|ThreadSanitizer' "$SERVER_LOG" | head -60
     fi
 }
 
