@@ -245,6 +245,9 @@ struct cs_svc {
      * request under overload. */
     int prep_ahead;
     int inflight;        /* admitted and not yet finished */
+    /* Worker time per computed job, a moving average over batches (0
+     * before the first): admission's estimate of the wait ahead */
+    double job_ms;
     bool stopping, quit, workers_joined, started;
     atomic_int ready;
 
@@ -1431,10 +1434,13 @@ static void *worker_main(void *arg) {
         if (s->prep_len) pthread_cond_signal(&s->prep_cv); /* room ahead again */
         pthread_mutex_unlock(&s->mu);
         cs_error serr = {0};
+        double t_run = cs_now_ms();
         cs_session *sess = worker_session(s, wa.idx, first->model, &serr);
         if (sess) {
             run_batch(s, sess, batch, n);
+            t_run = (cs_now_ms() - t_run) / n;
         } else {
+            t_run = 0;
             for (int i = 0; i < n; i++) {
                 batch[i]->outcome = CS_SVC_INTERNAL;
                 batch[i]->err = serr;
@@ -1442,6 +1448,7 @@ static void *worker_main(void *arg) {
         }
         pthread_mutex_lock(&s->mu);
         s->running -= n;
+        if (t_run > 0) s->job_ms = s->job_ms > 0 ? 0.8 * s->job_ms + 0.2 * t_run : t_run;
         for (int i = 0; i < n; i++) {
             list_push(&s->post_head, &s->post_tail, batch[i]);
             s->post_len++;
@@ -1968,6 +1975,20 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
         s->coalesced++;
         pthread_mutex_unlock(&s->mmu);
         return 0;
+    }
+    /* A request that would still be queued at its deadline is refused now:
+     * a quick 503 instead of the same 503 after timeout_ms of waiting.  The
+     * estimate is the computed jobs ahead (followers compute nothing) times
+     * the workers' recent time per job, shared by the workers. */
+    double wait_ms = s->job_ms * (s->inflight - 1 - s->nfollowers) / s->p.workers;
+    if (wait_ms > s->p.timeout_ms) {
+        if (--s->inflight == 0) pthread_cond_broadcast(&s->idle_cv);
+        pthread_mutex_unlock(&s->mu);
+        job_free(j);
+        cs_errorf(&resp->err, CS_ELIMIT,
+                  "server busy: about %.0f ms of work queued ahead, more than the %d ms timeout; retry shortly",
+                  wait_ms, s->p.timeout_ms);
+        return answer(s, resp, CS_SVC_BUSY, t0);
     }
     flight_add(s, j);
     list_push(&s->prep_head, &s->prep_tail, j);

@@ -195,6 +195,28 @@ wait "$cpid"
     || fail "$max_infer decoded requests waited for one worker (bound: 2)"
 stop_server TERM
 
+# ---- a request that would wait past its timeout is refused at once ----
+# One worker, ScoreCAM (~20 ms a run here), a 60 ms timeout: after one run
+# has taught the server the cost of a job, a burst of 16 leaves most of it
+# with more work queued ahead than the timeout.  Those are answered 503 with
+# the estimate at once, instead of 504 "timed out" after waiting 60 ms (an
+# estimate a little short still ends in that 504).
+start_server fast503 --model "$model" --workers 1 --max-batch 1 --threads 1 --timeout-ms 60 || exit 1
+req "one ScoreCAM explain (sets the cost estimate)" 200 "$BASE/v1/explain?method=scorecam&alpha=0.5" \
+    -H "Content-Type: image/png" --data-binary @"$png"
+urls=()
+for i in $(seq 1 16); do urls+=(-o "$tmp/fast.$i" "$BASE/v1/explain?method=scorecam&alpha=0.$((10 + i))"); done
+curl -s --max-time 60 --parallel --parallel-max 16 -w '%{http_code}\n' -H "Content-Type: image/png" \
+    --data-binary @"$png" "${urls[@]}" >"$tmp/fast.codes"
+refused=$(grep -l 'of work queued ahead, more than the 60 ms timeout' "$tmp"/fast.[0-9]* 2>/dev/null | wc -l)
+answered=$(grep -c '^200$' "$tmp/fast.codes")
+[ "$refused" -ge 1 ] && ok "$refused of 16 refused at admission with the wait estimate" \
+    || fail "no request refused at admission: codes $(tr '\n' ' ' <"$tmp/fast.codes"), $(cat "$tmp/fast.16" 2>/dev/null | head -c 200)"
+[ "$answered" -ge 1 ] && ok "$answered of 16 computed" || fail "none of the burst computed: $(tr '\n' ' ' <"$tmp/fast.codes")"
+[ "$(grep -cE '^(503|504)$' "$tmp/fast.codes")" -eq $((16 - answered)) ] && ok "every other answer is a 503 or 504" \
+    || fail "unexpected codes: $(tr '\n' ' ' <"$tmp/fast.codes")"
+stop_server TERM
+
 # ---- flags from the environment; a flag wins ----
 CAMSERVE_WORKERS=abc "$bin" serve --model "$model" >"$tmp/env.out" 2>&1
 [ $? -eq 2 ] && grep -q -- "--workers" "$tmp/env.out" && ok "CAMSERVE_WORKERS is read (bad value: usage error)" \
