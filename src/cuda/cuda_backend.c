@@ -740,41 +740,50 @@ static void memo_put(cuda_model *cm, int dir, const int64_t *key, int algo) {
     pthread_mutex_unlock(&cm->lock);
 }
 
+/* one result of a search: the two directions' result types differ only in name */
+typedef struct found_algo {
+    int algo;
+    cudnnStatus_t status;
+    float time;
+    size_t memory;
+    cudnnMathType_t math;
+} found_algo;
+
 /* The timed choice for s (a planned K_CONV step) in direction dir, or -1
  * (then the caller asks the heuristics). */
 static int conv_find(cuda_model *cm, cudnnHandle_t dnn, const kstep *s, int dir, const char *node) {
     int algo = -1;
     if (!find_wanted()) return -1;
     if (memo_get(cm, dir, s->ckey, &algo)) return algo;
-    float ms = 0.f;
-    size_t mem = 0;
-    cudnnStatus_t ds;
+    found_algo r[8];
     int got = 0;
+    cudnnStatus_t ds;
     if (dir == ALGO_FWD) {
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
         for (int pass = 0; pass < 2; pass++)
             ds = cudnnFindConvolutionForwardAlgorithm(dnn, s->xd, s->wd, s->cd, s->yd,
                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf);
-        for (int i = 0; ds == CUDNN_STATUS_SUCCESS && i < got && algo < 0; i++)
-            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= MAX_WS &&
-                (cm->dt != CS_CUDA_F32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH)) {
-                algo = (int)perf[i].algo;
-                ms = perf[i].time;
-                mem = perf[i].memory;
-            }
+        for (int i = 0; i < got && i < 8; i++)
+            r[i] = (found_algo){(int)perf[i].algo, perf[i].status, perf[i].time, perf[i].memory, perf[i].mathType};
     } else {
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         for (int pass = 0; pass < 2; pass++)
             ds = cudnnFindConvolutionBackwardDataAlgorithm(dnn, s->wd, s->yd, s->cd, s->xd,
                                                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf);
-        for (int i = 0; ds == CUDNN_STATUS_SUCCESS && i < got && algo < 0; i++)
-            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= MAX_WS &&
-                (cm->dt != CS_CUDA_F32 || perf[i].mathType != CUDNN_TENSOR_OP_MATH)) {
-                algo = (int)perf[i].algo;
-                ms = perf[i].time;
-                mem = perf[i].memory;
-            }
+        for (int i = 0; i < got && i < 8; i++)
+            r[i] = (found_algo){(int)perf[i].algo, perf[i].status, perf[i].time, perf[i].memory, perf[i].mathType};
     }
+    if (got > 8) got = 8;
+    float ms = 0.f;
+    size_t mem = 0;
+    /* sorted fastest first: the first that fits, and for fp32 no tensor-op one */
+    for (int i = 0; ds == CUDNN_STATUS_SUCCESS && i < got && algo < 0; i++)
+        if (r[i].status == CUDNN_STATUS_SUCCESS && r[i].memory <= MAX_WS &&
+            (cm->dt != CS_CUDA_F32 || r[i].math != CUDNN_TENSOR_OP_MATH)) {
+            algo = r[i].algo;
+            ms = r[i].time;
+            mem = r[i].memory;
+        }
     (void)cudaGetLastError(); /* a failed search leaves nothing behind */
     if (getenv("CS_TRACE")) {
         if (algo >= 0)
