@@ -189,18 +189,24 @@ L = [f"# GPU benchmark (issue 8): {gpu}", "",
      "## camserve --device cuda", "",
      "GradCAM = forward + backward + the min-max scaled map at the layer's resolution, top-1 class (the peers' scope; "
      "stage gradcam_map of camserve bench); explain = the whole explain pipeline of the CLI/server, which adds the map "
-     "upsampled to the input size on the host.  Batch 64: from a host buffer to host logits, as camserve's API runs.", "",
-     "| precision | forward b1 (ms) | GradCAM layer4 (ms) | GradCAM layer3 (ms) | explain layer4 (ms) | forward b64 (ms) | b64 images/s |",
-     "|---|---|---|---|---|---|---|"]
+     "upsampled to the input size on the host.  Batch 64: from a host buffer to host logits, as camserve's API runs; "
+     "on the device: CUDA events around the forward's graph, the input already on the GPU (stage forward_device, the "
+     "scope of a peer whose input is on the GPU).", "",
+     "| precision | forward b1 (ms) | GradCAM layer4 (ms) | GradCAM layer3 (ms) | explain layer4 (ms) | forward b64 (ms) | b64 images/s | b64 on the device (ms) | images/s |",
+     "|---|---|---|---|---|---|---|---|---|"]
 for p in ("fp16", "fp32"):
     b64 = load(f"cs_{p}_fwd_b64.json")
     try:
         ips = f'{64e3 / b64["stages"]["forward"]["median_ms"]:.0f}'
     except Exception:
         ips = "—"
+    try:
+        dips = f'{64e3 / b64["stages"]["forward_device"]["median_ms"]:.0f}'
+    except Exception:
+        dips = "—"
     l4, l3 = load(f'cs_{p}_gradcam_l4.json'), load(f'cs_{p}_gradcam_l3.json')
     L.append(f"| {p} | {ms(load(f'cs_{p}_fwd_b1.json'), 'forward')} | {ms(l4, 'gradcam_map')} | {ms(l3, 'gradcam_map')} "
-             f"| {ms(l4, 'explain')} | {ms(b64, 'forward')} | {ips} |")
+             f"| {ms(l4, 'explain')} | {ms(b64, 'forward')} | {ips} | {ms(b64, 'forward_device')} | {dips} |")
 L += ["", "Variants, same run:", ""]
 for name, stage, what in (("fwd_b64_nofuse", "forward", "batch 64 without cuDNN's fused convolutions (CS_CUDA_FUSE=0)"),
                           ("fwd_b64_find", "forward", "batch 64 with timed cuDNN algorithms (CS_CUDNN_FIND=1) instead of the heuristics"),

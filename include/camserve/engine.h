@@ -139,6 +139,13 @@ cs_status cs_session_layer(cs_session *s, int layer, const float **act, const fl
 cs_status cs_session_gradcam(cs_session *s, int layer, const float **map, int64_t dims[3],
                              cs_error *err);
 
+/* For benchmarks: the device time of the session's last forward pass
+ * (cs_session_run, _run_with_layer, _forward_keep) in ms, from its input
+ * on the device to its logits in host memory, measured with CUDA events:
+ * the host's staging copy and the input's transfer are not in it.  -1 on
+ * the CPU backend, before any run, or when it could not be measured. */
+double cs_session_device_ms(const cs_session *s);
+
 #ifdef __cplusplus
 }
 #endif

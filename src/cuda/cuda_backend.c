@@ -325,6 +325,9 @@ typedef struct cuda_session {
     bool use_graphs;
     bool profile;     /* CS_CUDA_PROFILE: eager forwards, timed per step (stderr) */
     bool pending;     /* work enqueued that nobody has waited for yet (a backward) */
+    /* around the last forward's graph (cs_session_device_ms) */
+    cudaEvent_t ev_start, ev_end;
+    double device_ms;
 } cuda_session;
 
 static size_t align_up(size_t x) { return (x + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
@@ -1887,12 +1890,10 @@ static cs_status run_step(cuda_session *ss, cplan *p, const kstep *s, cs_error *
     return cs_errorf(err, CS_EINTERNAL, "unknown CUDA step");
 }
 
+/* The forward's steps and the logits' copy to the host; forward() moves
+ * the input first, outside the graph, so that the events around the graph
+ * time the device's work alone (cs_session_device_ms). */
 static cs_status enqueue_forward(cuda_session *ss, cplan *p, cs_error *err) {
-    CU(cudaMemcpyAsync(dptr(p, p->in32), p->h_in, p->dt[p->in32].bytes, cudaMemcpyHostToDevice, ss->stream),
-       "input copy");
-    if (p->ovr32 >= 0)
-        CU(cudaMemcpyAsync(dptr(p, p->ovr32), p->h_ovr, p->dt[p->ovr32].bytes, cudaMemcpyHostToDevice, ss->stream),
-           "layer values copy");
     for (int i = 0; i < p->nsteps; i++) {
         if (p->prof_ev) {
             p->prof_cur = i;
@@ -2388,7 +2389,18 @@ static cs_status forward(cuda_session *ss, cplan *p, const float *input, const f
             CU(cudaEventCreate(&p->prof_mid[i]), "profile event");
         }
     }
-    TRY(launch(ss, p, &p->g_fwd, &p->fwd_runs, enqueue_forward, true, err));
+    CU(cudaMemcpyAsync(dptr(p, p->in32), p->h_in, p->dt[p->in32].bytes, cudaMemcpyHostToDevice, ss->stream),
+       "input copy");
+    if (p->ovr32 >= 0)
+        CU(cudaMemcpyAsync(dptr(p, p->ovr32), p->h_ovr, p->dt[p->ovr32].bytes, cudaMemcpyHostToDevice, ss->stream),
+           "layer values copy");
+    ss->device_ms = -1;
+    CU(cudaEventRecord(ss->ev_start, ss->stream), "event");
+    TRY(launch(ss, p, &p->g_fwd, &p->fwd_runs, enqueue_forward, false, err));
+    CU(cudaEventRecord(ss->ev_end, ss->stream), "event");
+    TRY(settle(ss, err));
+    float ms = 0.f;
+    if (cudaEventElapsedTime(&ms, ss->ev_start, ss->ev_end) == cudaSuccess) ss->device_ms = ms;
     if (p->prof_ev) prof_report(p);
     memcpy(logits, p->h_out, p->dt[p->out32].bytes);
     for (int i = 0; i < 16; i++) p->dl_act_ok[i] = p->dl_grad_ok[i] = p->dl_map_ok[i] = false;
@@ -2573,12 +2585,16 @@ static cs_status s_gradcam(void *bs, int v, const float **map, int64_t dims[3], 
     return CS_OK;
 }
 
+static double s_device_ms(const void *bs) { return ((const cuda_session *)bs)->device_ms; }
+
 static void s_free(void *bs) {
     cuda_session *ss = bs;
     if (!ss) return;
     cudaSetDevice(ss->cm->device);
     if (ss->pending) cudaStreamSynchronize(ss->stream);
     for (int i = 0; i < SESSION_PLANS; i++) cplan_free(ss->plans[i]);
+    if (ss->ev_start) cudaEventDestroy(ss->ev_start);
+    if (ss->ev_end) cudaEventDestroy(ss->ev_end);
     if (ss->blas) ss->blasf->destroy(ss->blas);
     if (ss->dnn) cudnnDestroy(ss->dnn);
     cudaFree(ss->blas_ws);
@@ -2599,8 +2615,11 @@ static cs_status s_create(const cs_model *m, void *bm, void **out, cs_error *err
     ss->profile = prof && *prof && strcmp(prof, "0") != 0;
     ss->use_graphs = !(g && strcmp(g, "0") == 0) && !ss->profile;
     cs_status st = CS_OK;
+    ss->device_ms = -1;
     cudaError_t e = cudaStreamCreateWithFlags(&ss->stream, cudaStreamNonBlocking);
     if (e == cudaSuccess) e = cudaMalloc(&ss->blas_ws, BLAS_WS);
+    if (e == cudaSuccess) e = cudaEventCreate(&ss->ev_start);
+    if (e == cudaSuccess) e = cudaEventCreate(&ss->ev_end);
     if (e != cudaSuccess) st = cu_fail(e, "session stream", err);
     cudnnStatus_t ds = CUDNN_STATUS_SUCCESS;
     if (st == CS_OK && (ds = cudnnCreate(&ss->dnn)) == CUDNN_STATUS_SUCCESS) ds = cudnnSetStream(ss->dnn, ss->stream);
@@ -2688,6 +2707,7 @@ static const cs_backend g_cuda = {
     .backward = s_backward,
     .layer = s_layer,
     .gradcam = s_gradcam,
+    .device_ms = s_device_ms,
 };
 
 const cs_backend *cs_cuda_backend(void) { return &g_cuda; }

@@ -44,6 +44,7 @@ typedef struct cs_backend {
     cs_status (*layer)(void *bs, int value, const float **act, const float **grad, int64_t dims[4],
                        cs_error *err);
     cs_status (*gradcam)(void *bs, int value, const float **map, int64_t dims[3], cs_error *err);
+    double (*device_ms)(const void *bs); /* cs_session_device_ms */
 } cs_backend;
 
 /* The CUDA backend's table (src/cuda/cuda_backend.c); exists only in builds

@@ -736,6 +736,10 @@ cs_status cs_session_layer(cs_session *s, int layer, const float **act, const fl
     return CS_OK;
 }
 
+double cs_session_device_ms(const cs_session *s) {
+    return s->be ? s->m->be->device_ms(s->be) : -1;
+}
+
 cs_status cs_session_gradcam(cs_session *s, int layer, const float **map, int64_t dims[3],
                              cs_error *err) {
     const cs_model *m = s->m;

@@ -302,6 +302,7 @@ static int check_precision(const family *f, cs_precision pr, const cs_model_info
     assert_string_equal(cs_model_device(mg), "cuda:0");
     TRY(cs_session_create(mg, &sg, err));
     TRY(cs_session_run(sg, x, batch, got, err));
+    SOFT(cs_session_device_ms(sg) > 0, "no device time measured (%g ms)", cs_session_device_ms(sg));
     e = rel_err(got, ref, nl);
     double tol = pr == CS_PRECISION_FP32 ? 1e-3 : 2e-2;
     SOFT(e <= tol, "logits max rel err %g > %g", e, tol);

@@ -952,6 +952,7 @@ static void test_family(void **state) {
     cs_session *sc;
     CHECK(cs_session_create(mc, &sc, err));
     CHECK(cs_session_run(sc, x, batch, ref, err));
+    assert_true(cs_session_device_ms(sc) == -1); /* the CPU backend measures no device time */
     for (int i = 0; i < batch; i++) cls[i] = (int)argmax(ref + (int64_t)i * ncls, ncls);
     /* the CPU's layers and maps at the default layer and one middle layer */
     int nlay = cs_model_num_layers(mc), lays[2] = {cs_model_default_layer(mc), nlay / 2};
@@ -968,6 +969,7 @@ static void test_family(void **state) {
         CHECK(cs_session_create(mg, &sg, err));
         for (int rep = 0; rep < 3; rep++) { /* eager, (refused) capture, eager */
             CHECK(cs_session_run(sg, x, batch, got, err));
+            assert_true(cs_session_device_ms(sg) >= 0); /* the events around the graph (host clock here) */
             double e = rel_err(got, ref, nl);
             if (!(e <= tol)) fail_msg("%s %s run %d: logits max rel err %g > %g", f->name, cs_precision_name(pr), rep, e, tol);
         }
