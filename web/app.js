@@ -79,7 +79,7 @@ function selectModel(name) {
   const labelled = m.classes && m.classes.length > 0;
   $('model-meta').textContent =
     `${m.name} · ${m.num_classes} classes${labelled ? '' : ' (unlabelled)'} · ` +
-    `${m.input.width}×${m.input.height} · sha256 ${m.digest.slice(0, 12)}`;
+    `${m.input.width}×${m.input.height} · ${m.device || 'cpu'} ${m.precision || ''} · sha256 ${m.digest.slice(0, 12)}`;
   $('model-meta').title = `digest ${m.digest}`;
   const layers = m.layers.map((l) => option(l.name, `${l.name}  (${l.shape.join('×')})`));
   $('layer').replaceChildren(option('', `default: ${m.default_layer}`), ...layers);

@@ -29,6 +29,7 @@ if req "GET /v1/models" 200 "$BASE/v1/models"; then
     jcheck "10 classes, 64x64 input" '.models[0].num_classes == 10 and .models[0].input.width == 64 and .models[0].input.height == 64'
     jcheck "candidate layers and a default among them" '.models[0] as $m | ($m.layers | length) > 3 and ([$m.layers[].name] | index($m.default_layer)) != null'
     jcheck "methods and colormaps listed" '(.methods | index("gradcam")) != null and (.colormaps | index("jet")) != null'
+    jcheck "device and precision (the CLI tests run on the CPU)" '.models[0].device == "cpu" and .models[0].precision == "fp32"'
     digest=$(jq -r '.models[0].digest' "$tmp/body")
     want=$(sha256sum "$model" | cut -d' ' -f1)
     [ "$digest" = "$want" ] && ok "digest is SHA-256 of the model file" || fail "digest $digest != sha256sum $want"
