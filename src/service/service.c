@@ -127,14 +127,15 @@ static void result_release(void *v) {
 }
 
 /* A decoded and preprocessed image (the prep cache): what decode + preprocess
- * made for one image under one model's preprocessing.  Requests copy out of
- * it, so it is immutable once in the LRU. */
+ * made for one image under one model's preprocessing.  Immutable once made:
+ * the jobs that read it (the one that decoded it, and every later request
+ * for the same image) hold references instead of copies of its ~3 MB. */
 typedef struct prepped {
     atomic_int refs;
     cs_image img;  /* decoded, DCT-scaled; for the overlay */
     float box[4];  /* crop window in img pixels */
     size_t nin;    /* floats in input */
-    float input[]; /* C x H x W */
+    float *input;  /* C x H x W */
 } prepped;
 
 static void prepped_retain(void *v) { atomic_fetch_add(&((prepped *)v)->refs, 1); }
@@ -142,6 +143,7 @@ static void prepped_release(void *v) {
     prepped *p = v;
     if (p && atomic_fetch_sub(&p->refs, 1) == 1) {
         cs_img_free(&p->img);
+        free(p->input);
         free(p);
     }
 }
@@ -290,6 +292,9 @@ struct job {
     cs_svc_done_fn done;
     void *ctx;
     double t_submit, t_ready, deadline;
+    /* img and input are the job's own, or views of prep's when prep is set
+     * (the prep cache's entry, a reference: never written through) */
+    prepped *prep;
     cs_image img;   /* decoded upload, kept for the overlay */
     float box[4];   /* crop window in img pixels */
     float *input;   /* C x H x W */
@@ -832,8 +837,12 @@ static job *take_expired_followers(cs_svc *s, double now) {
 static void job_free(job *j) {
     model_release(j->model);
     blob_release(j->image);
-    cs_img_free(&j->img);
-    free(j->input);
+    if (j->prep) {
+        prepped_release(j->prep);
+    } else {
+        cs_img_free(&j->img);
+        free(j->input);
+    }
     free(j->logits);
     free(j->cam);
     free(j);
@@ -937,53 +946,35 @@ static int prep_key(const job *j, uint8_t key[32]) {
     return ok;
 }
 
-static int image_copy(const cs_image *src, cs_image *dst) {
-    *dst = *src;
-    size_t n = (size_t)src->width * src->height * src->channels;
-    dst->rgb = malloc(n ? n : 1);
-    if (!dst->rgb) {
-        memset(dst, 0, sizeof *dst);
-        return 0;
-    }
-    memcpy(dst->rgb, src->rgb, n);
-    return 1;
-}
-
-/* A seen image: copies the tensor (and for explain the pixels) out of the
- * prep cache.  Returns 1 when the job is prepared. */
+/* A seen image: the job reads the prep cache's entry (a reference, no
+ * copy).  Returns 1 when the job is prepared. */
 static int prep_from_cache(cs_svc *s, job *j, const uint8_t pk[32], size_t per) {
     prepped *p = svc_lru_get(s->prepped, pk);
     if (!p) return 0;
-    int ok = p->nin == per && (j->input = malloc(per * sizeof(float))) != NULL;
-    if (ok) memcpy(j->input, p->input, per * sizeof(float));
-    if (ok && j->kind == CS_SVC_EXPLAIN) ok = image_copy(&p->img, &j->img);
-    if (ok && j->kind == CS_SVC_CLASSIFY) {
-        j->img.orig_width = p->img.orig_width; /* as do_prep leaves it: the size only */
-        j->img.orig_height = p->img.orig_height;
+    if (p->nin != per) {
+        prepped_release(p);
+        return 0;
     }
-    if (ok) memcpy(j->box, p->box, sizeof j->box);
-    if (!ok) {
-        free(j->input);
-        j->input = NULL;
-    }
-    prepped_release(p);
-    return ok;
+    j->prep = p;
+    j->img = p->img;
+    j->input = p->input;
+    memcpy(j->box, p->box, sizeof j->box);
+    return 1;
 }
 
-static void prep_to_cache(cs_svc *s, const job *j, const uint8_t pk[32], size_t per) {
+/* A decoded job's image and tensor become a prep cache entry, which the job
+ * then reads like any later request for the image (no copy). */
+static void prep_to_cache(cs_svc *s, job *j, const uint8_t pk[32], size_t per) {
     size_t pix = (size_t)j->img.width * j->img.height * j->img.channels;
-    prepped *p = malloc(sizeof *p + per * sizeof(float));
-    if (!p) return;
+    prepped *p = malloc(sizeof *p);
+    if (!p) return; /* the job keeps its own */
     atomic_init(&p->refs, 1);
-    if (!image_copy(&j->img, &p->img)) {
-        free(p);
-        return;
-    }
-    memcpy(p->box, j->box, sizeof p->box);
+    p->img = j->img;
+    p->input = j->input;
     p->nin = per;
-    memcpy(p->input, j->input, per * sizeof(float));
+    memcpy(p->box, j->box, sizeof p->box);
+    j->prep = p;
     svc_lru_put(s->prepped, pk, p, sizeof *p + per * sizeof(float) + pix);
-    prepped_release(p);
 }
 
 static void do_prep(cs_svc *s, job *j) {
@@ -998,7 +989,7 @@ static void do_prep(cs_svc *s, job *j) {
     if (use_pc && prep_from_cache(s, j, pk, per)) {
         blob_release(j->image);
         j->image = NULL;
-        j->tm.preprocess = cs_now_ms() - t0; /* the copy; decode is skipped */
+        j->tm.preprocess = cs_now_ms() - t0; /* the lookup; decode is skipped */
         return;
     }
     cs_status st = cs_img_decode(j->image->data, j->image->len, &s->p.limits, need_w, need_h,
@@ -1023,7 +1014,7 @@ static void do_prep(cs_svc *s, job *j) {
     }
     cs_img_preproc_crop_box(&sm->pp, &j->img, j->box);
     if (use_pc) prep_to_cache(s, j, pk, per);
-    if (j->kind == CS_SVC_CLASSIFY) {
+    if (j->kind == CS_SVC_CLASSIFY && !j->prep) {
         /* only the size is reported; the pixels are not needed any more */
         int w = j->img.orig_width, h = j->img.orig_height;
         cs_img_free(&j->img);
@@ -1284,7 +1275,7 @@ static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
     for (int i = 0; i < nb; i++) memcpy(in + (size_t)i * per, batch[i < n ? i : n - 1]->input, per * sizeof(float));
     for (int i = 0; i < n; i++) {
         batch[i]->tm.queue += t0 - batch[i]->t_ready;
-        free(batch[i]->input);
+        if (!batch[i]->prep) free(batch[i]->input); /* else a view of the prep cache's entry */
         batch[i]->input = NULL;
     }
     if (batch[0]->kind == CS_SVC_CLASSIFY) {
