@@ -28,15 +28,18 @@ static json_t *stage_json(double *t, int n) {
 
 /* One GradCAM at `layer`, top-1 class per image, t[i] per iteration: the
  * device computes the map where it can (cs_session_gradcam), else src/cam
- * does from the layer. */
+ * does from the layer; then the map is min-max scaled, as the peers do. */
 static cs_status bench_gradcam_map(cs_session *s, const cs_model *m, const float *x, int batch, int layer,
                                    int warmup, int iters, double *t, cs_error *err) {
     cs_model_info info;
     cs_model_get_info(m, &info);
     int ncls = (int)info.num_classes;
-    float *logits = malloc((size_t)(batch * ncls) * sizeof(float)), *raw = NULL;
+    int64_t ld[4];
+    cs_model_layer_dims(m, layer, ld);
+    const size_t hw = (size_t)(ld[2] * ld[3]);
+    float *logits = malloc((size_t)(batch * ncls) * sizeof(float)), *raw = malloc(batch * hw * sizeof(float));
     int *cls = malloc((size_t)batch * sizeof(int));
-    cs_status st = logits && cls ? CS_OK : cs_errorf(err, CS_ENOMEM, "out of memory");
+    cs_status st = logits && raw && cls ? CS_OK : cs_errorf(err, CS_ENOMEM, "out of memory");
     for (int i = -warmup; i < iters && st == CS_OK; i++) {
         double a = cs_now_ms();
         st = cs_session_forward_keep(s, x, batch, &layer, 1, logits, err);
@@ -46,47 +49,31 @@ static cs_status bench_gradcam_map(cs_session *s, const cs_model *m, const float
                 if (logits[b * ncls + c] > logits[b * ncls + cls[b]]) cls[b] = c;
         }
         if (st == CS_OK) st = cs_session_backward(s, cls, err);
-        const float *map = NULL;
-        int64_t d[4] = {0}, hw = 0;
         if (st == CS_OK) {
+            const float *map;
+            int64_t md[3];
             cs_error gerr = {0};
-            cs_status gs = cs_session_gradcam(s, layer, &map, d, &gerr);
+            cs_status gs = cs_session_gradcam(s, layer, &map, md, &gerr);
             if (gs == CS_OK) {
-                hw = d[1] * d[2];
-            } else if (gs == CS_EUNSUPPORTED) { /* the CPU backend */
+                memcpy(raw, map, batch * hw * sizeof(float)); /* the session's buffer */
+            } else if (gs == CS_EUNSUPPORTED) {              /* the CPU backend */
                 const float *act, *grad;
+                int64_t d[4];
                 st = cs_session_layer(s, layer, &act, &grad, d, err);
-                hw = d[2] * d[3];
-                float *nr = st == CS_OK ? realloc(raw, (size_t)(batch * hw) * sizeof(float)) : NULL;
-                if (st == CS_OK && !nr) st = cs_errorf(err, CS_ENOMEM, "out of memory");
-                if (st == CS_OK) {
-                    raw = nr;
+                if (st == CS_OK)
                     st = cs_cam_compute_raw(CS_CAM_METHOD_GRADCAM, act, grad, batch, (int)d[1], (int)d[2], (int)d[3],
                                             NULL, raw, err);
-                }
-                map = raw;
             } else {
                 *err = gerr;
                 st = gs;
             }
         }
-        if (st == CS_OK) {
-            /* the peers scale their map too; on the device path it is the
-             * session's buffer, so scale a copy */
-            float *nr = map != raw ? realloc(raw, (size_t)(batch * hw) * sizeof(float)) : raw;
-            if (!nr) {
-                st = cs_errorf(err, CS_ENOMEM, "out of memory");
-            } else {
-                if (map != nr) memcpy(nr, map, (size_t)(batch * hw) * sizeof(float));
-                raw = nr;
-                cs_cam_scale(raw, batch, (int)hw);
-            }
-        }
+        if (st == CS_OK) cs_cam_scale(raw, batch, (int)hw);
         if (st == CS_OK && i >= 0) t[i] = cs_now_ms() - a;
     }
     free(logits);
-    free(cls);
     free(raw);
+    free(cls);
     return st;
 }
 
