@@ -25,8 +25,9 @@
  *   - memory: one device arena, offsets by liveness (largest first, first
  *     fit); kept tensors live to the end.  Pinned host buffers stage the
  *     input, the logits and the gradient seed.
- *   - CUDA Graphs: the forward (H2D input copy, steps, D2H logits) is
- *     captured on first use and replayed; the backward likewise, per plan.
+ *   - CUDA Graphs: the forward (steps, D2H logits; the H2D input copy
+ *     precedes it, so that events around the graph time the device alone)
+ *     is captured on second use and replayed; the backward likewise, per plan.
  *     Everything a step needs (workspace, descriptors, device constants) is
  *     allocated while planning, before any capture.  A capture that fails is
  *     dropped and that plan runs eagerly from then on.
