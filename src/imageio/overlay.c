@@ -363,10 +363,13 @@ cs_status cs_img_overlay(const cs_image *img, const float *cam01, int cam_h, int
     const double sx = (double)W / w, sy = (double)H / h;
     double b[4] = {0, 0, W, H};
     if (box) {
-        b[0] = box[0] * sx;
-        b[1] = box[1] * sy;
-        b[2] = box[2] * sx;
-        b[3] = box[3] * sy;
+        /* rounded to float, the box's own precision: a caller that scaled
+         * the image and the box to display size itself (the service's prep
+         * cache) then draws exactly what this scaling draws */
+        b[0] = (float)(box[0] * sx);
+        b[1] = (float)(box[1] * sy);
+        b[2] = (float)(box[2] * sx);
+        b[3] = (float)(box[3] * sy);
     }
     if (!(b[2] > b[0] && b[3] > b[1])) {
         cs_img_free(&disp);
