@@ -195,6 +195,11 @@ const uint8_t *cs_img_colormap_lut(cs_img_colormap c);
 cs_status cs_img_overlay(const cs_image *img, const float *cam01, int cam_h, int cam_w,
                          const float *box, cs_img_colormap cmap, float alpha, int max_side,
                          cs_image *out, cs_error *err);
+/* The overlay's display size of a w x h image (long side at most max_side,
+ * <= 0: 800; rounded like PIL's thumbnail).  Returns 1 when that is smaller,
+ * i.e. when cs_img_overlay resizes (bilinear) to *dw x *dh; a caller that
+ * does so itself, scaling its box alike, gets the same overlay. */
+int cs_img_display_size(int w, int h, int max_side, int *dw, int *dh);
 
 /* The CAM alone at out_w x out_h: 1-channel 8-bit for CS_IMG_CMAP_GRAY,
  * colormapped RGB otherwise. */

@@ -328,6 +328,19 @@ static cs_status check_cam(const float *cam01, int cam_h, int cam_w, cs_error *e
     return CS_OK;
 }
 
+int cs_img_display_size(int w, int h, int max_side, int *dw, int *dh) {
+    if (max_side <= 0) max_side = 800;
+    *dw = w;
+    *dh = h;
+    if (w <= max_side && h <= max_side) return 0;
+    double s = (double)max_side / (w > h ? w : h);
+    *dw = (int)lround(w * s);
+    *dh = (int)lround(h * s);
+    if (*dw < 1) *dw = 1;
+    if (*dh < 1) *dh = 1;
+    return 1;
+}
+
 cs_status cs_img_overlay(const cs_image *img, const float *cam01, int cam_h, int cam_w,
                          const float *box, cs_img_colormap cmap, float alpha, int max_side,
                          cs_image *out, cs_error *err) {
@@ -337,17 +350,11 @@ cs_status cs_img_overlay(const cs_image *img, const float *cam01, int cam_h, int
         return cs_errorf(err, CS_EINVAL, "overlay needs an RGB image");
     if (!(alpha >= 0.0f && alpha <= 1.0f))
         return cs_errorf(err, CS_EINVAL, "overlay alpha %g not in [0, 1]", (double)alpha);
-    if (max_side <= 0) max_side = 800;
     const uint8_t *lut = cs_img_colormap_lut(cmap);
 
-    /* display size: long side <= max_side, rounded like PIL's thumbnail */
-    int w = img->width, h = img->height;
+    int w = img->width, h = img->height, dw, dh;
     cs_image disp = {0};
-    if (w > max_side || h > max_side) {
-        double s = (double)max_side / (w > h ? w : h);
-        int dw = (int)lround(w * s), dh = (int)lround(h * s);
-        if (dw < 1) dw = 1;
-        if (dh < 1) dh = 1;
+    if (cs_img_display_size(w, h, max_side, &dw, &dh)) {
         if ((st = cs_img_resize(img, dw, dh, CS_IMG_INTERP_BILINEAR, &disp, err)) != CS_OK) return st;
     } else {
         disp.width = w;

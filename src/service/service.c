@@ -132,7 +132,7 @@ static void result_release(void *v) {
  * for the same image) hold references instead of copies of its ~3 MB. */
 typedef struct prepped {
     atomic_int refs;
-    cs_image img;  /* decoded, DCT-scaled; for the overlay */
+    cs_image img;  /* decoded, at the overlay's display size (to_display_size) */
     float box[4];  /* crop window in img pixels */
     size_t nin;    /* floats in input */
     float *input;  /* C x H x W */
@@ -978,20 +978,17 @@ static void prep_to_cache(cs_svc *s, job *j, const uint8_t pk[32], size_t per) {
 }
 
 /* After preprocessing, only the overlay reads the pixels, and it draws at
- * display size (long side <= overlay_max_side): keep them at that size, as
- * cs_img_overlay would resize them (same function, same size, so the same
- * pixels), with the crop box scaled alike.  Every overlay of the image (other
- * methods, classes, layers, from the prep cache) then skips the resize, and a
- * 4000x3000 photo's entry holds 1.4 MB of pixels instead of 2.25.  On failure
- * the pixels stay as decoded: the overlay resizes them itself. */
+ * display size: keep them at that size, resized as cs_img_overlay would
+ * (cs_img_display_size), with the crop box scaled alike.  Every overlay of
+ * the image (other methods, classes, layers, from the prep cache) then skips
+ * the resize, and the prep cache's entries are smaller.  On failure the
+ * pixels stay as decoded: the overlay resizes them itself. */
 static void to_display_size(cs_svc *s, job *j) {
-    int w = j->img.width, h = j->img.height, m = s->p.overlay_max_side > 0 ? s->p.overlay_max_side : 800;
-    if (w <= m && h <= m) return;
-    double k = (double)m / (w > h ? w : h);
-    int dw = (int)lround(w * k), dh = (int)lround(h * k);
+    int w = j->img.width, h = j->img.height, dw, dh;
+    if (!cs_img_display_size(w, h, s->p.overlay_max_side, &dw, &dh)) return;
     cs_image d = {0};
     cs_error e = {0};
-    if (cs_img_resize(&j->img, dw < 1 ? 1 : dw, dh < 1 ? 1 : dh, CS_IMG_INTERP_BILINEAR, &d, &e) != CS_OK) return;
+    if (cs_img_resize(&j->img, dw, dh, CS_IMG_INTERP_BILINEAR, &d, &e) != CS_OK) return;
     d.orig_width = j->img.orig_width;
     d.orig_height = j->img.orig_height;
     const double sx = (double)d.width / w, sy = (double)d.height / h;
@@ -1995,7 +1992,7 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
         return 0;
     }
     /* A request that would still be queued at its deadline is refused now:
-     * a quick 503 instead of the same 503 after timeout_ms of waiting.  The
+     * a quick 503 instead of a 504 after timeout_ms of waiting.  The
      * estimate is the computed jobs ahead (followers compute nothing) times
      * the workers' recent time per job, shared by the workers. */
     double wait_ms = s->job_ms * (s->inflight - 1 - s->nfollowers) / s->p.workers;
