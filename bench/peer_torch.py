@@ -58,6 +58,8 @@ def main():
                     help="also time Grad-CAM at LAYER (module path; default per model)")
     ap.add_argument("--gradcam-mode", choices=["layer", "full"], default="layer")
     ap.add_argument("--dir", default=os.path.join(HERE, ".peer"))
+    ap.add_argument("--bf16", action="store_true",
+                    help="run under torch.autocast('cpu', dtype=torch.bfloat16): the peer of camserve --precision bf16")
     ap.add_argument("--jit", action="store_true",
                     help="time the forward of torch.jit.optimize_for_inference(torch.jit.script(model)) "
                          "(frozen, Conv+BN folded, MKL-DNN convs) instead of eager")
@@ -80,6 +82,9 @@ def main():
 
     fwd = model
     out["mode"] = "eager"
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
+    amp.__enter__()  # for the whole run: forward and Grad-CAM
+    out["precision"] = "bf16 (torch.autocast)" if a.bf16 else "fp32"
     if a.jit:
         with torch.no_grad():
             fwd = torch.jit.optimize_for_inference(torch.jit.script(model))

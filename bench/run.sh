@@ -8,6 +8,9 @@
 #      GRADCAM=1 also times Grad-CAM (torch peer; camserve's "gradcam" stage if
 #      it reports one), TORCH_JIT=1 times torch's forward as
 #      jit.optimize_for_inference instead of eager,
+#      PRECISION=bf16 runs camserve with --precision bf16 and torch under
+#      torch.autocast("cpu", bfloat16) (ONNX Runtime has no bf16 CPU path:
+#      its column stays fp32),
 #      PY (/usr/bin/python3, needs torch), PEER_DIR (bench/.peer)
 #
 # Exports the models into bench/.peer/ (gitignored) on first use. camserve is
@@ -24,6 +27,10 @@ MODELS="${MODELS:-resnet50 mobilenet_v2 efficientnet_b0 densenet121}"
 PY="${PY:-/usr/bin/python3}"
 PEER_DIR="${PEER_DIR:-$HERE/.peer}"
 GRADCAM="${GRADCAM:-0}"
+PRECISION="${PRECISION:-fp32}"
+cs_prec=(--precision "$PRECISION")
+pt_prec=()
+[ "$PRECISION" = bf16 ] && pt_prec=(--bf16)
 LOG="$(mktemp -d)"
 trap 'rm -rf "$LOG"' EXIT
 
@@ -81,7 +88,7 @@ for m in $MODELS; do
   if [ "$have_bin" = 1 ]; then
     cs_gc_flag=()
     [ "$GRADCAM" = 1 ] && cs_gc_flag=(--method gradcam)
-    if "$BIN" bench --model "$PEER_DIR/$m.onnx" --tensor "$X" --iters "$ITERS" --warmup "$WARMUP" "${cs_gc_flag[@]}" --json \
+    if "$BIN" bench --model "$PEER_DIR/$m.onnx" --tensor "$X" --iters "$ITERS" --warmup "$WARMUP" "${cs_gc_flag[@]}" "${cs_prec[@]}" --json \
         >"$LOG/cs_$m.json" 2>"$LOG/cs_$m.err"; then
       cs="$(json "$LOG/cs_$m.json" 'round(d["stages"]["forward"]["median_ms"], 2)')"
       # forward keeping the layer + backward to it + map: what torch's gradcam stage times
@@ -97,7 +104,7 @@ for m in $MODELS; do
   [ "$GRADCAM" = 1 ] && gc_flag=(--gradcam)
   [ "${TORCH_JIT:-0}" = 1 ] && gc_flag+=(--jit)
   "$PY" "$HERE/peer_torch.py" "$m" --iters "$ITERS" --warmup "$WARMUP" --threads "$th" \
-      --dir "$PEER_DIR" "${gc_flag[@]}" >"$LOG/pt_$m.json" 2>"$LOG/pt_$m.err" \
+      --dir "$PEER_DIR" "${gc_flag[@]}" "${pt_prec[@]}" >"$LOG/pt_$m.json" 2>"$LOG/pt_$m.err" \
       || echo "run.sh: torch peer failed for $m: $(tail -c 300 "$LOG/pt_$m.err")" >&2
   pt="$(json "$LOG/pt_$m.json" 'd["stages"]["forward"]["median_ms"]')"
   pt_gc="$(json "$LOG/pt_$m.json" 'd["stages"]["gradcam"]["median_ms"]')"
@@ -113,7 +120,7 @@ for m in $MODELS; do
 done
 
 echo
-echo "Forward, batch 1, 224 px, median of $ITERS (warmup $WARMUP), $T_USED thread(s), $(date -u +%Y-%m-%d)"
+echo "Forward, batch 1, 224 px, median of $ITERS (warmup $WARMUP), $T_USED thread(s), camserve and torch in $PRECISION, ort in fp32, $(date -u +%Y-%m-%d)"
 echo
 echo "| model | camserve ms | torch ms | ort ms | torch/camserve | ort/camserve |"
 echo "|---|---:|---:|---:|---:|---:|"

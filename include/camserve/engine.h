@@ -32,16 +32,24 @@ typedef struct cs_model_info {
     int num_kernels;        /* ops left after folding and fusion */
 } cs_model_info;
 
-/* Storage precision of a model on its device.  fp16/bf16 are autocast
+/* Precision of a model on its device.  On a GPU, fp16/bf16 are autocast
  * semantics: weights and activations stored in half, convolutions and
  * matrix products accumulate in fp32, softmax/normalisation/reductions and
- * the CAM maths run in fp32.  The CPU backend computes in fp32 only. */
+ * the CAM maths run in fp32.  The CPU computes in fp32, or in bf16 where it
+ * has native bf16 dot products (cs_cpu_has_bf16): there only convolutions
+ * change, reading their input and weights rounded to bf16 and accumulating
+ * and writing fp32; every other op and the backward of an explanation stay
+ * fp32.  fp16 is GPU-only. */
 typedef enum cs_precision {
     CS_PRECISION_DEFAULT = 0, /* fp16 on cuda, fp32 on cpu */
     CS_PRECISION_FP32,
     CS_PRECISION_FP16,
     CS_PRECISION_BF16
 } cs_precision;
+
+/* Whether this CPU has native bf16 dot products (AVX512_BF16 or AMX), the
+ * condition for --device cpu --precision bf16. */
+int cs_cpu_has_bf16(void);
 
 /* "fp32" / "fp16" / "bf16" (and "default") */
 const char *cs_precision_name(cs_precision p);

@@ -104,6 +104,13 @@ struct cs_model {
     void *be_model;
 };
 
+/* Whether the model's CPU plans run convolutions in bf16 (--device cpu
+ * --precision bf16).  A GPU model's CPU plan, which only validates the
+ * graph at load, stays fp32. */
+static inline bool cs_model_cpu_bf16(const cs_model *m) {
+    return m->precision == CS_PRECISION_BF16 && !m->be;
+}
+
 typedef struct cs_plan cs_plan;
 
 /* Builds the plan for batch size `batch` that keeps the listed values

@@ -301,37 +301,76 @@ cs_status cs_precision_parse(const char *s, cs_precision *out, cs_error *err) {
     return cs_errorf(err, CS_EINVAL, "precision must be fp32, fp16 or bf16, got '%s'", s ? s : "");
 }
 
-/* Puts m on the device opt asks for: nothing to do for the CPU (the load
- * already built everything), the backend's model_init for a GPU. */
-static cs_status model_attach_device(cs_model *m, const cs_model_options *opt, cs_error *err) {
+/* The device index opt asks for: -1 for the CPU, else the GPU's.  "auto"
+ * (*is_auto set) is cuda:0 where camserve has CUDA and a GPU is usable. */
+static cs_status resolve_device(const cs_model_options *opt, int *index, bool *is_auto, cs_error *err) {
     const char *dev = opt && opt->device ? opt->device : "cpu";
-    cs_precision prec = opt ? opt->precision : CS_PRECISION_DEFAULT;
-    bool is_auto = strcmp(dev, "auto") == 0;
-    int index = -1; /* -1: cpu */
-    if (is_auto) {
+    *is_auto = strcmp(dev, "auto") == 0;
+    *index = -1;
+    if (*is_auto) {
 #ifdef CS_HAVE_CUDA
         int n = 0;
-        if (cs_cuda_device_count(&n, NULL) == CS_OK && n > 0) index = 0;
+        if (cs_cuda_device_count(&n, NULL) == CS_OK && n > 0) *index = 0;
 #endif
     } else if (strcmp(dev, "cuda") == 0) {
-        index = 0;
+        *index = 0;
     } else if (strncmp(dev, "cuda:", 5) == 0) {
         char *end;
         long v = strtol(dev + 5, &end, 10);
         if (!dev[5] || *end || v < 0 || v > 255)
             return cs_errorf(err, CS_EINVAL, "device must be cpu, cuda, cuda:N or auto, got '%s'", dev);
-        index = (int)v;
+        *index = (int)v;
     } else if (strcmp(dev, "cpu") != 0) {
         return cs_errorf(err, CS_EINVAL, "device must be cpu, cuda, cuda:N or auto, got '%s'", dev);
     }
+    return CS_OK;
+}
+
+int cs_cpu_has_bf16(void) {
+    /* oneDNN's ISA values are nested bit sets: AVX512_BF16 and AMX include
+     * this one.  Without native bf16 dot products oneDNN would emulate
+     * them, slower than fp32. */
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+}
+
+/* Before the CPU plans are built: whether they run convolutions in bf16
+ * (the model's CPU precision).  A GPU device leaves the CPU plans fp32:
+ * they only validate the graph. */
+static cs_status cpu_precision(cs_model *m, const cs_model_options *opt, cs_error *err) {
+    int index;
+    bool is_auto;
+    cs_status st = resolve_device(opt, &index, &is_auto, err);
+    if (st != CS_OK || index >= 0) return st;
+    cs_precision prec = opt ? opt->precision : CS_PRECISION_DEFAULT;
+    m->precision = CS_PRECISION_FP32;
+    if (prec == CS_PRECISION_BF16 && cs_cpu_has_bf16()) {
+        m->precision = CS_PRECISION_BF16;
+        return CS_OK;
+    }
+    /* "auto" falling back to the CPU keeps working in fp32; an explicit
+     * cpu with a precision it cannot compute in is a mistake */
+    if (is_auto || prec == CS_PRECISION_DEFAULT || prec == CS_PRECISION_FP32) return CS_OK;
+    if (prec == CS_PRECISION_BF16)
+        return cs_errorf(err, CS_EUNSUPPORTED,
+                         "precision bf16 on the CPU needs AVX512_BF16 or AMX, which this CPU lacks; use fp32 (or --device cuda)");
+    return cs_errorf(err, CS_EUNSUPPORTED, "precision %s needs a GPU device (--device cuda); the CPU backend computes in fp32 or bf16",
+                     cs_precision_name(prec));
+}
+
+/* Puts m on the device opt asks for: nothing to do for the CPU (the load
+ * already built everything, in the precision cpu_precision chose), the
+ * backend's model_init for a GPU. */
+static cs_status model_attach_device(cs_model *m, const cs_model_options *opt, cs_error *err) {
+    cs_precision prec = opt ? opt->precision : CS_PRECISION_DEFAULT;
+    int index;
+    bool is_auto;
+    cs_status rs = resolve_device(opt, &index, &is_auto, err);
+    if (rs != CS_OK) return rs;
+    (void)prec; /* without CUDA */
     if (index < 0) {
-        /* the CPU engine computes in fp32; "auto" falling back to the CPU
-         * keeps working, an explicit cpu + half precision is a mistake */
-        if (!is_auto && prec != CS_PRECISION_DEFAULT && prec != CS_PRECISION_FP32)
-            return cs_errorf(err, CS_EUNSUPPORTED, "precision %s needs a GPU device (--device cuda); the CPU backend computes in fp32",
-                             cs_precision_name(prec));
         snprintf(m->device, sizeof m->device, "cpu");
-        m->precision = CS_PRECISION_FP32;
+        if (m->precision == CS_PRECISION_DEFAULT) m->precision = CS_PRECISION_FP32;
         return CS_OK;
     }
     if (prec == CS_PRECISION_DEFAULT) prec = CS_PRECISION_FP16;
@@ -347,7 +386,7 @@ static cs_status model_attach_device(cs_model *m, const cs_model_options *opt, c
     m->precision = prec;
     return CS_OK;
 #else
-    return cs_errorf(err, CS_EUNSUPPORTED, "device '%s': camserve was built without CUDA support", dev);
+    return cs_errorf(err, CS_EUNSUPPORTED, "device '%s': camserve was built without CUDA support", opt->device);
 #endif
 }
 
@@ -370,7 +409,8 @@ cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_optio
         }
         m->have_digest = true;
     }
-    cs_status st = cs_onnx_parse(buf, len, &m->g, err);
+    cs_status st = cpu_precision(m, opt, err);
+    if (st == CS_OK) st = cs_onnx_parse(buf, len, &m->g, err);
     double t1 = cs_now_ms();
     if (st == CS_OK) st = model_init(m, opt, err);
     if (st == CS_OK) st = model_attach_device(m, opt, err);
@@ -392,7 +432,12 @@ cs_status cs_model_load(const char *path, const cs_model_options *opt, cs_model 
         pthread_mutex_init(&m->bwd_lock, NULL);
         m->num_threads = opt->num_threads > 0 ? opt->num_threads : omp_get_num_procs();
         cs_error perr = {0};
-        cs_status pst = cs_prepared_load(opt->prepared_dir, path, m, &perr);
+        cs_status pst = cpu_precision(m, opt, err);
+        if (pst != CS_OK) {
+            cs_model_free(m);
+            return cs_error_prefix(err, "%s", path);
+        }
+        pst = cs_prepared_load(opt->prepared_dir, path, m, &perr);
         if (pst == CS_OK) pst = op_histogram(m, &m->g, &perr);
         if (pst == CS_OK) pst = model_finish(m, 0, &perr);
         if (pst == CS_OK && (m->path = strdup(path))) {

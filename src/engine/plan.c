@@ -100,6 +100,7 @@ struct cs_plan {
     double flops;
     int nkernels;
     bool no_winograd;       /* CS_NO_WINOGRAD=1: every Conv direct */
+    int nbf16;              /* convolutions planned in bf16 (CS_TRACE) */
     int nwinograd;          /* Convs planned as Winograd */
     /* consumers of each value, for fusion */
     int *cons_start, *cons;
@@ -698,34 +699,37 @@ static bool sum_in_place(cs_plan *p, int ni, int v, int xin, const dnnl_memory_d
     return later == 1;
 }
 
-static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error *err) {
+/* The primitive of Conv ni in data type dt for its input and weights and
+ * dst_dt for its output (bias and post-ops compute in fp32); *pd NULL and
+ * CS_OK when oneDNN has no implementation for those types.  *w_plain: the layout of the model's
+ * weights, in fp32. */
+static cs_status conv_pd(cs_plan *p, int ni, const cs_shape *x, const cs_shape *w, const cs_shape *yshape,
+                         dnnl_data_type_t dt, dnnl_data_type_t dst_dt, dnnl_primitive_desc_t *out, dnnl_memory_desc_t *w_plain,
+                         dnnl_memory_desc_t *b_md, cs_error *err) {
     cs_node *n = node_of(p, ni);
     pnode *pn = &p->pn[ni];
-    int xr = val(p, n->inputs[0]);
-    int wv = n->inputs[1], bv = n->ninputs > 2 ? n->inputs[2] : -1;
-    /* copies: p->rt moves when tensors are added below */
-    const cs_shape xs = p->rt[xr].shape, ws = p->rt[val(p, wv)].shape;
-    const cs_shape *x = &xs, *w = &ws;
+    int bv = n->ninputs > 2 ? n->inputs[2] : -1;
     int64_t group = cs_attr_int(n, "group", 1);
     dnnl_dims_t st, dil, pl, pr;
     cs_conv_pads(n, x, w, yshape, st, dil, pl, pr);
+    *out = NULL;
 
-    dnnl_memory_desc_t src_any, w_any, b_md, dst_any, w_plain;
+    dnnl_memory_desc_t src_any, w_any, dst_any;
     dnnl_dims_t xd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
     dnnl_dims_t yd = {yshape->dims[0], yshape->dims[1], yshape->dims[2], yshape->dims[3]};
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&src_any, 4, xd, dnnl_f32, dnnl_format_tag_any), "md");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dst_any, 4, yd, dnnl_f32, dnnl_format_tag_any), "md");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&src_any, 4, xd, dt, dnnl_format_tag_any), "md");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dst_any, 4, yd, dst_dt, dnnl_format_tag_any), "md");
     if (group == 1) {
         dnnl_dims_t wd = {w->dims[0], w->dims[1], w->dims[2], w->dims[3]};
-        DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any), "md");
-        DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_plain, 4, wd, dnnl_f32, dnnl_abcd), "md");
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dt, dnnl_format_tag_any), "md");
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(w_plain, 4, wd, dnnl_f32, dnnl_abcd), "md");
     } else {
         dnnl_dims_t wd = {group, w->dims[0] / group, w->dims[1], w->dims[2], w->dims[3]};
-        DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_any, 5, wd, dnnl_f32, dnnl_format_tag_any), "md");
-        DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_plain, 5, wd, dnnl_f32, dnnl_abcde), "md");
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&w_any, 5, wd, dt, dnnl_format_tag_any), "md");
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(w_plain, 5, wd, dnnl_f32, dnnl_abcde), "md");
     }
     dnnl_dims_t bd = {yshape->dims[1]};
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a), "md");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(b_md, 1, bd, dnnl_f32, dnnl_a), "md");
 
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po;
@@ -741,20 +745,20 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
     if (st_ == CS_OK) st_ = cs_dnnl_check(dnnl_primitive_attr_set_post_ops(attr, po), "post-ops", err);
     if (st_ == CS_OK) st_ = cs_dnnl_user_scratchpad(attr, err);
     /* At batch 1, 3x3 stride-1 convolutions run Winograd F(4x4, 3x3) where
-     * oneDNN has it for this CPU and these post-ops (AVX-512), else direct:
-     * ~2.25x fewer multiplies for those layers, ResNet-50 ~15% faster end to
-     * end -- the latency of a lone request -- at the price of weights kept in
-     * 6x6 tiles (+50 MB for ResNet-50).  Larger batches stay direct: oneDNN
-     * picks another Winograd weight layout for every batch size, which cost
-     * ResNet-50 +200 MB over batches 1-8.  The logits stay within the golden
-     * tolerance (full-size ResNet-50: max |diff| 1.7e-5 vs 1.5e-5 direct).
-     * CS_NO_WINOGRAD=1 turns it off. */
+     * oneDNN has it for this CPU and these post-ops (AVX-512, fp32 only),
+     * else direct: ~2.25x fewer multiplies for those layers, ResNet-50 ~15%
+     * faster end to end -- the latency of a lone request -- at the price of
+     * weights kept in 6x6 tiles (+50 MB for ResNet-50).  Larger batches stay
+     * direct: oneDNN picks another Winograd weight layout for every batch
+     * size, which cost ResNet-50 +200 MB over batches 1-8.  The logits stay
+     * within the golden tolerance (full-size ResNet-50: max |diff| 1.7e-5 vs
+     * 1.5e-5 direct).  CS_NO_WINOGRAD=1 turns it off. */
     dnnl_convolution_desc_t cd;
     dnnl_primitive_desc_t pd = NULL; /* Winograd's, when oneDNN has one; else direct below */
-    if (st_ == CS_OK && !p->no_winograd && p->batch == 1 && group == 1 && w->dims[2] == 3 && w->dims[3] == 3 &&
-        st[0] == 1 && st[1] == 1 && dil[0] == 0 && dil[1] == 0 &&
+    if (st_ == CS_OK && dt == dnnl_f32 && !p->no_winograd && p->batch == 1 && group == 1 &&
+        w->dims[2] == 3 && w->dims[3] == 3 && st[0] == 1 && st[1] == 1 && dil[0] == 0 && dil[1] == 0 &&
         dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_winograd,
-                                                   &src_any, &w_any, bv >= 0 ? &b_md : NULL, &dst_any,
+                                                   &src_any, &w_any, bv >= 0 ? b_md : NULL, &dst_any,
                                                    st, dil, pl, pr) == dnnl_success &&
         dnnl_primitive_desc_create(&pd, &cd, attr, p->m->eng, NULL) != dnnl_success)
         pd = NULL;
@@ -762,11 +766,63 @@ static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error 
     if (st_ == CS_OK && !pd)
         st_ = cs_dnnl_check(dnnl_dilated_convolution_forward_desc_init(
                                 &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_any, &w_any,
-                                bv >= 0 ? &b_md : NULL, &dst_any, st, dil, pl, pr),
+                                bv >= 0 ? b_md : NULL, &dst_any, st, dil, pl, pr),
                             "convolution desc", err);
-    if (st_ == CS_OK && !pd) st_ = make_prim(p, &cd, attr, &pd, "convolution", err);
+    if (st_ == CS_OK && !pd) {
+        if (dt == dnnl_f32) st_ = make_prim(p, &cd, attr, &pd, "convolution", err);
+        else if (dnnl_primitive_desc_create(&pd, &cd, attr, p->m->eng, NULL) != dnnl_success) pd = NULL;
+    }
     dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
+    *out = pd;
+    return st_;
+}
+
+/* In bf16 precision, whether Conv ni may write its output in bf16: when
+ * nothing but other Convs' inputs reads it, which read it rounded to bf16
+ * anyway (the inner convolutions of a ResNet bottleneck).  That saves the
+ * reorder to bf16 and half the bytes.  Values that are kept (an
+ * explanation's region), summed onto, or shown stay fp32. */
+static bool bf16_output(const cs_plan *p, int ni) {
+    const pnode *pn = &p->pn[ni];
+    int v = pn->out_value;
+    if (pn->sum_value >= 0 || v < 0 || !fusable_value(p, v) || v == p->ovr_v ||
+        p->m->g.values[v].is_graph_input)
+        return false;
+    int n = 0;
+    for (int i = p->cons_start[v]; i < p->cons_start[v + 1]; i++) {
+        int c = p->cons[i];
+        const cs_node *cn = &p->m->g.nodes[c];
+        if (cn->dead || p->pn[c].skip) continue;
+        if (cn->op != CS_OP_CONV || cn->inputs[0] != v || cn->sum_input == v || p->pn[c].sum_value == v)
+            return false;
+        n++;
+    }
+    return n > 0;
+}
+
+static cs_status plan_conv(cs_plan *p, int ni, const cs_shape *yshape, cs_error *err) {
+    cs_node *n = node_of(p, ni);
+    pnode *pn = &p->pn[ni];
+    int xr = val(p, n->inputs[0]);
+    int wv = n->inputs[1], bv = n->ninputs > 2 ? n->inputs[2] : -1;
+    /* copies: p->rt moves when tensors are added below */
+    const cs_shape xs = p->rt[xr].shape, ws = p->rt[val(p, wv)].shape;
+    const cs_shape *x = &xs, *w = &ws;
+    dnnl_memory_desc_t w_plain, b_md;
+    dnnl_primitive_desc_t pd = NULL;
+    cs_status st_ = CS_OK;
+    /* bf16 precision: the input and weights are read rounded to bf16, the
+     * sums stay fp32 (like torch.autocast on a CPU); a convolution oneDNN
+     * has no bf16 kernel for stays fp32 */
+    if (cs_model_cpu_bf16(p->m)) {
+        dnnl_data_type_t odt = bf16_output(p, ni) ? dnnl_bf16 : dnnl_f32;
+        st_ = conv_pd(p, ni, x, w, yshape, dnnl_bf16, odt, &pd, &w_plain, &b_md, err);
+        if (st_ == CS_OK && !pd && odt == dnnl_bf16)
+            st_ = conv_pd(p, ni, x, w, yshape, dnnl_bf16, dnnl_f32, &pd, &w_plain, &b_md, err);
+        p->nbf16 += pd != NULL;
+    }
+    if (st_ == CS_OK && !pd) st_ = conv_pd(p, ni, x, w, yshape, dnnl_f32, dnnl_f32, &pd, &w_plain, &b_md, err);
     if (st_ != CS_OK) return cs_error_prefix(err, "node '%s' (Conv)", n->name);
 
     const dnnl_memory_desc_t *src_md = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
@@ -1648,7 +1704,7 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
     st = finalize(p, err);
     if (st != CS_OK) goto fail;
     /* CS_TRACE=1: where load and first-request time goes */
-    if (getenv("CS_TRACE")) fprintf(stderr, "plan: nodes %.1f ms, finalize %.1f ms (%d steps, %d Winograd convs, arena %zu KB)\n", tf - t_start, cs_now_ms() - tf, p->nsteps, p->nwinograd, p->arena_size >> 10);
+    if (getenv("CS_TRACE")) fprintf(stderr, "plan: nodes %.1f ms, finalize %.1f ms (%d steps, %d Winograd convs, %d bf16 convs, arena %zu KB)\n", tf - t_start, cs_now_ms() - tf, p->nsteps, p->nwinograd, p->nbf16, p->arena_size >> 10);
     *out = p;
     return CS_OK;
 fail:

@@ -125,11 +125,12 @@ typedef struct dgraph {
     uint64_t values, nodes, inputs, outputs, meta_keys, meta_values, packed, producer;
 } dgraph;
 
-static void engine_id(char out[32]) {
+static void engine_id(const cs_model *m, char out[32]) {
     const dnnl_version_t *v = dnnl_version();
-    /* the packed weights' layouts depend on the convolution algorithm */
-    snprintf(out, 32, "cs%s-dnnl%d.%d.%d%s", CS_VERSION, v->major, v->minor, v->patch,
-             cs_engine_winograd() ? "-w" : "");
+    /* the packed weights' layouts depend on the convolution algorithm, their
+     * type on the precision */
+    snprintf(out, 32, "cs%s-dnnl%d.%d.%d%s%s", CS_VERSION, v->major, v->minor, v->patch,
+             cs_engine_winograd() ? "-w" : "", cs_model_cpu_bf16(m) ? "-bf16" : "");
 }
 
 static cs_status serialize(const cs_model *m, wbuf *w) {
@@ -361,22 +362,26 @@ static cs_status deserialize(cs_model *m, const unsigned char *payload, size_t l
 
 /* ---- files ---------------------------------------------------------------------- */
 
-static cs_status entry_path(const char *dir, const char *model_path, char *out, size_t len,
-                            cs_error *err) {
+static cs_status entry_path(const char *dir, const char *model_path, const cs_model *m, char *out,
+                            size_t len, cs_error *err) {
     struct stat sb;
     char real[4096];
     if (!realpath(model_path, real) || stat(real, &sb) != 0)
         return cs_errorf(err, CS_EIO, "cannot stat %s", model_path);
     char id[4096 + 256], eng[32];
-    engine_id(eng);
+    engine_id(m, eng);
     int n = snprintf(id, sizeof id, "%s|%llu|%llu|%lld|%lld.%09ld|%s|isa%d", real,
                      (unsigned long long)sb.st_dev, (unsigned long long)sb.st_ino,
                      (long long)sb.st_size, (long long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec, eng,
                      (int)dnnl_get_effective_cpu_isa());
     uint8_t h[32], hp[32];
+    /* the prefix: the path and the precision, so that a bf16 and an fp32
+     * entry of one file (two replicas) do not retire each other */
+    size_t rl = strlen(real);
+    if (cs_model_cpu_bf16(m) && rl + 6 < sizeof real) memcpy(real + rl, "|bf16", 6);
     if (n < 0 || !cs_sha256(id, (size_t)n, h) || !cs_sha256(real, strlen(real), hp))
         return cs_errorf(err, CS_EINTERNAL, "hashing failed");
-    /* <16 hex of the path>-<64 hex of the key>.csm: entries of one model
+    /* <16 hex of the prefix>-<64 hex of the key>.csm: entries of one model
      * file share the prefix, so a new one can retire the old ones */
     char hex[65], phex[17];
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", h[i]);
@@ -404,7 +409,7 @@ static void retire_others(const char *dir, const char *keep) {
 
 cs_status cs_prepared_load(const char *dir, const char *model_path, cs_model *m, cs_error *err) {
     char path[4096];
-    cs_status st = entry_path(dir, model_path, path, sizeof path, err);
+    cs_status st = entry_path(dir, model_path, m, path, sizeof path, err);
     if (st != CS_OK) return st;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return cs_errorf(err, CS_ENOTFOUND, "no prepared entry");
@@ -416,7 +421,7 @@ cs_status cs_prepared_load(const char *dir, const char *model_path, cs_model *m,
     if (map == MAP_FAILED) return cs_errorf(err, CS_EFORMAT, "prepared entry unreadable");
     const prep_header *h = map;
     char eng[32];
-    engine_id(eng);
+    engine_id(m, eng);
     uint8_t sum[16];
     size_t plen = (size_t)sb.st_size - sizeof *h;
     const unsigned char *payload = (const unsigned char *)map + sizeof *h;
@@ -448,7 +453,7 @@ cs_status cs_prepared_load(const char *dir, const char *model_path, cs_model *m,
 cs_status cs_prepared_store(const char *dir, const char *model_path, const cs_model *m,
                             cs_error *err) {
     char path[4096], tmp[4200];
-    cs_status st = entry_path(dir, model_path, path, sizeof path, err);
+    cs_status st = entry_path(dir, model_path, m, path, sizeof path, err);
     if (st != CS_OK) return st;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return cs_errorf(err, CS_EIO, "cannot create %s: %s", dir, strerror(errno));
@@ -463,7 +468,7 @@ cs_status cs_prepared_store(const char *dir, const char *model_path, const cs_mo
     memcpy(h.magic, PREP_MAGIC, 8);
     h.format = PREP_FORMAT;
     h.isa = (uint32_t)dnnl_get_effective_cpu_isa();
-    engine_id(h.engine);
+    engine_id(m, h.engine);
     memcpy(h.onnx_digest, m->digest, 32);
     h.payload_len = w.len;
     h.num_params = m->info.num_params;

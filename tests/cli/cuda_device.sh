@@ -21,6 +21,17 @@ run "bad device" 1 "$bin" classify --model "$model" --tensor "$x" --device tpu &
 run "bad precision" 1 "$bin" classify --model "$model" --tensor "$x" --device cpu --precision fp8 && has "bad precision" "precision must be fp32, fp16 or bf16"
 run "cpu + fp16" 1 "$bin" classify --model "$model" --tensor "$x" --device cpu --precision fp16 && has "cpu + fp16" "needs a GPU device"
 run "cpu + fp32" 0 "$bin" classify --model "$model" --tensor "$x" --device cpu --precision fp32
+# bf16 on the CPU: computed where oneDNN has native bf16, else refused with
+# the reason (oneDNN held below bf16 to check the refusal on any machine)
+run "cpu + bf16, no native bf16" 1 env ONEDNN_MAX_CPU_ISA=AVX512_CORE "$bin" classify --model "$model" --tensor "$x" --device cpu --precision bf16 &&
+    has "cpu + bf16, no native bf16" "needs AVX512_BF16 or AMX"
+if grep -qw avx512_bf16 /proc/cpuinfo || grep -qw amx_bf16 /proc/cpuinfo; then
+    run "cpu + bf16" 0 "$bin" inspect --model "$model" --json --device cpu --precision bf16
+    grep -q '"precision": *"bf16"' "$tmp/out" || fail "inspect --precision bf16 does not report bf16: $(head -c 300 "$tmp/out")"
+    run "explain cpu + bf16" 0 "$bin" explain --model "$model" --tensor "$x" --device cpu --precision bf16 --json
+else
+    echo "no native bf16 on this CPU: only the refusal is checked"
+fi
 run "inspect device" 0 "$bin" inspect --model "$model" --json --device cpu
 grep -q '"device": *"cpu"' "$tmp/out" || fail "inspect --json does not report the device: $(head -c 300 "$tmp/out")"
 

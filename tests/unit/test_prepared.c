@@ -121,6 +121,43 @@ static void test_prepared(void **state) {
     assert_false(cs_model_from_cache(m));
     cs_model_free(m);
 
+    /* bf16 on the CPU packs other weights: its own entry beside the fp32
+     * one (neither retires the other), used on its next load, with the
+     * results of an uncached bf16 load */
+    if (cs_cpu_has_bf16()) {
+        assert_int_equal(cs_model_load(model, &prep, &m, &err), CS_OK); /* the fp32 entry again */
+        assert_true(cs_model_from_cache(m));
+        cs_model_free(m);
+        cs_model_options bplain = {.precision = CS_PRECISION_BF16},
+                         bprep = {.prepared_dir = dir, .precision = CS_PRECISION_BF16};
+        static float lb[20], ab[1 << 16], gb[1 << 16];
+        assert_int_equal(cs_model_load(model, &bplain, &m, &err), CS_OK);
+        run(m, &in, lb, ab, gb);
+        cs_model_free(m);
+        assert_int_equal(cs_model_load(model, &bprep, &m, &err), CS_OK);
+        assert_false(cs_model_from_cache(m));
+        assert_int_equal(cs_model_precision(m), CS_PRECISION_BF16);
+        cs_model_free(m);
+        assert_int_equal(entry(path, sizeof path), 2);
+        assert_int_equal(cs_model_load(model, &bprep, &m, &err), CS_OK);
+        assert_true(cs_model_from_cache(m));
+        assert_int_equal(cs_model_precision(m), CS_PRECISION_BF16);
+        run(m, &in, l1, a1, g1);
+        assert_memory_equal(lb, l1, sizeof lb);
+        assert_memory_equal(ab, a1, sizeof ab);
+        assert_memory_equal(gb, g1, sizeof gb);
+        assert_true(memcmp(l0, lb, sizeof l0) != 0); /* bf16 did compute in bf16 */
+        cs_model_free(m);
+        assert_int_equal(cs_model_load(model, &prep, &m, &err), CS_OK);
+        assert_true(cs_model_from_cache(m));
+        assert_int_equal(cs_model_precision(m), CS_PRECISION_FP32);
+        run(m, &in, l1, a1, g1);
+        assert_memory_equal(l0, l1, sizeof l0);
+        cs_model_free(m);
+    } else {
+        printf("test_prepared: no native bf16 on this CPU, the bf16 entry is not checked\n");
+    }
+
     /* a changed model file is a new entry, never the old one */
     snprintf(cmd, sizeof cmd, "cp %s/resnet_basic/model.onnx %s", GOLDEN, model);
     assert_int_equal(system(cmd), 0);
