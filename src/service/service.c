@@ -247,9 +247,16 @@ struct cs_svc {
      * request under overload. */
     int prep_ahead;
     int inflight;        /* admitted and not yet finished */
-    /* Worker time per computed job, a moving average over batches (0
-     * before the first): admission's estimate of the wait ahead */
+    /* Admission's estimate of the work ahead.  Worker time per job is a
+     * moving average per model slot and cost class (classify, or explain
+     * with one CAM method: ScoreCAM costs ~20x GradCAM, so one average
+     * for all refused cheap requests behind an expensive one, or admitted
+     * expensive ones into a certain 504); job_ms, over every job, stands
+     * in for a class not yet seen.  queued_ms sums the estimates of the
+     * admitted jobs that compute (not followers) until they finish. */
+    double cost_ms[CS_SVC_MAX_MODELS][1 + CS_CAM_METHOD_COUNT];
     double job_ms;
+    double queued_ms;
     bool stopping, quit, workers_joined, started;
     atomic_int ready;
 
@@ -292,6 +299,7 @@ struct job {
     cs_svc_done_fn done;
     void *ctx;
     double t_submit, t_ready, deadline;
+    double est_ms;  /* its part of s->queued_ms (0 for followers) */
     /* img and input are the job's own, or views of prep's when prep is set
      * (the prep cache's entry, a reference: never written through) */
     prepped *prep;
@@ -305,6 +313,19 @@ struct job {
     cs_svc_outcome outcome;
     cs_error err;
 };
+
+/* The cost class of a job: 0 classify, 1 + method for an explanation. */
+static int cost_class(const job *j) {
+    return j->kind == CS_SVC_EXPLAIN ? 1 + (int)j->eo.method : 0;
+}
+
+/* Expected worker time of j (under s->mu). */
+static double cost_estimate(const cs_svc *s, const job *j) {
+    double c = s->cost_ms[j->model->slot][cost_class(j)];
+    return c > 0 ? c : s->job_ms;
+}
+
+static void cost_observe(double *ewma, double v) { *ewma = *ewma > 0 ? 0.8 * *ewma + 0.2 * v : v; }
 
 cs_svc_params cs_svc_default_params(void) {
     cs_svc_params p;
@@ -636,6 +657,9 @@ void cs_svc_write_metrics(cs_svc *s, FILE *f) {
     pthread_mutex_lock(&s->mu);
     int prep = s->prep_len, infer = s->infer_len, post = s->post_len, running = s->running,
         inflight = s->inflight;
+    double queued_ms = s->queued_ms;
+    double cost[CS_SVC_MAX_MODELS][1 + CS_CAM_METHOD_COUNT];
+    memcpy(cost, s->cost_ms, sizeof cost);
     pthread_mutex_unlock(&s->mu);
     size_t rb = 0, re = 0, ib = 0, ie = 0;
     uint64_t rev = 0, iev = 0;
@@ -656,6 +680,18 @@ void cs_svc_write_metrics(cs_svc *s, FILE *f) {
                "# HELP camserve_inflight_limit Admission bound (queue + workers x max_batch).\n"
                "# TYPE camserve_inflight_limit gauge\ncamserve_inflight_limit %d\n",
             inflight, s->p.queue + s->p.workers * s->p.max_batch);
+    fprintf(f, "# HELP camserve_queued_work_seconds Expected worker time of the admitted requests (admission refuses past the timeout).\n"
+               "# TYPE camserve_queued_work_seconds gauge\ncamserve_queued_work_seconds %.6f\n",
+            queued_ms / 1e3);
+    fprintf(f, "# HELP camserve_job_cost_seconds Worker time per request, moving average by model and kind (classify or the CAM method).\n"
+               "# TYPE camserve_job_cost_seconds gauge\n");
+    pthread_mutex_lock(&s->vmu);
+    for (int mi = 0; mi < s->nmodels; mi++)
+        for (int c = 0; c <= CS_CAM_METHOD_COUNT; c++)
+            if (cost[mi][c] > 0 && s->slots[mi].cur)
+                fprintf(f, "camserve_job_cost_seconds{model=\"%s\",kind=\"%s\"} %.6f\n", s->slots[mi].cur->name,
+                        c == 0 ? "classify" : cs_cam_method_name((cs_cam_method)(c - 1)), cost[mi][c] / 1e3);
+    pthread_mutex_unlock(&s->vmu);
     /* the disk tier's figures are its store's, shared by every process on the directory */
     cs_cache_stats ts[CS_CACHE_NTIERS];
     for (int t = 0; t < CS_CACHE_NTIERS; t++) cs_cache_get_stats(s->tiers, (cs_cache_tier)t, &ts[t]);
@@ -883,10 +919,15 @@ static void finish_job(cs_svc *s, job *j, const cs_svc_result *res) {
             if (i != STAGE_CAM || j->kind == CS_SVC_EXPLAIN) cs_hist_observe(&s->stage[i], v[i] / 1e3);
     }
     pthread_mutex_unlock(&s->mmu);
+    const double est = j->est_ms;
     j->done(j->ctx, &resp);
     job_free(j);
     pthread_mutex_lock(&s->mu);
-    if (--s->inflight == 0) pthread_cond_broadcast(&s->idle_cv);
+    s->queued_ms -= est;
+    if (--s->inflight == 0) {
+        s->queued_ms = 0; /* no rounding drift survives an idle moment */
+        pthread_cond_broadcast(&s->idle_cv);
+    }
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -1463,7 +1504,11 @@ static void *worker_main(void *arg) {
         }
         pthread_mutex_lock(&s->mu);
         s->running -= n;
-        if (t_run > 0) s->job_ms = s->job_ms > 0 ? 0.8 * s->job_ms + 0.2 * t_run : t_run;
+        if (t_run > 0) {
+            cost_observe(&s->job_ms, t_run);
+            for (int i = 0; i < n; i++)
+                cost_observe(&s->cost_ms[batch[i]->model->slot][cost_class(batch[i])], t_run);
+        }
         for (int i = 0; i < n; i++) {
             list_push(&s->post_head, &s->post_tail, batch[i]);
             s->post_len++;
@@ -1993,9 +2038,9 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
     }
     /* A request that would still be queued at its deadline is refused now:
      * a quick 503 instead of a 504 after timeout_ms of waiting.  The
-     * estimate is the computed jobs ahead (followers compute nothing) times
-     * the workers' recent time per job, shared by the workers. */
-    double wait_ms = s->job_ms * (s->inflight - 1 - s->nfollowers) / s->p.workers;
+     * estimate is the expected worker time of the jobs ahead (followers
+     * compute nothing), shared by the workers. */
+    double wait_ms = s->queued_ms / s->p.workers;
     if (wait_ms > s->p.timeout_ms) {
         if (--s->inflight == 0) pthread_cond_broadcast(&s->idle_cv);
         pthread_mutex_unlock(&s->mu);
@@ -2005,6 +2050,8 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
                   wait_ms, s->p.timeout_ms);
         return answer(s, resp, CS_SVC_BUSY, t0);
     }
+    j->est_ms = cost_estimate(s, j);
+    s->queued_ms += j->est_ms;
     flight_add(s, j);
     list_push(&s->prep_head, &s->prep_tail, j);
     s->prep_len++;
