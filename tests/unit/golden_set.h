@@ -6,6 +6,7 @@
 #ifndef CS_TEST_GOLDEN_SET_H
 #define CS_TEST_GOLDEN_SET_H
 
+#include "camserve/cam.h"
 #include "camserve/engine.h"
 #include "camserve/models.h"
 #include "camserve/npy.h"
@@ -66,6 +67,48 @@ static inline int golden_add_default(golden_family *out, int n) {
     return n + 1;
 }
 
+/* Comparisons the parity tests share. */
+
+/* max |a - ref| / max |ref| (INFINITY on a NaN) */
+static inline double golden_rel_err(const float *a, const float *ref, int64_t n) {
+    double d = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)ref[i]);
+        if (isnan(e)) return INFINITY;
+        d = fmax(d, e);
+        m = fmax(m, fabs((double)ref[i]));
+    }
+    return d / (m + 1e-12);
+}
+
+static inline int64_t golden_argmax(const float *x, int64_t n) {
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* Pearson correlation; two flat maps are the same map (1) */
+static inline double golden_correlation(const float *a, const float *b, int64_t n) {
+    double ma = 0, mb = 0, sab = 0, saa = 0, sbb = 0;
+    for (int64_t i = 0; i < n; i++) ma += a[i], mb += b[i];
+    ma /= (double)n;
+    mb /= (double)n;
+    for (int64_t i = 0; i < n; i++) {
+        sab += (a[i] - ma) * (b[i] - mb);
+        saa += (a[i] - ma) * (a[i] - ma);
+        sbb += (b[i] - mb) * (b[i] - mb);
+    }
+    if (saa < 1e-20 && sbb < 1e-20) return 1.0;
+    return sab / sqrt(saa * sbb + 1e-30);
+}
+
+/* Every family with a model and an input, then the embedded default model. */
+static inline int golden_parity_families(golden_family *out, int max) {
+    static const char *const need[] = {"model.onnx", "input.npy", NULL};
+    return golden_add_default(out, golden_families(out, max - 1, need));
+}
+
 /* Loads a family's model (the embedded one for dir ""). */
 static inline cs_status golden_load(const golden_family *f, const cs_model_options *o, cs_model **m,
                                     cs_error *err) {
@@ -108,6 +151,34 @@ static inline float *golden_input(const golden_family *f, const cs_model *m, int
 }
 
 #ifdef cmocka_unit_test
+/* Fails the test with the family's name, the call and its message when call
+ * (which may use `err`) does not return CS_OK. */
+#define GOLDEN_CHECK(fam, call)                                                          \
+    do {                                                                                 \
+        cs_error e_ = {0};                                                               \
+        cs_error *err = &e_;                                                             \
+        if ((call) != CS_OK) fail_msg("%s: %s: %s", (fam)->name, #call, e_.msg);         \
+        (void)err;                                                                       \
+    } while (0)
+
+/* The raw Grad-CAM maps (batch x h x w, malloc'd) of a CPU session's layer
+ * for classes cls, computed by src/cam from the layer's activation and
+ * gradient; the logits (batch x classes) land in logits. */
+static inline float *golden_gradcam(const golden_family *f, cs_session *s, const float *x, int batch, int layer,
+                                    const int *cls, float *logits, int64_t dims[4]) {
+    GOLDEN_CHECK(f, cs_session_forward_keep(s, x, batch, &layer, 1, logits, err));
+    GOLDEN_CHECK(f, cs_session_backward(s, cls, err));
+    const float *a, *g;
+    GOLDEN_CHECK(f, cs_session_layer(s, layer, &a, &g, dims, err));
+    assert_non_null(g);
+    int64_t hw = dims[2] * dims[3];
+    float *raw = malloc((size_t)(batch * hw) * sizeof(float));
+    assert_non_null(raw);
+    GOLDEN_CHECK(f, cs_cam_compute_raw(CS_CAM_METHOD_GRADCAM, a, g, batch, (int)dims[1], (int)dims[2],
+                                       (int)dims[3], NULL, raw, err));
+    return raw;
+}
+
 /* For cmocka tests (cmocka.h included first): the family's model on device
  * and precision, or its input -- a failure fails the test. */
 static inline cs_model *golden_load_or_fail(const golden_family *f, const char *device, cs_precision prec) {

@@ -42,67 +42,12 @@ typedef golden_family family;
 static family g_fam[MAX_FAMILIES];
 static char g_names[MAX_FAMILIES][300];
 
-static double rel_err(const float *a, const float *ref, int64_t n) {
-    double d = 0, m = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - (double)ref[i]);
-        if (isnan(e)) return INFINITY;
-        d = fmax(d, e);
-        m = fmax(m, fabs((double)ref[i]));
-    }
-    return d / (m + 1e-12);
-}
-
-static int64_t argmax(const float *x, int64_t n) {
-    int64_t b = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
-static double correlation(const float *a, const float *b, int64_t n) {
-    double ma = 0, mb = 0, sab = 0, saa = 0, sbb = 0;
-    for (int64_t i = 0; i < n; i++) ma += a[i], mb += b[i];
-    ma /= (double)n;
-    mb /= (double)n;
-    for (int64_t i = 0; i < n; i++) {
-        sab += (a[i] - ma) * (b[i] - mb);
-        saa += (a[i] - ma) * (a[i] - ma);
-        sbb += (b[i] - mb) * (b[i] - mb);
-    }
-    if (saa == 0 && sbb == 0) return 1.0; /* both flat: the same map */
-    return sab / sqrt(saa * sbb + 1e-30);
-}
-
-#define CHECK(call)                                                                      \
-    do {                                                                                 \
-        cs_error e_ = {0};                                                               \
-        cs_error *err = &e_;                                                             \
-        if ((call) != CS_OK) fail_msg("%s: %s: %s", f->name, #call, e_.msg);             \
-        (void)err;                                                                       \
-    } while (0)
-
-/* Raw Grad-CAM maps (batch x h x w, malloc'd) of layer for classes cls;
- * logits (batch x ncls) are written too. */
-static float *gradcam(const family *f, cs_session *s, const float *x, int batch, int layer, const int *cls,
-                      float *logits, int64_t dims[4]) {
-    CHECK(cs_session_forward_keep(s, x, batch, &layer, 1, logits, err));
-    CHECK(cs_session_backward(s, cls, err));
-    const float *a, *g;
-    CHECK(cs_session_layer(s, layer, &a, &g, dims, err));
-    assert_non_null(g);
-    int64_t hw = dims[2] * dims[3];
-    float *raw = malloc((size_t)(batch * hw) * sizeof(float));
-    assert_non_null(raw);
-    CHECK(cs_cam_compute_raw(CS_CAM_METHOD_GRADCAM, a, g, batch, (int)dims[1], (int)dims[2], (int)dims[3], NULL,
-                             raw, err));
-    return raw;
-}
+#define CHECK(call) GOLDEN_CHECK(f, call)
 
 static double worst_corr(const float *a, const float *b, int batch, const int64_t dims[4]) {
     int64_t hw = dims[2] * dims[3];
     double c = 1;
-    for (int i = 0; i < batch; i++) c = fmin(c, correlation(a + i * hw, b + i * hw, hw));
+    for (int i = 0; i < batch; i++) c = fmin(c, golden_correlation(a + i * hw, b + i * hw, hw));
     return c;
 }
 
@@ -129,24 +74,24 @@ static void test_family(void **state) {
     CHECK(cs_session_run(s32, x, batch, ref, err));
     CHECK(cs_session_run(s16, x, batch, got, err));
     CHECK(cs_session_run(s16b, x, batch, again, err));
-    for (int i = 0; i < batch; i++) cls[i] = (int)argmax(ref + (int64_t)i * ncls, ncls);
+    for (int i = 0; i < batch; i++) cls[i] = (int)golden_argmax(ref + (int64_t)i * ncls, ncls);
     int top1 = 0;
-    for (int i = 0; i < batch; i++) top1 += argmax(got + (int64_t)i * ncls, ncls) == cls[i];
-    double e = rel_err(got, ref, nl);
+    for (int i = 0; i < batch; i++) top1 += golden_argmax(got + (int64_t)i * ncls, ncls) == cls[i];
+    double e = golden_rel_err(got, ref, nl);
     int same = memcmp(got, again, (size_t)nl * sizeof(float)) == 0;
 
     int layer = cs_model_default_layer(m32), mid = cs_model_num_layers(m32) / 2;
     int64_t d32[4], d16[4];
-    float *c32 = gradcam(f, s32, x, batch, layer, cls, again, d32);
-    float *c16 = gradcam(f, s16, x, batch, layer, cls, again, d16);
+    float *c32 = golden_gradcam(f, s32, x, batch, layer, cls, again, d32);
+    float *c16 = golden_gradcam(f, s16, x, batch, layer, cls, again, d16);
     assert_memory_equal(d32, d16, sizeof d32);
     double corr = worst_corr(c16, c32, batch, d32);
     free(c32);
     free(c16);
     double corr_mid = NAN;
     if (mid != layer) {
-        c32 = gradcam(f, s32, x, batch, mid, cls, again, d32);
-        c16 = gradcam(f, s16, x, batch, mid, cls, again, d16);
+        c32 = golden_gradcam(f, s32, x, batch, mid, cls, again, d32);
+        c16 = golden_gradcam(f, s16, x, batch, mid, cls, again, d16);
         corr_mid = worst_corr(c16, c32, batch, d32);
         free(c32);
         free(c16);
@@ -193,8 +138,7 @@ int main(void) {
                expect_none ? "PASSED" : "SKIPPED", err.msg);
         return expect_none ? 0 : 77;
     }
-    static const char *const need[] = {"model.onnx", "input.npy", NULL};
-    int n = golden_add_default(g_fam, golden_families(g_fam, MAX_FAMILIES - 1, need));
+    int n = golden_parity_families(g_fam, MAX_FAMILIES);
     struct CMUnitTest tests[MAX_FAMILIES];
     for (int i = 0; i < n; i++) {
         snprintf(g_names[i], sizeof g_names[i], "cpu_bf16_%.200s", g_fam[i].name);

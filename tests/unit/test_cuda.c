@@ -190,72 +190,14 @@ typedef golden_family family;
 static family g_fam[MAX_FAMILIES];
 static char g_names[MAX_FAMILIES][300];
 
-/* every family with a model and an input, then the embedded default model */
-static int find_families(void) {
-    static const char *const need[] = {"model.onnx", "input.npy", NULL};
-    return golden_add_default(g_fam, golden_families(g_fam, MAX_FAMILIES - 1, need));
-}
-
-static double max_abs(const float *a, int64_t n) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i]));
-    return m;
-}
-
-static double rel_err(const float *a, const float *ref, int64_t n) {
-    double d = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - (double)ref[i]);
-        if (isnan(e)) return INFINITY;
-        d = fmax(d, e);
-    }
-    return d / (max_abs(ref, n) + 1e-12);
-}
-
-static int64_t argmax(const float *x, int64_t n) {
-    int64_t b = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
-static double correlation(const float *a, const float *b, int64_t n) {
-    double ma = 0, mb = 0, sab = 0, saa = 0, sbb = 0;
-    for (int64_t i = 0; i < n; i++) ma += a[i], mb += b[i];
-    ma /= (double)n;
-    mb /= (double)n;
-    for (int64_t i = 0; i < n; i++) {
-        sab += (a[i] - ma) * (b[i] - mb);
-        saa += (a[i] - ma) * (a[i] - ma);
-        sbb += (b[i] - mb) * (b[i] - mb);
-    }
-    if (saa == 0 && sbb == 0) return 1.0; /* both flat: the same map */
-    return sab / sqrt(saa * sbb + 1e-30);
-}
-
-#define CHECK(call)                                                                      \
-    do {                                                                                 \
-        cs_error e_ = {0};                                                               \
-        cs_error *err = &e_;                                                             \
-        if ((call) != CS_OK) fail_msg("%s: %s: %s", f->name, #call, e_.msg);             \
-        (void)err;                                                                       \
-    } while (0)
+#define CHECK(call) GOLDEN_CHECK(f, call)
 
 /* CPU fp32 GradCAM (raw, batch x h x w) of the default layer at top-1 */
 static float *cpu_gradcam(const family *f, cs_session *s, const float *x, int batch, int layer, int ncls,
                           const int *cls, int64_t dims[4]) {
     float *logits = malloc((size_t)(batch * ncls) * sizeof(float));
     assert_non_null(logits);
-    CHECK(cs_session_forward_keep(s, x, batch, &layer, 1, logits, err));
-    CHECK(cs_session_backward(s, cls, err));
-    const float *a, *g;
-    CHECK(cs_session_layer(s, layer, &a, &g, dims, err));
-    assert_non_null(g);
-    int64_t hw = dims[2] * dims[3];
-    float *raw = malloc((size_t)(batch * hw) * sizeof(float));
-    assert_non_null(raw);
-    CHECK(cs_cam_compute_raw(CS_CAM_METHOD_GRADCAM, a, g, batch, (int)dims[1], (int)dims[2], (int)dims[3], NULL,
-                             raw, err));
+    float *raw = golden_gradcam(f, s, x, batch, layer, cls, logits, dims);
     free(logits);
     return raw;
 }
@@ -303,17 +245,17 @@ static int check_precision(const family *f, cs_precision pr, const cs_model_info
     TRY(cs_session_create(mg, &sg, err));
     TRY(cs_session_run(sg, x, batch, got, err));
     SOFT(cs_session_device_ms(sg) > 0, "no device time measured (%g ms)", cs_session_device_ms(sg));
-    e = rel_err(got, ref, nl);
+    e = golden_rel_err(got, ref, nl);
     double tol = pr == CS_PRECISION_FP32 ? 1e-3 : 2e-2;
     SOFT(e <= tol, "logits max rel err %g > %g", e, tol);
-    for (int i = 0; i < batch; i++) top1 += argmax(got + (int64_t)i * ncls, ncls) == cls[i];
+    for (int i = 0; i < batch; i++) top1 += golden_argmax(got + (int64_t)i * ncls, ncls) == cls[i];
     SOFT(pr == CS_PRECISION_FP32 || top1 == batch, "top-1 agrees on %d of %d images", top1, batch);
     /* run 1 was eager, run 2 is captured and replayed, run 3 replays:
      * the same computation (cuDNN/cuBLAS could in principle pick other
      * kernels inside a capture, hence a tolerance for 1 vs 2), and a
      * replay is deterministic (bit for bit, 2 vs 3) */
     TRY(cs_session_run(sg, x, batch, again, err));
-    er = rel_err(again, got, nl);
+    er = golden_rel_err(again, got, nl);
     SOFT(er <= 1e-5, "the graph replay differs from the eager run by %g", er);
     TRY(cs_session_run(sg, x, batch, got, err));
     bitexact = memcmp(got, again, (size_t)nl * sizeof(float)) == 0;
@@ -330,7 +272,7 @@ static int check_precision(const family *f, cs_precision pr, const cs_model_info
         cmin = 1;
         for (int i = 0; i < batch; i++) {
             int64_t hw = md[1] * md[2];
-            cmin = fmin(cmin, correlation(map + i * hw, cam_ref + i * hw, hw));
+            cmin = fmin(cmin, golden_correlation(map + i * hw, cam_ref + i * hw, hw));
         }
         SOFT(cmin >= 0.99, "GradCAM correlation (worst image) %.4f < 0.99", cmin);
     }
@@ -355,7 +297,7 @@ static int check_precision(const family *f, cs_precision pr, const cs_model_info
             nfail++;
             goto done;
         }
-        e2 = rel_err(again, ref, nl);
+        e2 = golden_rel_err(again, ref, nl);
         SOFT(e2 <= 1e-3, "run_with_layer(own values) max rel err %g", e2);
         /* batch N = N runs of batch 1 */
         cs_model_info gi;
@@ -365,7 +307,7 @@ static int check_precision(const family *f, cs_precision pr, const cs_model_info
             e3 = 0;
             for (int i = 0; i < batch; i++) {
                 TRY(cs_session_run(sg, x + i * per, 1, again, err));
-                e3 = fmax(e3, rel_err(again, ref + (int64_t)i * ncls, ncls));
+                e3 = fmax(e3, golden_rel_err(again, ref + (int64_t)i * ncls, ncls));
             }
             SOFT(e3 <= 1e-3, "batch-1 runs: max rel err %g", e3);
         }
@@ -384,7 +326,7 @@ static int check_precision(const family *f, cs_precision pr, const cs_model_info
         }
         TRY(cs_session_run(se, x, batch, again, err));
         TRY(cs_session_run(sg, x, batch, got, err));
-        e4 = rel_err(again, got, nl);
+        e4 = golden_rel_err(again, got, nl);
         SOFT(e4 <= 1e-5, "eager vs graph max rel err %g", e4);
     }
 done:
@@ -414,7 +356,7 @@ static void test_family(void **state) {
     cs_session *sc;
     CHECK(cs_session_create(mc, &sc, err));
     CHECK(cs_session_run(sc, x, batch, ref, err));
-    for (int i = 0; i < batch; i++) cls[i] = (int)argmax(ref + (int64_t)i * ncls, ncls);
+    for (int i = 0; i < batch; i++) cls[i] = (int)golden_argmax(ref + (int64_t)i * ncls, ncls);
     int layer = cs_model_default_layer(mc);
     int64_t ldims[4];
     float *cam_ref = cpu_gradcam(f, sc, x, batch, layer, ncls, cls, ldims);
@@ -450,7 +392,7 @@ int main(int argc, char **argv) {
     }
     char desc[256];
     if (cs_cuda_device_describe(0, desc, sizeof desc, &err) == CS_OK) printf("test_cuda: on %s\n", desc);
-    int n = find_families();
+    int n = golden_parity_families(g_fam, MAX_FAMILIES);
     struct CMUnitTest tests[MAX_FAMILIES];
     for (int i = 0; i < n; i++) {
         snprintf(g_names[i], sizeof g_names[i], "cuda_%.200s", g_fam[i].name);

@@ -881,23 +881,6 @@ typedef golden_family family;
 static family g_fam[MAX_FAMILIES];
 static char g_names[MAX_FAMILIES][300];
 
-/* every family with a model and an input, then the embedded default model */
-static int find_families(void) {
-    static const char *const need[] = {"model.onnx", "input.npy", NULL};
-    return golden_add_default(g_fam, golden_families(g_fam, MAX_FAMILIES - 1, need));
-}
-
-static double rel_err(const float *a, const float *ref, int64_t n) {
-    double d = 0, m = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - (double)ref[i]);
-        if (isnan(e)) return INFINITY;
-        d = fmax(d, e);
-        m = fmax(m, fabs((double)ref[i]));
-    }
-    return d / (m + 1e-12);
-}
-
 static double rel_l2(const float *a, const float *ref, int64_t n) {
     double d = 0, m = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -908,34 +891,7 @@ static double rel_l2(const float *a, const float *ref, int64_t n) {
     return isnan(d) ? INFINITY : sqrt(d / (m + 1e-30));
 }
 
-static int64_t argmax(const float *x, int64_t n) {
-    int64_t b = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
-static double correlation(const float *a, const float *b, int64_t n) {
-    double ma = 0, mb = 0, sab = 0, saa = 0, sbb = 0;
-    for (int64_t i = 0; i < n; i++) ma += a[i], mb += b[i];
-    ma /= (double)n;
-    mb /= (double)n;
-    for (int64_t i = 0; i < n; i++) {
-        sab += (a[i] - ma) * (b[i] - mb);
-        saa += (a[i] - ma) * (a[i] - ma);
-        sbb += (b[i] - mb) * (b[i] - mb);
-    }
-    if (saa < 1e-20 && sbb < 1e-20) return 1.0;
-    return sab / sqrt(saa * sbb + 1e-30);
-}
-
-#define CHECK(call)                                                                      \
-    do {                                                                                 \
-        cs_error e_ = {0};                                                               \
-        cs_error *err = &e_;                                                             \
-        if ((call) != CS_OK) fail_msg("%s: %s: %s", f->name, #call, e_.msg);             \
-        (void)err;                                                                       \
-    } while (0)
+#define CHECK(call) GOLDEN_CHECK(f, call)
 
 static void test_family(void **state) {
     const family *f = *state;
@@ -953,7 +909,7 @@ static void test_family(void **state) {
     CHECK(cs_session_create(mc, &sc, err));
     CHECK(cs_session_run(sc, x, batch, ref, err));
     assert_true(cs_session_device_ms(sc) == -1); /* the CPU backend measures no device time */
-    for (int i = 0; i < batch; i++) cls[i] = (int)argmax(ref + (int64_t)i * ncls, ncls);
+    for (int i = 0; i < batch; i++) cls[i] = (int)golden_argmax(ref + (int64_t)i * ncls, ncls);
     /* the CPU's layers and maps at the default layer and one middle layer */
     int nlay = cs_model_num_layers(mc), lays[2] = {cs_model_default_layer(mc), nlay / 2};
     for (int pi = 0; pi < 3; pi++) {
@@ -970,13 +926,13 @@ static void test_family(void **state) {
         for (int rep = 0; rep < 3; rep++) { /* eager, (refused) capture, eager */
             CHECK(cs_session_run(sg, x, batch, got, err));
             assert_true(cs_session_device_ms(sg) >= 0); /* the events around the graph (host clock here) */
-            double e = rel_err(got, ref, nl);
+            double e = golden_rel_err(got, ref, nl);
             if (!(e <= tol)) fail_msg("%s %s run %d: logits max rel err %g > %g", f->name, cs_precision_name(pr), rep, e, tol);
         }
         for (int i = 0; pi == 1 && i < batch; i++) {
             /* half precision may swap near-ties: only a top-1 change with a real margin fails */
             const float *r = ref + (int64_t)i * ncls;
-            int64_t gtop = argmax(got + (int64_t)i * ncls, ncls);
+            int64_t gtop = golden_argmax(got + (int64_t)i * ncls, ncls);
             if (gtop != cls[i] && r[cls[i]] - r[gtop] > 1e-2 * fabs(r[cls[i]]) + 1e-3)
                 fail_msg("%s %s: image %d top-1 %lld, cpu %d", f->name, cs_precision_name(pr), i, (long long)gtop, cls[i]);
         }
@@ -1008,7 +964,7 @@ static void test_family(void **state) {
             CHECK(cs_cam_compute_raw(CS_CAM_METHOD_GRADCAM, a, g, (int)d[0], (int)d[1], (int)d[2], (int)d[3], NULL,
                                      raw, err));
             CHECK(cs_session_forward_keep(sg, x, batch, &layer, 1, got, err));
-            double e = rel_err(got, ref, nl);
+            double e = golden_rel_err(got, ref, nl);
             if (!(e <= tol)) fail_msg("%s %s: forward_keep logits max rel err %g", f->name, cs_precision_name(pr), e);
             CHECK(cs_session_backward(sg, cls, err));
             const float *ga, *gg, *map;
@@ -1020,7 +976,7 @@ static void test_family(void **state) {
              * whose maximum changes, moves whole gradient elements, so the
              * half-precision gradient gets only a sanity bound (relative L2);
              * its acceptance test is the map below.  fp32: max error. */
-            double ea = rel_err(ga, aref, ln), eg = pi == 0 ? rel_err(gg, gref, ln) : rel_l2(gg, gref, ln);
+            double ea = golden_rel_err(ga, aref, ln), eg = pi == 0 ? golden_rel_err(gg, gref, ln) : rel_l2(gg, gref, ln);
             double tg = pi == 0 ? 1e-3 : 0.5;
             if (!(ea <= tol) || !(eg <= tg))
                 fail_msg("%s %s layer '%s': activation err %g, gradient err %g", f->name, cs_precision_name(pr),
@@ -1030,7 +986,7 @@ static void test_family(void **state) {
              * has more half-precision backward steps behind it */
             double cmin = pi == 0 ? 0.99 : li == 1 ? 0.7 : pi == 1 ? 0.99 : 0.95;
             for (int i = 0; i < batch; i++) {
-                double c = correlation(map + i * hw, raw + i * hw, hw);
+                double c = golden_correlation(map + i * hw, raw + i * hw, hw);
                 if (getenv("CS_EMUL_VERBOSE"))
                     printf("  %s %s layer %s image %d: map correlation %.4f, gradient err %.3g\n", f->name,
                            cs_precision_name(pr), li ? "middle" : "default", i, c, eg);
@@ -1041,7 +997,7 @@ static void test_family(void **state) {
             if (pi == 0 && li == 0) {
                 /* AblationCAM's pass with the layer's own values */
                 CHECK(cs_session_run_with_layer(sg, x, batch, layer, aref, got, err));
-                double e2 = rel_err(got, ref, nl);
+                double e2 = golden_rel_err(got, ref, nl);
                 if (!(e2 <= 1e-3)) fail_msg("%s: run_with_layer(own values) max rel err %g", f->name, e2);
             }
             free(raw);
@@ -1056,7 +1012,7 @@ static void test_family(void **state) {
             int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
             for (int i = 0; gi.input_dims[0] < 0 && i < batch; i++) {
                 CHECK(cs_session_run(sg, x + i * per, 1, got, err));
-                double e = rel_err(got, ref + (int64_t)i * ncls, ncls);
+                double e = golden_rel_err(got, ref + (int64_t)i * ncls, ncls);
                 if (!(e <= 1e-3)) fail_msg("%s: batch-1 run of image %d: max rel err %g", f->name, i, e);
             }
             /* the explain pipeline: GradCAM takes the device map, XGradCAM
@@ -1074,7 +1030,7 @@ static void test_family(void **state) {
                 int64_t hw = (int64_t)oc.layer_h * oc.layer_w;
                 for (int i = 0; i < batch * oc.k; i++) {
                     assert_int_equal(og.class_idx[i], oc.class_idx[i]);
-                    double c = correlation(og.maps_layer + i * hw, oc.maps_layer + i * hw, hw);
+                    double c = golden_correlation(og.maps_layer + i * hw, oc.maps_layer + i * hw, hw);
                     if (!(c >= 0.99)) fail_msg("%s: cs_explain_run method %d map %d correlation %.4f", f->name, mi, i, c);
                 }
                 cs_explain_output_free(&oc);
@@ -1103,7 +1059,7 @@ static void test_no_leaks(void **state) {
 
 int main(void) {
     setenv("CS_CUDNN_FIND", "1", 1); /* the timed algorithm search too (see cudnnFind* above) */
-    int n = find_families();
+    int n = golden_parity_families(g_fam, MAX_FAMILIES);
     struct CMUnitTest tests[MAX_FAMILIES + 1];
     for (int i = 0; i < n; i++) {
         snprintf(g_names[i], sizeof g_names[i], "emul_%.200s", g_fam[i].name);
