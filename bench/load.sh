@@ -199,7 +199,8 @@ met() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { ok = (op == "le") ? v <= t :
 hit_rps_upload=$(kv "$work/hit_upload.kv" all_ok_rps)
 hit_rps_id_small=$(kv "$work/hit_id_small.kv" all_ok_rps)
 hit_rps_id_photo=$(kv "$work/hit_id_photo.kv" all_ok_rps)
-rss_ratio=$(ratio "$peak_all" "$rss_first")
+# three decimals: the target is judged on them, not on a rounded 1.30
+rss_ratio=$(awk -v a="$peak_all" -v b="$rss_first" 'BEGIN { printf "%.3f", a / b }')
 caches_kb() { awk '/^camserve_cache_bytes\{tier="(memory|images|prepared)"\}/ { s += $2 } END { printf "%d", s / 1024 }' "$1"; }
 rss_first_nc=$((rss_first - $(caches_kb "$work/metrics_first.txt")))
 rss_end_nc=$((rss_end - $(caches_kb "$work/metrics.txt")))

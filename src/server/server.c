@@ -46,6 +46,7 @@ static const int CODES[] = {200, 400, 404, 405, 413, 415, 499, 500, 503, 504};
 #define BODY_POOL_N 4
 #define BODY_POOL_BYTES ((size_t)16 << 20)
 #define BODY_POOL_MIN ((size_t)256 << 10)
+#define SMALL_BODY_MAX ((size_t)256 << 10) /* see cs_http.body_reserve */
 /* Uploads announced at least this large are hashed on the hashing thread;
  * for smaller ones the hand-over costs more than the hashing. */
 #define HASH_BEHIND_MIN ((size_t)256 << 10)
@@ -62,6 +63,11 @@ struct cs_http {
      * once (each is also capped at max_upload_bytes). */
     atomic_size_t body_bytes;
     size_t body_budget;
+    /* Large uploads (over SMALL_BODY_MAX) may fill the budget only up to
+     * body_budget - body_reserve: the rest stays for small ones, so a burst
+     * of new photos cannot starve the small re-uploads (typical repeats,
+     * answered from the cache in microseconds) of their few kilobytes. */
+    size_t body_reserve;
     /* The hashing thread: SHA-256 of large uploads runs there, behind their
      * reception, instead of on the libmicrohttpd thread between reads (the
      * two then share the cores).  hq is a FIFO of contexts with bytes
@@ -524,7 +530,8 @@ static bool append(req_ctx *c, const char *data, size_t n, bool image) {
         char *pooled = c->body || cap < BODY_POOL_MIN ? NULL : pool_take(h, cap, &pooled_cap);
         if (pooled) cap = pooled_cap;
         size_t grow = cap - c->cap;
-        if (atomic_fetch_add(&h->body_bytes, grow) + grow > h->body_budget) {
+        size_t limit = cap <= SMALL_BODY_MAX ? h->body_budget : h->body_budget - h->body_reserve;
+        if (atomic_fetch_add(&h->body_bytes, grow) + grow > limit) {
             atomic_fetch_sub(&h->body_bytes, grow);
             pool_give(h, pooled, pooled_cap);
             c->early_status = 503;
@@ -960,7 +967,11 @@ cs_status cs_http_start(cs_svc *svc, const cs_http_params *p, cs_http **out, cs_
     h->svc = svc;
     h->listen_fd = -1;
     h->body_budget = q.inflight_bytes ? q.inflight_bytes : (size_t)64 << 20;
-    if (h->body_budget < q.max_upload_bytes + 1) h->body_budget = q.max_upload_bytes + 1;
+    /* an eighth for small uploads; the rest must still take one upload of
+     * the largest size, or the budget grows to fit it */
+    h->body_reserve = h->body_budget / 8;
+    if (h->body_budget - h->body_reserve < q.max_upload_bytes + 1)
+        h->body_budget = q.max_upload_bytes + 1 + h->body_reserve;
     pthread_mutex_init(&h->mmu, NULL);
     pthread_mutex_init(&h->pool_mu, NULL);
     pthread_mutex_init(&h->hmu, NULL);

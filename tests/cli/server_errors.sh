@@ -124,6 +124,27 @@ if start_server inflight --model "$model" --max-upload-mb 1 --max-inflight-mb 1;
     stop_server TERM
 fi
 
+# ---- an eighth of the budget is kept for small uploads ----
+# a 2 MB budget, uploads up to 1 MB: large uploads may hold 2 MB less 256 KB.
+# One client announces 1 MB and stalls: a second 1 MB upload no longer fits
+# the large uploads' share (503), while a 200 KB upload still goes through
+# (answered, here 415 for its random bytes).  Without the reserve the second
+# large upload was taken and the small one refused.
+if start_server reserve --model "$model" --max-upload-mb 1 --max-inflight-mb 2; then
+    head -c 1000000 /dev/urandom >"$tmp/rand1m.bin"
+    head -c 200000 /dev/urandom >"$tmp/rand200k.bin"
+    exec 8<>/dev/tcp/127.0.0.1/"$PORT"
+    printf 'POST /v1/explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000000\r\n\r\n' >&8
+    head -c 300000 /dev/zero >&8
+    sleep 0.3
+    req "a second large upload beyond the large uploads' share" 503 --max-time 10 -H "Content-Type: image/jpeg" \
+        --data-binary @"$tmp/rand1m.bin" "$BASE/v1/explain" && jcheck "503 says why" '.error | test("too many uploads")'
+    req "a small upload still taken" 415 --max-time 10 -H "Content-Type: image/jpeg" \
+        --data-binary @"$tmp/rand200k.bin" "$BASE/v1/explain"
+    exec 8>&-
+    stop_server TERM
+fi
+
 # ---- full queue: fail fast with 503 + Retry-After ----
 flood=${photo:-$png}
 if start_server queue --model "$model" --workers 1 --queue 1 --max-batch 1 --batch-window-ms 0; then
