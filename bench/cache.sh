@@ -75,7 +75,7 @@ serve "$work/mem.log" --cache-dir "$work/cache"
 base=http://127.0.0.1:$port
 upload "alpha=0.5"
 first=$(answer '.timings_ms | "\(.decode + .preprocess) \(.total)"')
-echo "camserve $("$bin" version | cut -d' ' -f2), photo $bytes bytes, $runs runs each, $(nproc) cores"
+echo "camserve $("$bin" version | head -1 | cut -d' ' -f2), photo $bytes bytes, $runs runs each, $(nproc) cores"
 echo "computing miss: total ${first#* } ms, of which decode + preprocess ${first% *} ms"
 # the prep cache: other methods / classes for the same image skip decode + preprocess
 for m in gradcam++ layercam hirescam xgradcam; do

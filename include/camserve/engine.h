@@ -50,6 +50,9 @@ typedef enum cs_precision {
 /* Whether this CPU has native bf16 dot products (AVX512_BF16 or AMX), the
  * condition for --device cpu --precision bf16. */
 int cs_cpu_has_bf16(void);
+/* One line on the CPU engine for `camserve version`: oneDNN's version, the
+ * instruction set it runs on, and whether bf16 is native. */
+void cs_cpu_describe(char *buf, size_t len);
 
 /* "fp32" / "fp16" / "bf16" (and "default") */
 const char *cs_precision_name(cs_precision p);

@@ -1,6 +1,7 @@
 /* camserve: one binary, several subcommands.  Each lives in its own file and
  * is a thin layer: parse options, call the library, format the answer. */
 #include "camserve/cuda.h"
+#include "camserve/engine.h"
 #include "cli/cli.h"
 
 #include <stdio.h>
@@ -54,9 +55,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        char v[128];
+        char v[128], c[160];
         cs_cuda_versions(v, sizeof v);
-        printf("camserve %s (%s)\n", CS_VERSION, v);
+        cs_cpu_describe(c, sizeof c);
+        printf("camserve %s (%s)\ncpu: %s\n", CS_VERSION, v, c);
         return 0;
     }
     for (int i = 0; i < NCOMMANDS; i++)

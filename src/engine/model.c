@@ -334,6 +334,25 @@ int cs_cpu_has_bf16(void) {
     return (isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
 }
 
+void cs_cpu_describe(char *buf, size_t len) {
+    static const struct { dnnl_cpu_isa_t isa; const char *name; } names[] = {
+        {dnnl_cpu_isa_avx512_core_amx, "avx512_core_amx"}, {dnnl_cpu_isa_avx512_core_bf16, "avx512_core_bf16"},
+        {dnnl_cpu_isa_avx512_core_vnni, "avx512_core_vnni"}, {dnnl_cpu_isa_avx512_core, "avx512_core"},
+        {dnnl_cpu_isa_avx2_vnni, "avx2_vnni"}, {dnnl_cpu_isa_avx2, "avx2"}, {dnnl_cpu_isa_avx, "avx"},
+        {dnnl_cpu_isa_sse41, "sse41"},
+    };
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    const char *name = "unknown";
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (isa == names[i].isa) {
+            name = names[i].name;
+            break;
+        }
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(buf, len, "oneDNN %d.%d.%d on %s, bf16 %s", v->major, v->minor, v->patch, name,
+             cs_cpu_has_bf16() ? "native" : "not native (--precision bf16 refused on the CPU)");
+}
+
 /* Before the CPU plans are built: whether they run convolutions in bf16
  * (the model's CPU precision).  A GPU device leaves the CPU plans fp32:
  * they only validate the graph. */
@@ -352,9 +371,10 @@ static cs_status cpu_precision(cs_model *m, const cs_model_options *opt, cs_erro
      * cpu with a precision it cannot compute in is a mistake */
     if (is_auto || prec == CS_PRECISION_DEFAULT || prec == CS_PRECISION_FP32) return CS_OK;
     if (prec == CS_PRECISION_BF16)
-        return cs_errorf(err, CS_EUNSUPPORTED,
-                         "precision bf16 on the CPU needs AVX512_BF16 or AMX, which this CPU lacks; use fp32 (or --device cuda)");
-    return cs_errorf(err, CS_EUNSUPPORTED, "precision %s needs a GPU device (--device cuda); the CPU backend computes in fp32 or bf16",
+        return cs_errorf(err, CS_EUNSUPPORTED, "precision bf16 on the CPU needs AVX512_BF16 or AMX, "
+                                               "which this CPU lacks; use fp32 (or --device cuda)");
+    return cs_errorf(err, CS_EUNSUPPORTED, "precision %s needs a GPU device (--device cuda); "
+                                           "the CPU backend computes in fp32 or bf16",
                      cs_precision_name(prec));
 }
 

@@ -700,12 +700,12 @@ static bool sum_in_place(cs_plan *p, int ni, int v, int xin, const dnnl_memory_d
 }
 
 /* The primitive of Conv ni in data type dt for its input and weights and
- * dst_dt for its output (bias and post-ops compute in fp32); *pd NULL and
- * CS_OK when oneDNN has no implementation for those types.  *w_plain: the layout of the model's
- * weights, in fp32. */
+ * dst_dt for its output (bias and post-ops compute in fp32); *out NULL and
+ * CS_OK when oneDNN has no bf16 implementation.  *w_plain: the layout of
+ * the model's weights (fp32), *b_md the bias's. */
 static cs_status conv_pd(cs_plan *p, int ni, const cs_shape *x, const cs_shape *w, const cs_shape *yshape,
-                         dnnl_data_type_t dt, dnnl_data_type_t dst_dt, dnnl_primitive_desc_t *out, dnnl_memory_desc_t *w_plain,
-                         dnnl_memory_desc_t *b_md, cs_error *err) {
+                         dnnl_data_type_t dt, dnnl_data_type_t dst_dt, dnnl_primitive_desc_t *out,
+                         dnnl_memory_desc_t *w_plain, dnnl_memory_desc_t *b_md, cs_error *err) {
     cs_node *n = node_of(p, ni);
     pnode *pn = &p->pn[ni];
     int bv = n->ninputs > 2 ? n->inputs[2] : -1;

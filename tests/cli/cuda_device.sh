@@ -25,7 +25,11 @@ run "cpu + fp32" 0 "$bin" classify --model "$model" --tensor "$x" --device cpu -
 # the reason (oneDNN held below bf16 to check the refusal on any machine)
 run "cpu + bf16, no native bf16" 1 env ONEDNN_MAX_CPU_ISA=AVX512_CORE "$bin" classify --model "$model" --tensor "$x" --device cpu --precision bf16 &&
     has "cpu + bf16, no native bf16" "needs AVX512_BF16 or AMX"
+run "version, no native bf16" 0 env ONEDNN_MAX_CPU_ISA=AVX512_CORE "$bin" version &&
+    { grep -q '^cpu: oneDNN .* on avx512_core, bf16 not native' "$tmp/out" || fail "version does not say bf16 is not native: $(cat "$tmp/out")"; }
 if grep -qw avx512_bf16 /proc/cpuinfo || grep -qw amx_bf16 /proc/cpuinfo; then
+    run "version" 0 "$bin" version
+    grep -q '^cpu: oneDNN .*, bf16 native' "$tmp/out" || fail "version does not say bf16 is native: $(cat "$tmp/out")"
     run "cpu + bf16" 0 "$bin" inspect --model "$model" --json --device cpu --precision bf16
     grep -q '"precision": *"bf16"' "$tmp/out" || fail "inspect --precision bf16 does not report bf16: $(head -c 300 "$tmp/out")"
     run "explain cpu + bf16" 0 "$bin" explain --model "$model" --tensor "$x" --device cpu --precision bf16 --json
