@@ -2,7 +2,8 @@
  * (protobuf decoding, the IR translation, load-time passes and the batch-1
  * plan with shape inference).  Whatever loads is freed again; a model that
  * loads with a small input also gets one session run so that planning for
- * batch 1 and the kernels see fuzzed graphs too.
+ * batch 1 and the kernels see fuzzed graphs too, in fp32 and, where the CPU
+ * has native bf16, once more in bf16 (its own convolution planning).
  *
  * Built by CMake with -DCS_FUZZ=ON (clang, -fsanitize=fuzzer,address,undefined);
  * run by scripts/run-fuzzers.sh.  Seeds: tests/fuzz/corpus/fuzz_onnx/
@@ -97,12 +98,11 @@ static bool shapes_stay_small(const uint8_t *data, size_t size) {
     return ok;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (!shapes_stay_small(data, size)) return 0;
-    cs_model_options opt = {.num_threads = 1};
+static void load_and_run(const uint8_t *data, size_t size, cs_precision prec) {
+    cs_model_options opt = {.num_threads = 1, .precision = prec};
     cs_model *m = NULL;
     cs_error err;
-    if (cs_model_load_buffer(data, size, &opt, &m, &err) != CS_OK) return 0;
+    if (cs_model_load_buffer(data, size, &opt, &m, &err) != CS_OK) return;
     cs_model_info info;
     cs_model_get_info(m, &info);
     int64_t n = 1;
@@ -121,5 +121,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(y);
     }
     cs_model_free(m);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (!shapes_stay_small(data, size)) return 0;
+    load_and_run(data, size, CS_PRECISION_FP32);
+    if (cs_cpu_has_bf16()) load_and_run(data, size, CS_PRECISION_BF16);
     return 0;
 }
