@@ -42,6 +42,24 @@ if req "metrics" 200 "$BASE/metrics"; then
     grep -qE '^camserve_cache_bytes\{tier="disk"\} [1-9]' "$tmp/body" && ok "disk bytes shown" || fail "disk bytes metric"
 fi
 
+# ---- another precision is another answer ----
+# the same model and directory restarted in bf16 (where the CPU has it):
+# the fp32 answer on disk is not served for it, its own is, and the fp32
+# server still finds its own after that
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+    stop_server || fail "server did not stop"
+    start_server disk_bf16 --model "$model:m" --cache-dir "$dir" --cache-disk-mb 8 --precision bf16 || exit 1
+    explain "bf16 after fp32" && jcheck "bf16 computes its own (the fp32 entry is not served)" '.cache == "miss"'
+    explain "bf16 repeat" && jcheck "bf16 repeat is a hit" '.cache == "hit"'
+    req "models in bf16" 200 "$BASE/v1/models" && jcheck "/v1/models says bf16" '.models[0].precision == "bf16"'
+    stop_server || fail "server did not stop"
+    start_server disk_fp32 --model "$model:m" --cache-dir "$dir" --cache-disk-mb 8 || exit 1
+    explain "fp32 again" && jcheck "fp32 answered from disk" '.cache == "hit"' \
+        && jcheck "its answer" ".predictions[0].index == $want_top"
+else
+    echo "no native bf16 on this CPU: the precision part of the cache key is not checked here"
+fi
+
 # ---- DELETE /v1/cache ----
 req "DELETE /v1/cache?model=nope" 404 -X DELETE "$BASE/v1/cache?model=nope"
 req "GET /v1/cache" 405 "$BASE/v1/cache"
