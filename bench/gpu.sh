@@ -21,7 +21,8 @@
 #      layer3 (stage gradcam_map: forward + backward + map, the peers' scope),
 #      batch-64 throughput; fp16 and fp32; then variants (no fusion, timed
 #      cuDNN algorithms, one staging thread) and a per-step profile of
-#      batch 64 (CS_CUDA_PROFILE);
+#      batch 64 (CS_CUDA_PROFILE); the same ResNet-50 on this machine's CPU
+#      in fp32 and bf16;
 #   4. end to end in the server: the 4000x3000 photo, new bytes per request
 #      (bench/gpu_e2e.py);
 #   5. the PyTorch peers in the same run (eager autocast, hook GradCAM,
@@ -126,6 +127,16 @@ if [ -f "$M" ] && [ "$(left)" -gt 60 ]; then
     OMP_NUM_THREADS=1 cs_bench fp16_fwd_b64_1thread --precision fp16 --batch 64 --iters 30 --warmup 5
     CS_CUDA_FUSE=0 cs_bench fp16_fwd_b64_nofuse --precision fp16 --batch 64 --iters 30 --warmup 5
     CS_CUDA_FUSE=0 cs_bench fp16_gradcam_l4_nofuse --precision fp16 --iters 100 --warmup 10 --method gradcam --layer "$L4"
+fi
+
+# 3c. this machine's CPU, fp32 and bf16 (--device cpu): the GPU machines'
+# server CPUs may have AMX, which oneDNN uses for bf16 by itself
+if [ -f "$M" ] && [ "$(left)" -gt 50 ]; then
+    for p in fp32 bf16; do
+        log "camserve cpu $p"
+        cs timeout 30 "$B/camserve" bench --model "$M" --tensor "$X" --device cpu --precision "$p" --iters 20 --warmup 3 \
+            --json > "$W/cs_cpu_$p.json" 2> "$W/cs_cpu_$p.err" || echo "{\"error\": \"exit $?\"}" > "$W/cs_cpu_$p.json"
+    done
 fi
 
 # 4. end to end in the server: the 4000x3000 photo -> predictions + overlay
@@ -233,6 +244,10 @@ try:
           "around each step, so launch gaps count too; the input copy is not in it):", "", "```", *prof[last:last + 13], "```"]
 except Exception:
     pass
+cpu = [l for l in open(os.path.join(W, "version.txt")).read().splitlines() if l.startswith("cpu:")]
+L += ["", f"This machine's CPU, camserve --device cpu, batch 1, {load('cs_cpu_fp32.json').get('threads', '?')} threads "
+      f"({cpu[0] if cpu else 'cpu: ?'}): forward fp32 {ms(load('cs_cpu_fp32.json'), 'forward')} ms, "
+      f"bf16 {ms(load('cs_cpu_bf16.json'), 'forward')} ms."]
 t = load("torch_eager.json")
 for k, v in load("torch_compile.json").items():
     t.setdefault(k, v) if k != "error" else t.__setitem__("error", (t.get("error", "") + " " + str(v)).strip())
