@@ -201,8 +201,9 @@ int cs_cli_serve(int argc, char **argv) {
     if (cs_svc_start(svc, &err) != CS_OK) goto out;
     for (int i = 0; i < cs_svc_num_models(svc); i++) {
         const cs_svc_model_info *mi = cs_svc_model_at(svc, i);
-        fprintf(stderr, "camserve serve: model '%s' (%dx%d, %d classes, sha256 %.12s) loaded in %.0f ms\n",
-                mi->name, mi->input_w, mi->input_h, mi->num_classes, mi->digest, mi->load_ms);
+        fprintf(stderr, "camserve serve: model '%s' (%dx%d, %d classes, sha256 %.12s, %s %s) loaded in %.0f ms\n",
+                mi->name, mi->input_w, mi->input_h, mi->num_classes, mi->digest, cs_model_device(mi->model),
+                cs_precision_name(cs_model_precision(mi->model)), mi->load_ms);
     }
     fprintf(stderr, "camserve serve: ready (%d worker%s, max batch %d, queue %d)\n", sp.workers,
             sp.workers > 1 ? "s" : "", cs_svc_max_batch(svc), sp.queue);
