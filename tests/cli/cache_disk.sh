@@ -146,6 +146,21 @@ req "same photo, another method" 200 -H "Content-Type: image/jpeg" --data-binary
 req "classify the same photo" 200 -H "Content-Type: image/jpeg" --data-binary @"$photo" "$BASE/v1/classify" \
     && jcheck "decode skipped" '.timings_ms.decode == 0 and .image.width > 0'
 curl -s "$BASE/metrics" | grep -qE '^camserve_cache_entries\{tier="prepared"\} 1$' && ok "one prepared image" || fail "prepared metric"
+# single-flight again, 20 rounds of 6 on the small PNG (computed in a few ms, so a
+# request often arrives just as its leader finishes: it must then find the
+# result, not compute it again)
+before=$(metric 'camserve_stage_seconds_count\{stage="total"\}')
+for r in $(seq 11 30); do
+    pids=""
+    for i in 1 2 3 4 5 6; do
+        curl -s -o /dev/null --max-time 30 -H "Content-Type: image/png" --data-binary @"$png" \
+            "$BASE/v1/explain?alpha=0.$r" & pids="$pids $!"
+    done
+    wait $pids
+done
+after=$(metric 'camserve_stage_seconds_count\{stage="total"\}')
+[ $((after - before)) = 20 ] && ok "20 rounds of 6 identical requests: each computed once" \
+    || fail "20 rounds of 6 identical requests computed $((after - before)) times"
 stop_server || fail "server did not stop"
 
 echo "cache_disk: $fails failure(s)"
