@@ -99,6 +99,7 @@ struct cs_model {
 
     /* the device: "cpu" (be NULL) or a backend's name and its model state */
     char device[24];
+    int device_index;       /* what cs_model_options.device resolved to at load: -1 the CPU, else the GPU's */
     cs_precision precision;
     const cs_backend *be;
     void *be_model;

@@ -353,14 +353,14 @@ void cs_cpu_describe(char *buf, size_t len) {
              cs_cpu_has_bf16() ? "native" : "not native (--precision bf16 refused on the CPU)");
 }
 
-/* Before the CPU plans are built: whether they run convolutions in bf16
- * (the model's CPU precision).  A GPU device leaves the CPU plans fp32:
- * they only validate the graph. */
-static cs_status cpu_precision(cs_model *m, const cs_model_options *opt, cs_error *err) {
-    int index;
+/* Before the CPU plans are built: the device (m->device_index, resolved
+ * once: "auto" asks the CUDA runtime) and, for the CPU, whether its plans
+ * run convolutions in bf16.  A GPU device leaves the CPU plans fp32: they
+ * only validate the graph. */
+static cs_status pick_device(cs_model *m, const cs_model_options *opt, cs_error *err) {
     bool is_auto;
-    cs_status st = resolve_device(opt, &index, &is_auto, err);
-    if (st != CS_OK || index >= 0) return st;
+    cs_status st = resolve_device(opt, &m->device_index, &is_auto, err);
+    if (st != CS_OK || m->device_index >= 0) return st;
     cs_precision prec = opt ? opt->precision : CS_PRECISION_DEFAULT;
     m->precision = CS_PRECISION_FP32;
     if (prec == CS_PRECISION_BF16 && cs_cpu_has_bf16()) {
@@ -378,19 +378,15 @@ static cs_status cpu_precision(cs_model *m, const cs_model_options *opt, cs_erro
                      cs_precision_name(prec));
 }
 
-/* Puts m on the device opt asks for: nothing to do for the CPU (the load
- * already built everything, in the precision cpu_precision chose), the
+/* Puts m on the device pick_device chose: nothing to do for the CPU (the
+ * load already built everything, in the precision pick_device chose), the
  * backend's model_init for a GPU. */
 static cs_status model_attach_device(cs_model *m, const cs_model_options *opt, cs_error *err) {
     cs_precision prec = opt ? opt->precision : CS_PRECISION_DEFAULT;
-    int index;
-    bool is_auto;
-    cs_status rs = resolve_device(opt, &index, &is_auto, err);
-    if (rs != CS_OK) return rs;
+    const int index = m->device_index;
     (void)prec; /* without CUDA */
     if (index < 0) {
         snprintf(m->device, sizeof m->device, "cpu");
-        if (m->precision == CS_PRECISION_DEFAULT) m->precision = CS_PRECISION_FP32;
         return CS_OK;
     }
     if (prec == CS_PRECISION_DEFAULT) prec = CS_PRECISION_FP16;
@@ -429,7 +425,7 @@ cs_status cs_model_load_buffer(const void *buf, size_t len, const cs_model_optio
         }
         m->have_digest = true;
     }
-    cs_status st = cpu_precision(m, opt, err);
+    cs_status st = pick_device(m, opt, err);
     if (st == CS_OK) st = cs_onnx_parse(buf, len, &m->g, err);
     double t1 = cs_now_ms();
     if (st == CS_OK) st = model_init(m, opt, err);
@@ -452,7 +448,7 @@ cs_status cs_model_load(const char *path, const cs_model_options *opt, cs_model 
         pthread_mutex_init(&m->bwd_lock, NULL);
         m->num_threads = opt->num_threads > 0 ? opt->num_threads : omp_get_num_procs();
         cs_error perr = {0};
-        cs_status pst = cpu_precision(m, opt, err);
+        cs_status pst = pick_device(m, opt, err);
         if (pst != CS_OK) {
             cs_model_free(m);
             return cs_error_prefix(err, "%s", path);

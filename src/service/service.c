@@ -1842,6 +1842,16 @@ static int make_key(const job *j, const uint8_t img_sha[32], uint8_t key[32]) {
     return ok;
 }
 
+/* The memory tier's fresh result for key (a reference), or NULL. */
+static result_box *mem_lookup(cs_svc *s, const uint8_t key[32]) {
+    result_box *hit = s->p.cache_mem_bytes ? svc_lru_get(s->results, key) : NULL;
+    if (hit && s->p.cache_ttl_s > 0 && time(NULL) - hit->created > s->p.cache_ttl_s) {
+        result_release(hit);
+        hit = NULL;
+    }
+    return hit;
+}
+
 /* Parses and checks the request into j (everything but the image). */
 static cs_svc_outcome parse_request(cs_svc *s, const cs_svc_request *req, job *j, cs_error *err) {
     j->model = find_model(s, req->model, err);
@@ -1971,11 +1981,7 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
         }
     }
 
-    result_box *hit = s->p.cache_mem_bytes ? svc_lru_get(s->results, j->key) : NULL;
-    if (hit && s->p.cache_ttl_s > 0 && time(NULL) - hit->created > s->p.cache_ttl_s) {
-        result_release(hit);
-        hit = NULL;
-    }
+    result_box *hit = mem_lookup(s, j->key);
     bool mem_hit = hit != NULL;
     if (!hit && s->tiers) hit = tier_lookup(s, j); /* counted by the tier */
     pthread_mutex_lock(&s->mmu);
@@ -2023,14 +2029,11 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
     }
     s->inflight++;
     job *lead = flight_find(s, j->key);
-    result_box *late = NULL;
-    if (!lead && s->p.cache_mem_bytes) {
-        /* The leader of this key may have finished since the lookup above:
-         * it puts its result in the cache before it leaves the flights, so
-         * either it is still a flight or its result is there.  Without this
-         * look, an identical request could compute the answer a second time. */
-        late = svc_lru_get(s->results, j->key);
-    }
+    /* The leader of this key may have finished since the lookup above: it
+     * puts its result in the cache before it leaves the flights, so either
+     * it is still a flight or its result is there.  Without this look, an
+     * identical request could compute the answer a second time. */
+    result_box *late = lead ? NULL : mem_lookup(s, j->key);
     if (late) {
         if (--s->inflight == 0) pthread_cond_broadcast(&s->idle_cv);
         pthread_mutex_unlock(&s->mu);

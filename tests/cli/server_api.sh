@@ -236,10 +236,15 @@ stop_server TERM
 start_server fast503 --model "$model" --workers 1 --max-batch 1 --threads 1 --timeout-ms 60 || exit 1
 req "one ScoreCAM explain (sets the cost estimate)" 200 "$BASE/v1/explain?method=scorecam&alpha=0.5" \
     -H "Content-Type: image/png" --data-binary @"$png"
-urls=()
-for i in $(seq 1 16); do urls+=(-o "$tmp/fast.$i" "$BASE/v1/explain?method=scorecam&alpha=0.$((10 + i))"); done
-curl -s --max-time 60 --parallel --parallel-max 16 -w '%{http_code}\n' -H "Content-Type: image/png" \
-    --data-binary @"$png" "${urls[@]}" >"$tmp/fast.codes"
+# scorecam_burst NAME A: 16 concurrent ScoreCAM explains, alphas 0.(A+1) ..
+# 0.(A+16) (16 keys); answers in $tmp/NAME.1..16, status codes in $tmp/NAME.codes
+scorecam_burst() {
+    local urls=() i
+    for i in $(seq 1 16); do urls+=(-o "$tmp/$1.$i" "$BASE/v1/explain?method=scorecam&alpha=0.$(($2 + i))"); done
+    curl -s --max-time 60 --parallel --parallel-max 16 -w '%{http_code}\n' -H "Content-Type: image/png" \
+        --data-binary @"$png" "${urls[@]}" >"$tmp/$1.codes"
+}
+scorecam_burst fast 10
 refused=$(grep -l 'of work queued ahead, more than the 60 ms timeout' "$tmp"/fast.[0-9]* 2>/dev/null | wc -l)
 answered=$(grep -c '^200$' "$tmp/fast.codes")
 [ "$refused" -ge 1 ] && ok "$refused of 16 refused at admission with the wait estimate" \
@@ -262,10 +267,7 @@ gc=$(awk -F'} ' '/^camserve_job_cost_seconds\{.*kind="gradcam"/ { print $2 }' "$
 [ -n "$sc" ] && [ -n "$gc" ] && ok "/metrics reports the cost per method (scorecam ${sc}s, gradcam ${gc}s)" \
     || fail "no per-method cost in /metrics: $(grep job_cost "$tmp/cost.prom")"
 if awk -v s="${sc:-1}" -v g="${gc:-1}" 'BEGIN { exit !(s * 1000 < 25 && s > 2.5 * g) }'; then
-    urls=()
-    for i in $(seq 1 16); do urls+=(-o "$tmp/sb.$i" "$BASE/v1/explain?method=scorecam&alpha=0.$((60 + i))"); done
-    curl -s --max-time 60 --parallel --parallel-max 16 -w '%{http_code}\n' -H "Content-Type: image/png" \
-        --data-binary @"$png" "${urls[@]}" >"$tmp/sb.codes"
+    scorecam_burst sb 60
     refused=$(grep -l 'of work queued ahead' "$tmp"/sb.[0-9]* 2>/dev/null | wc -l)
     late=$(grep -c '^504$' "$tmp/sb.codes")
     [ "$refused" -ge 8 ] && [ "$late" -le 4 ] \
