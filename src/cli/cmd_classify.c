@@ -39,8 +39,10 @@ json_t *cli_predictions_json(const float *logits, int64_t classes, int k, const 
     topk(logits, classes, k, idx);
     for (int j = 0; j < k && idx[j] >= 0; j++) {
         const char *lab = cli_label(labels, idx[j]);
-        json_array_append_new(arr, json_pack("{s:I, s:s?, s:f}", "index", (json_int_t)idx[j],
-                                             "label", lab, "score", (double)prob[idx[j]]));
+        /* overflowed logits have no probabilities: null (JSON has no NaN) */
+        json_t *score = isfinite(prob[idx[j]]) ? json_real(prob[idx[j]]) : json_null();
+        json_array_append_new(arr, json_pack("{s:I, s:s?, s:o}", "index", (json_int_t)idx[j],
+                                             "label", lab, "score", score));
     }
 done:
     free(prob);

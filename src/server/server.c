@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <jansson.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <openssl/evp.h>
@@ -276,8 +277,11 @@ static json_t *predictions_json(const cs_svc_result *r) {
     json_t *a = json_array();
     for (int i = 0; i < r->npred; i++) {
         const cs_svc_prediction *p = &r->preds[i];
-        json_array_append_new(a, json_pack("{s:i, s:s?, s:f}", "index", p->index, "label",
-                                           p->label[0] ? p->label : NULL, "score", (double)p->score));
+        /* a model whose logits overflow (+inf) has no probabilities: null,
+         * not a prediction dropped because JSON has no NaN */
+        json_t *score = isfinite(p->score) ? json_real(p->score) : json_null();
+        json_array_append_new(a, json_pack("{s:i, s:s?, s:o}", "index", p->index, "label",
+                                           p->label[0] ? p->label : NULL, "score", score));
     }
     return a;
 }
@@ -585,9 +589,17 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
                                  size_t size) {
     req_ctx *c = cls;
     if (c->early_status) return MHD_YES;
+    /* a part without Content-Disposition: form-data; name=... comes with
+     * no key (found by tests/fuzz/fuzz_http.c: it used to crash here) */
+    if (!key) {
+        c->early_status = 400;
+        snprintf(c->early_msg, sizeof c->early_msg,
+                 "malformed multipart body: a part without a name (Content-Disposition: form-data; name=...)");
+        return MHD_YES;
+    }
     if (!strcmp(key, "image")) {
         c->have_image_field = true;
-        append(c, data, size, true); /* on failure early_status says why */
+        if (size) append(c, data, size, true); /* on failure early_status says why */
         return MHD_YES;
     }
     int i = param_index(key);
@@ -598,7 +610,7 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
         snprintf(c->early_msg, sizeof c->early_msg, "field '%s' is too long", key);
         return MHD_YES;
     }
-    memcpy(c->params[i] + cur, data, size);
+    if (size) memcpy(c->params[i] + cur, data, size);
     c->params[i][cur + size] = '\0';
     c->param_set[i] = true;
     return MHD_YES;

@@ -11,14 +11,18 @@
  *   i32 image_w | i32 image_h | 4 x f32 box | 7 x f64 computed timings
  * where str is u16 length + bytes and blob u32 length + bytes.  The base64
  * copies are not stored: decoding makes them again (~0.1 ms per 100 KB).
- * Decoding checks every length against the buffer and every string against
- * its field, so a value that passed the frame checksum but comes from another
- * codec version is refused, never half-read. */
+ * Decoding checks every length against the buffer, every string against its
+ * field and UTF-8, every number for being finite, so a value that passed the
+ * frame checksum but comes from another codec version (or a Redis another
+ * program wrote to) is refused, never half-read or answered as broken JSON.
+ * tests/fuzz/fuzz_result.c holds the decoder to that. */
 #include "service/service_internal.h"
 
 #include "camserve/imageio.h"
 #include "camserve/service.h"
 
+#include <jansson.h>
+#include <math.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,11 +157,29 @@ static double r_f64(rbuf *r) {
     return f;
 }
 
-/* Into a fixed field: longer than the field is a bad value. */
+/* A number the answer's JSON carries: jansson has no NaN or infinity. */
+static float r_f32_finite(rbuf *r) {
+    float f = r_f32(r);
+    if (!isfinite(f)) r->bad = 1;
+    return f;
+}
+
+static double r_f64_finite(rbuf *r) {
+    double f = r_f64(r);
+    if (!isfinite(f)) r->bad = 1;
+    return f;
+}
+
+/* Into a fixed field: longer than the field is a bad value, and so is one
+ * that is not UTF-8 without NULs (it goes into JSON answers; jansson's
+ * check is the one the answer would fail). */
 static void r_str(rbuf *r, char *dst, size_t cap) {
     size_t n = (size_t)r_uint(r, 2);
     const uint8_t *p = r_take(r, n);
-    if (!p || n >= cap) {
+    json_t *j = p && n < cap && !memchr(p, 0, n) ? json_stringn((const char *)p, n) : NULL;
+    const int valid = j != NULL;
+    json_decref(j);
+    if (!valid) {
         r->bad = 1;
         dst[0] = '\0';
         return;
@@ -202,7 +224,7 @@ int svc_result_decode(const uint8_t *buf, size_t len, cs_svc_result *res) {
     if (res->npred > CS_SVC_MAX_TOPK) return 0;
     for (int i = 0; i < res->npred; i++) {
         res->preds[i].index = (int)(int32_t)r_uint(&r, 4);
-        res->preds[i].score = r_f32(&r);
+        res->preds[i].score = r_f32_finite(&r);
         r_str(&r, res->preds[i].label, sizeof res->preds[i].label);
     }
     r_str(&r, res->method, sizeof res->method);
@@ -211,16 +233,16 @@ int svc_result_decode(const uint8_t *buf, size_t len, cs_svc_result *res) {
     r_str(&r, res->class_label, sizeof res->class_label);
     char cmap[32];
     r_str(&r, cmap, sizeof cmap);
-    res->alpha = r_f64(&r);
+    res->alpha = r_f64_finite(&r);
     res->overlay_w = (int)(int32_t)r_uint(&r, 4);
     res->overlay_h = (int)(int32_t)r_uint(&r, 4);
     res->overlay_png = r_blob(&r, &res->overlay_len);
     res->heatmap_png = r_blob(&r, &res->heatmap_len);
     res->image_w = (int)(int32_t)r_uint(&r, 4);
     res->image_h = (int)(int32_t)r_uint(&r, 4);
-    for (int i = 0; i < 4; i++) res->box[i] = r_f32(&r);
+    for (int i = 0; i < 4; i++) res->box[i] = r_f32_finite(&r);
     double t[7];
-    for (int i = 0; i < 7; i++) t[i] = r_f64(&r);
+    for (int i = 0; i < 7; i++) t[i] = r_f64_finite(&r);
     res->computed = (cs_svc_timings){t[0], t[1], t[2], t[3], t[4], t[5], t[6]};
     if (res->kind == CS_SVC_EXPLAIN) {
         cs_img_colormap cm;

@@ -22,6 +22,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <omp.h>
 #include <openssl/evp.h>
@@ -412,18 +413,40 @@ cs_status cs_svc_create(const cs_svc_params *p, cs_svc **out, cs_error *err) {
 
 /* ---- models -------------------------------------------------------------------- */
 
-static cs_status split_labels(svc_model *sm, char *text) {
+/* Text that goes into JSON answers: jansson refuses what is not UTF-8 (and
+ * the field with it, silently), so it is refused at load instead. */
+static bool utf8_text(const char *t) {
+    json_t *j = json_string(t);
+    const bool valid = j != NULL;
+    json_decref(j);
+    return valid;
+}
+
+/* snprintf into a fixed field, cut at a character boundary: a long UTF-8
+ * label cut inside a character would no longer be UTF-8. */
+static void copy_text(char *dst, size_t cap, const char *src) {
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80) n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static cs_status split_labels(svc_model *sm, char *text, cs_error *err) {
     sm->labels_buf = text;
     int lines = 1;
     for (char *c = text; *c; c++) lines += *c == '\n';
     sm->labels = calloc((size_t)lines, sizeof(char *));
-    if (!sm->labels) return CS_ENOMEM;
+    if (!sm->labels) return cs_errorf(err, CS_ENOMEM, "out of memory");
     int n = 0;
     for (char *p = text; *p && n < lines;) {
         char *nl = strchr(p, '\n');
         if (nl) *nl = '\0';
         size_t l = strlen(p);
         if (l && p[l - 1] == '\r') p[l - 1] = '\0';
+        if (!utf8_text(p)) return cs_errorf(err, CS_EFORMAT, "labels: line %d is not UTF-8", n + 1);
         sm->labels[n++] = p;
         if (!nl) break;
         p = nl + 1;
@@ -492,6 +515,9 @@ static cs_status model_finish(cs_svc *s, svc_model *sm, const char *name, double
                          "model '%s': its preprocessing makes 3x%dx%d tensors; its input is %lldx%lldx%lld",
                          name, sm->pp.crop_h, sm->pp.crop_w, (long long)info.input_dims[1],
                          (long long)info.input_dims[2], (long long)info.input_dims[3]);
+    if (!*name || strlen(name) >= sizeof sm->name || !utf8_text(name))
+        return cs_errorf(err, CS_EINVAL, "model name '%s': give 1 to %zu bytes of UTF-8 (--model PATH:NAME)",
+                         name, sizeof sm->name - 1);
     for (int i = 0; i < s->nmodels && check_dup; i++)
         if (!strcmp(s->slots[i].cur->name, name))
             return cs_errorf(err, CS_EINVAL, "two models are named '%s'", name);
@@ -542,7 +568,7 @@ static cs_status load_file(cs_svc *s, const char *name, const char *path, bool c
         size_t ll;
         char *text = read_file(labels_path, (size_t)64 << 20, &ll);
         if (!text) st = cs_errorf(err, CS_EIO, "cannot read labels %s", labels_path);
-        else if (split_labels(smp, text) != CS_OK) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+        else if ((st = split_labels(smp, text, err)) != CS_OK) cs_error_prefix(err, "%s", labels_path);
     }
     free(labels_path);
     char base[64];
@@ -615,7 +641,8 @@ cs_status cs_svc_add_model_buffer(cs_svc *s, const char *name, const void *buf, 
     }
     if (st == CS_OK && labels_text) {
         char *t = strdup(labels_text);
-        if (!t || split_labels(smp, t) != CS_OK) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+        if (!t) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+        else st = split_labels(smp, t, err);
     }
     if (st == CS_OK) st = model_finish(s, smp, name, t0, true, err);
     if (st != CS_OK) {
@@ -1118,7 +1145,7 @@ static void fill_predictions(const svc_model *sm, const float *logits, int topk,
         r->preds[k].index = v[k].i;
         r->preds[k].score = v[k].p;
         const char *lab = v[k].i < sm->info.num_labels ? sm->labels[v[k].i] : "";
-        snprintf(r->preds[k].label, sizeof r->preds[k].label, "%s", lab);
+        copy_text(r->preds[k].label, sizeof r->preds[k].label, lab);
     }
     free(v);
 }
@@ -1164,8 +1191,8 @@ static result_box *do_post(cs_svc *s, job *j) {
             off += (size_t)snprintf(r->layer + off, sizeof r->layer - off, "%s%s", l ? "," : "",
                                     cs_model_layer_name(sm->m, j->eo.layers[l]));
         r->class_index = j->class_idx;
-        snprintf(r->class_label, sizeof r->class_label, "%s",
-                 j->class_idx < sm->info.num_labels ? sm->labels[j->class_idx] : "");
+        copy_text(r->class_label, sizeof r->class_label,
+                  j->class_idx < sm->info.num_labels ? sm->labels[j->class_idx] : "");
         r->colormap = cs_img_colormap_name(j->cmap);
         r->alpha = j->alpha;
         cs_image over = {0}, heat = {0};

@@ -153,6 +153,19 @@ print(f"ok:   bench --json: forward median {m:.3f} ms")
 EOF
 fi
 
+# ---- serve: what would break its JSON answers is refused at load ------------------
+# (jansson refuses text that is not UTF-8, and the field with it)
+mkdir -p "$tmp/latin1"
+cp "$model" "$tmp/latin1/m.onnx"
+printf 'cat\ncaf\xe9\n' >"$tmp/latin1/labels.txt"
+printf '{"labels": "labels.txt"}\n' >"$tmp/latin1/m.json"
+run "serve: labels not UTF-8" 1 timeout 60 "$bin" serve --model "$tmp/latin1/m.onnx" --port 0
+LC_ALL=C grep -aq 'labels.txt.*line 2 is not UTF-8' "$tmp/err" || fail "serve: labels not UTF-8: stderr: $(head -c 400 "$tmp/err")"
+no_crash "serve: labels not UTF-8"
+run "serve: model name not UTF-8" 1 timeout 60 "$bin" serve --model "$model:$(printf 'r\xe9sn')" --port 0
+LC_ALL=C grep -aq 'model name.*UTF-8' "$tmp/err" || fail "serve: model name not UTF-8: stderr: $(head -c 400 "$tmp/err")"
+no_crash "serve: model name not UTF-8"
+
 if [ "$fails" -ne 0 ]; then
     echo "cli_errors: $fails check(s) failed"
     exit 1

@@ -45,6 +45,9 @@ req "oversized multipart" 413 -F "image=@$tmp/big.bin;type=image/jpeg" "$BASE/v1
 req "malformed multipart" 400 -H "Content-Type: multipart/form-data; boundary=XyZ" \
     --data-binary $'--XyZ\r\nContent-Disposition: form-data; name="image"\r\n\r\nabc' "$BASE/v1/explain" \
     && jcheck "says multipart" '.error | test("multipart")'
+req "multipart part without a name" 400 -H "Content-Type: multipart/form-data; boundary=XyZ" \
+    --data-binary $'--XyZ\r\nContent-Type: image/png\r\n\r\nabc\r\n--XyZ--\r\n' "$BASE/v1/explain" \
+    && jcheck "says the part has no name" '.error | test("without a name")'
 req "multipart without boundary" 400 -H "Content-Type: multipart/form-data" --data-binary "xx" "$BASE/v1/explain"
 req "multipart without image" 400 -F method=gradcam "$BASE/v1/explain" && jcheck "names the field" '.error | test("image")'
 req "malformed JSON" 400 -H "Content-Type: application/json" -d '{"image_id": ' "$BASE/v1/explain" \
