@@ -137,6 +137,12 @@ async function loadSamples() {
 
 // ---- image input --------------------------------------------------------------------
 
+// the user's own file: no sample is the current image any more
+function setOwnImage(blob) {
+  document.querySelectorAll('.gallery button').forEach((x) => x.classList.remove('on'));
+  setImage(blob);
+}
+
 function setImage(blob) {
   clearError();
   state.file = blob;
@@ -159,7 +165,7 @@ $('preview').addEventListener('error', () => {
 
 const drop = $('drop');
 $('file').addEventListener('change', (e) => {
-  if (e.target.files && e.target.files[0]) setImage(e.target.files[0]);
+  if (e.target.files && e.target.files[0]) setOwnImage(e.target.files[0]);
   e.target.value = '';
 });
 drop.addEventListener('keydown', (e) => {
@@ -175,13 +181,13 @@ drop.addEventListener('keydown', (e) => {
 }));
 drop.addEventListener('drop', (e) => {
   const f = e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0];
-  if (f) setImage(f);
+  if (f) setOwnImage(f);
 });
 document.addEventListener('paste', (e) => {
   const items = (e.clipboardData && e.clipboardData.items) || [];
   for (const it of items) {
     if (it.kind === 'file' && it.type.startsWith('image/')) {
-      setImage(it.getAsFile());
+      setOwnImage(it.getAsFile());
       return;
     }
   }

@@ -87,6 +87,8 @@ try {
   await page.waitForSelector('#error:not([hidden])', { timeout: TIMEOUT });
   const err = await page.textContent('#error-text');
   if (!/invalid image/i.test(err)) fail(`error message '${err}' does not say invalid image`);
+  const marked = await page.locator('#gallery button.on').count();
+  if (marked !== 0) fail(`after the user's own file, ${marked} sample(s) still marked as the current image`);
   await page.screenshot({ path: path.join(out, '4-error.png') });
 
   if (consoleErrors.filter((e) => !/415|Failed to load resource/.test(e)).length)
