@@ -1666,51 +1666,15 @@ static cs_status cplan_build(cuda_model *cm, cudnnHandle_t dnn, int batch, const
             p->skip[c->fold_bn] = true;
             continue;
         }
-        cs_node *u = cs_arena_alloc(&p->consts, sizeof *u);
-        int *in = cs_arena_alloc(&p->consts, 3 * sizeof(int)), *o1 = cs_arena_alloc(&p->consts, sizeof(int));
-        if (!u || !in || !o1) {
+        cs_node *u = cs_graph_unfold_bn(c, &p->consts);
+        if (!u) {
             st = cs_errorf(err, CS_ENOMEM, "out of memory");
             goto fail;
         }
-        *u = *c;
-        in[0] = c->inputs[0];
-        in[1] = c->pre_bn_w;
-        in[2] = c->pre_bn_b;
-        u->inputs = in;
-        u->ninputs = c->pre_bn_b >= 0 ? 3 : 2;
-        o1[0] = c->pre_bn_out;
-        u->outputs = o1;
-        u->fold_bn = -1;
         p->unfolded[ni] = u;
     }
     /* consumer lists over live nodes */
-    {
-        int total = 0;
-        for (int ni = 0; ni < g->nnodes; ni++) {
-            if (g->nodes[ni].dead) continue;
-            for (int i = 0; i < g->nodes[ni].ninputs; i++)
-                if (g->nodes[ni].inputs[i] >= 0) {
-                    p->cons_start[g->nodes[ni].inputs[i] + 1]++;
-                    total++;
-                }
-        }
-        for (int v = 0; v < g->nvalues; v++) p->cons_start[v + 1] += p->cons_start[v];
-        p->cons = malloc((size_t)(total + 1) * sizeof(int));
-        int *fill = calloc((size_t)g->nvalues + 1, sizeof(int));
-        if (!p->cons || !fill) {
-            free(fill);
-            st = cs_errorf(err, CS_ENOMEM, "out of memory");
-            goto fail;
-        }
-        for (int ni = 0; ni < g->nnodes; ni++) {
-            if (g->nodes[ni].dead) continue;
-            for (int i = 0; i < g->nodes[ni].ninputs; i++) {
-                int v = g->nodes[ni].inputs[i];
-                if (v >= 0) p->cons[p->cons_start[v] + fill[v]++] = ni;
-            }
-        }
-        free(fill);
-    }
+    if ((st = cs_graph_consumers(g, p->cons_start, &p->cons, err)) != CS_OK) goto fail;
     for (int v = 0; v < g->nvalues; v++) {
         const cs_value *cv = &g->values[v];
         if (!cv->data) continue;
@@ -2011,42 +1975,6 @@ static void prof_report(const cplan *p) {
 
 /* ---- backward -------------------------------------------------------------------------- */
 
-/* The region (backward.c's region_of, repeated on purpose: the CPU one is
- * static to its file and tied to its plan). */
-static cs_status region(const cs_model *m, const int *layers, int nlayers, bool *in_d, bool *in_region,
-                        cs_error *err) {
-    const cs_graph *g = &m->g;
-    for (int i = 0; i < nlayers; i++) in_d[layers[i]] = true;
-    for (int ni = 0; ni < g->nnodes; ni++) {
-        const cs_node *n = &g->nodes[ni];
-        if (n->dead) continue;
-        bool hit = false;
-        for (int i = 0; i < n->ninputs; i++) hit = hit || (n->inputs[i] >= 0 && in_d[n->inputs[i]]);
-        if (!hit) continue;
-        in_region[ni] = true;
-        for (int o = 0; o < n->noutputs; o++)
-            if (n->outputs[o] >= 0) in_d[n->outputs[o]] = true;
-    }
-    bool *reach = calloc((size_t)g->nvalues, sizeof(bool));
-    if (!reach) return cs_errorf(err, CS_ENOMEM, "out of memory");
-    reach[g->outputs[0]] = true;
-    for (int ni = g->nnodes - 1; ni >= 0; ni--) {
-        const cs_node *n = &g->nodes[ni];
-        if (!in_region[ni]) continue;
-        bool r = false;
-        for (int o = 0; o < n->noutputs; o++) r = r || (n->outputs[o] >= 0 && reach[n->outputs[o]]);
-        if (!r) {
-            in_region[ni] = false;
-            continue;
-        }
-        for (int i = 0; i < n->ninputs; i++)
-            if (n->inputs[i] >= 0) reach[n->inputs[i]] = true;
-    }
-    free(reach);
-    if (!in_d[g->outputs[0]]) return cs_errorf(err, CS_EINVAL, "the output does not depend on the target layer");
-    return CS_OK;
-}
-
 static bool has_grad(const cplan *p, int d) { return d >= 0 && p->dt[root_of(p, d)].goffset >= 0; }
 
 static cs_status bwd_build(cuda_session *ss, cplan *p, const int *layers, int nlayers, cs_error *err) {
@@ -2066,7 +1994,7 @@ static cs_status bwd_build(cuda_session *ss, cplan *p, const int *layers, int nl
     p->bsteps = malloc((size_t)(p->nsteps + 1) * sizeof(bstep));
     cs_status st = CS_OK;
     if (!p->in_d || !in_region || !p->bsteps) st = cs_errorf(err, CS_ENOMEM, "out of memory");
-    if (st == CS_OK) st = region(p->m, layers, nlayers, p->in_d, in_region, err);
+    if (st == CS_OK) st = cs_graph_grad_region(&p->m->g, layers, nlayers, p->in_d, in_region, err);
     if (st != CS_OK) {
         free(in_region);
         return st;

@@ -39,46 +39,6 @@ struct cs_bwd {
 
 /* ---- region ------------------------------------------------------------------ */
 
-static cs_status region_of(const cs_model *m, const int *layers, int nlayers, bool *in_d,
-                           bool *in_region, cs_error *err) {
-    const cs_graph *g = &m->g;
-    for (int i = 0; i < nlayers; i++) {
-        if (layers[i] < 0 || layers[i] >= g->nvalues)
-            return cs_errorf(err, CS_EINVAL, "layer value %d out of range", layers[i]);
-        in_d[layers[i]] = true;
-    }
-    for (int ni = 0; ni < g->nnodes; ni++) {
-        const cs_node *n = &g->nodes[ni];
-        if (n->dead) continue;
-        bool hit = false;
-        for (int i = 0; i < n->ninputs; i++) hit = hit || (n->inputs[i] >= 0 && in_d[n->inputs[i]]);
-        if (!hit) continue;
-        in_region[ni] = true;
-        for (int o = 0; o < n->noutputs; o++)
-            if (n->outputs[o] >= 0) in_d[n->outputs[o]] = true;
-    }
-    /* keep only nodes from which the output is reachable */
-    bool *reach = calloc((size_t)g->nvalues, sizeof(bool));
-    if (!reach) return cs_errorf(err, CS_ENOMEM, "out of memory");
-    reach[g->outputs[0]] = true;
-    for (int ni = g->nnodes - 1; ni >= 0; ni--) {
-        const cs_node *n = &g->nodes[ni];
-        if (!in_region[ni]) continue;
-        bool r = false;
-        for (int o = 0; o < n->noutputs; o++) r = r || (n->outputs[o] >= 0 && reach[n->outputs[o]]);
-        if (!r) {
-            in_region[ni] = false;
-            continue;
-        }
-        for (int i = 0; i < n->ninputs; i++)
-            if (n->inputs[i] >= 0) reach[n->inputs[i]] = true;
-    }
-    free(reach);
-    if (!in_d[g->outputs[0]])
-        return cs_errorf(err, CS_EINVAL, "the output does not depend on the target layer");
-    return CS_OK;
-}
-
 cs_status cs_bwd_keep_set(const cs_model *m, const int *layers, int nlayers, int **keep,
                           int *nkeep, cs_error *err) {
     const cs_graph *g = &m->g;
@@ -88,7 +48,7 @@ cs_status cs_bwd_keep_set(const cs_model *m, const int *layers, int nlayers, int
     int *out = malloc(((size_t)g->nvalues + 1) * sizeof(int));
     cs_status st = CS_OK;
     if (!in_d || !in_region || !k || !out) st = cs_errorf(err, CS_ENOMEM, "out of memory");
-    if (st == CS_OK) st = region_of(m, layers, nlayers, in_d, in_region, err);
+    if (st == CS_OK) st = cs_graph_grad_region(&m->g, layers, nlayers, in_d, in_region, err);
     int n = 0;
     if (st == CS_OK) {
         for (int i = 0; i < nlayers; i++) k[layers[i]] = true;
@@ -306,7 +266,7 @@ cs_status cs_bwd_build(cs_model *m, cs_plan *p, const int *layers, int nlayers, 
     cs_status st = CS_OK;
     if (!b->in_d || !b->grad || !b->touched || !in_region || !b->region || !b->convs)
         st = cs_errorf(err, CS_ENOMEM, "out of memory");
-    if (st == CS_OK) st = region_of(m, layers, nlayers, b->in_d, in_region, err);
+    if (st == CS_OK) st = cs_graph_grad_region(&m->g, layers, nlayers, b->in_d, in_region, err);
     size_t total = 0;
     if (st == CS_OK) {
         for (int v = 0; v < g->nvalues; v++) {

@@ -160,6 +160,28 @@ int cs_attr_ints(const cs_node *n, const char *name, const int64_t **out);
 
 int cs_graph_find_value(const cs_graph *g, const char *name); /* -1 if absent */
 
+/* ---- graph walks both backends' planners share (ir.c) ---------------------- */
+
+/* Consumers of every value over the live nodes, in CSR form: the nodes that
+ * read value v are cons[start[v]] .. cons[start[v + 1] - 1], in node order.
+ * start has nvalues + 2 entries, zeroed by the caller; *cons is malloc'd
+ * (the caller frees it). */
+cs_status cs_graph_consumers(const cs_graph *g, int *start, int **cons, cs_error *err);
+
+/* The part of the graph a gradient to `layers` (value indices) flows back
+ * through: in_d[v] is set for every value that depends on a layer,
+ * in_region[ni] for every live node on a path from a layer to the output.
+ * in_d (nvalues) and in_region (nnodes) are zeroed by the caller.  Fails
+ * when the output does not depend on any layer. */
+cs_status cs_graph_grad_region(const cs_graph *g, const int *layers, int nlayers, bool *in_d, bool *in_region,
+                               cs_error *err);
+
+/* A Conv that has a BatchNormalization folded into it (c->fold_bn >= 0), as
+ * it was before the fold: original weight and bias, writing the pre-BN
+ * tensor.  What a plan runs (followed by the BN node) where the pre-BN tensor
+ * must be shown.  Allocated in a (the plan's arena); NULL when out of memory. */
+cs_node *cs_graph_unfold_bn(const cs_node *c, cs_arena *a);
+
 /* ---- operator semantics (src/engine/ops.c) -------------------------------
  * Shape inference and a plain-layout reference kernel for every cs_op.
  *

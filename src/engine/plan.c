@@ -1566,50 +1566,16 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
             p->pn[c->fold_bn].skip = true;
             continue;
         }
-        cs_node *u = cs_arena_alloc(&p->consts, sizeof *u);
-        int *in = cs_arena_alloc(&p->consts, 3 * sizeof(int)), *o1 = cs_arena_alloc(&p->consts, sizeof(int));
-        if (!u || !in || !o1) {
+        cs_node *u = cs_graph_unfold_bn(c, &p->consts);
+        if (!u) {
             st = cs_errorf(err, CS_ENOMEM, "out of memory");
             goto fail;
         }
-        *u = *c;
-        in[0] = c->inputs[0];
-        in[1] = c->pre_bn_w;
-        in[2] = c->pre_bn_b;
-        u->inputs = in;
-        u->ninputs = c->pre_bn_b >= 0 ? 3 : 2;
-        o1[0] = c->pre_bn_out;
-        u->outputs = o1;
-        u->fold_bn = -1;
         p->pn[ni].unfolded = u;
     }
 
     /* consumer lists (CSR) over live nodes */
-    int total = 0;
-    for (int ni = 0; ni < g->nnodes; ni++) {
-        if (g->nodes[ni].dead) continue;
-        for (int i = 0; i < g->nodes[ni].ninputs; i++)
-            if (g->nodes[ni].inputs[i] >= 0) {
-                p->cons_start[g->nodes[ni].inputs[i] + 1]++;
-                total++;
-            }
-    }
-    for (int v = 0; v < g->nvalues; v++) p->cons_start[v + 1] += p->cons_start[v];
-    p->cons = malloc((size_t)(total + 1) * sizeof(int));
-    int *fill = calloc((size_t)g->nvalues + 1, sizeof(int));
-    if (!p->cons || !fill) {
-        free(fill);
-        st = cs_errorf(err, CS_ENOMEM, "out of memory");
-        goto fail;
-    }
-    for (int ni = 0; ni < g->nnodes; ni++) {
-        if (g->nodes[ni].dead) continue;
-        for (int i = 0; i < g->nodes[ni].ninputs; i++) {
-            int v = g->nodes[ni].inputs[i];
-            if (v >= 0) p->cons[p->cons_start[v] + fill[v]++] = ni;
-        }
-    }
-    free(fill);
+    if ((st = cs_graph_consumers(g, p->cons_start, &p->cons, err)) != CS_OK) goto fail;
 
     /* constants and the input */
     for (int v = 0; v < g->nvalues; v++) {
