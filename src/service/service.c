@@ -1442,9 +1442,10 @@ static cs_session *worker_session(cs_svc *s, int w, svc_model *m, cs_error *err)
 
 /* Runs the default explanation (GradCAM at the default layer, batch 1) once
  * on a blank input, so that the first request does not pay for building the
- * plans, oneDNN's primitives and this thread's OpenMP team: with ResNet-50
- * on 2 busy cores the first request took ~93 ms against ~76 for the next
- * ones, and with this ~75 like them, for ~0.1 s more before ready.  Only
+ * plans, oneDNN's primitives and this thread's OpenMP team.  ResNet-50 on
+ * 2 cores, bench/first_request.sh, 4 rounds: the first request took 69.5 ms
+ * against 57.2 for the next ones, with this 61.7 against 57.7, for ~30 ms
+ * more before ready.  Only
  * the default explanation: other layers, methods and /v1/classify build
  * their plans on first use.  Best effort: a model this fails on fails the
  * same way on its first request, which says why. */
