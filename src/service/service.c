@@ -1445,10 +1445,9 @@ static cs_session *worker_session(cs_svc *s, int w, svc_model *m, cs_error *err)
  * plans, oneDNN's primitives and this thread's OpenMP team.  ResNet-50 on
  * 2 cores, bench/first_request.sh, 4 rounds: the first request took 69.5 ms
  * against 57.2 for the next ones, with this 61.7 against 57.7, for ~30 ms
- * more before ready.  Only
- * the default explanation: other layers, methods and /v1/classify build
- * their plans on first use.  Best effort: a model this fails on fails the
- * same way on its first request, which says why. */
+ * more before ready.  Only the default explanation: other layers, methods
+ * and /v1/classify build their plans on first use.  Best effort: a model
+ * this fails on fails the same way on its first request, which says why. */
 static void warm_session(cs_session *sess, const svc_model *sm) {
     cs_explain_options eo = cs_explain_default_options();
     cs_error err = {0};
