@@ -24,7 +24,8 @@
 #      batch 64 (CS_CUDA_PROFILE); the same ResNet-50 on this machine's CPU
 #      in fp32 and bf16;
 #   4. end to end in the server: the 4000x3000 photo, new bytes per request
-#      (bench/gpu_e2e.py);
+#      (bench/gpu_e2e.py), with the GPU image path (nvJPEG + resize kernels,
+#      the default) and with --gpu-decode off;
 #   5. the PyTorch peers in the same run (eager autocast, hook GradCAM,
 #      host-to-host batch 64, torch.compile with CUDA graphs) and
 #      torch.autocast's own fp16/bf16 error on the golden families
@@ -65,8 +66,16 @@ PY
 # only for camserve's binaries: the bundle's libstdc++/libgomp must not
 # shadow newer ones PyTorch needs
 CSLD="$B/lib${nvlibs:+:$nvlibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# nvJPEG for the GPU image path (src/cuda/gpuprep.c dlopens it): the pip
+# package's, the toolkit's, or one bundled with torchvision
+if [ -z "${CS_NVJPEG_LIB:-}" ]; then
+    CS_NVJPEG_LIB=$( { for d in ${nvlibs//:/ } /usr/local/cuda*/lib64 /usr/lib/x86_64-linux-gnu; do ls "$d"/libnvjpeg.so* 2>/dev/null; done
+        python3 -c 'import torchvision, glob, os; print("\n".join(glob.glob(os.path.join(os.path.dirname(torchvision.__file__), "..", "torchvision.libs", "libnvjpeg*"))))' 2>/dev/null; } | head -1)
+fi
+export CS_NVJPEG_LIB
 cs() { env LD_LIBRARY_PATH="$CSLD" "$@"; }
 log "camserve's LD_LIBRARY_PATH=$CSLD"
+log "nvJPEG: ${CS_NVJPEG_LIB:-not found (the GPU image path falls back to the CPU)}"
 gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
 [ -n "$gpu" ] || gpu=$(python3 -c 'import torch; print(torch.cuda.get_device_name(0))' 2>/dev/null)
 [ -n "$gpu" ] || gpu="unknown GPU"
@@ -77,11 +86,11 @@ log "gpu: $gpu; $(cat "$W/version.txt")"
 
 # 1. parity tests
 log "test_cuda"
-CS_GOLDEN_DIR=$root/tests/golden cs timeout 120 "$B/test_cuda" > "$W/test_cuda.txt" 2>&1
+CS_GOLDEN_DIR=$root/tests/golden CS_IMAGES_DIR=$root/tests/data/images cs timeout 150 "$B/test_cuda" > "$W/test_cuda.txt" 2>&1
 echo "exit $?" >> "$W/test_cuda.txt"
 tail -3 "$W/test_cuda.txt" >&2
 # the same without cuDNN's fused convolutions (the unfused path is the fallback)
-CS_CUDA_FUSE=0 CS_GOLDEN_DIR=$root/tests/golden cs timeout 60 "$B/test_cuda" > "$W/test_cuda_nofuse.txt" 2>&1
+CS_CUDA_FUSE=0 CS_GOLDEN_DIR=$root/tests/golden CS_IMAGES_DIR=$root/tests/data/images cs timeout 60 "$B/test_cuda" > "$W/test_cuda_nofuse.txt" 2>&1
 echo "exit $?" >> "$W/test_cuda_nofuse.txt"
 
 # 2. the model
@@ -141,22 +150,32 @@ fi
 
 # 4. end to end in the server: the 4000x3000 photo -> predictions + overlay
 # PNG (ResNet-50, GradCAM at the default layer, fp16), new bytes each time
-if [ -f "$M" ] && [ -f "$B/photo.jpg" ] && [ "$(left)" -gt 60 ]; then
-    log "server end to end"
-    port=18931
-    cs "$B/camserve" serve --model "$M:resnet50" --device cuda --port $port --cache-dir "$W/cache" \
-        > "$W/serve.txt" 2>&1 &
-    spid=$!
+# PNG (ResNet-50, GradCAM at the default layer, fp16), new bytes each time;
+# with the GPU image path (the default, e2e.json) and without (e2e_cpu.json)
+e2e() { # $1: result name, then serve's extra arguments
+    local name=$1 port=18931
+    shift
+    rm -rf "$W/cache"
+    cs "$B/camserve" serve --model "$M:resnet50" --device cuda --port $port --cache-dir "$W/cache" "$@" \
+        > "$W/serve_$name.txt" 2>&1 &
+    local spid=$!
     for _ in $(seq 100); do
         kill -0 $spid 2>/dev/null || break
-        grep -qE "no usable|cannot|error" "$W/serve.txt" && break
+        grep -qE "no usable|cannot|error" "$W/serve_$name.txt" && break
         python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/readyz', timeout=1)" 2>/dev/null && break
         sleep 0.3
     done
     timeout 60 python3 "$here/gpu_e2e.py" --port $port --photo "$B/photo.jpg" --n 30 --warmup 5 \
-        > "$W/e2e.json" 2> "$W/e2e.err" || echo "{\"error\": \"exit $?\"}" >> "$W/e2e.err"
+        > "$W/$name.json" 2> "$W/$name.err" || echo "{\"error\": \"exit $?\"}" >> "$W/$name.err"
+    python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$port/metrics', timeout=2).read().decode())" 2>/dev/null \
+        | grep '^camserve_gpu_decode_total' > "$W/${name}_metrics.txt"
     kill -TERM $spid 2>/dev/null
     wait $spid 2>/dev/null
+}
+if [ -f "$M" ] && [ -f "$B/photo.jpg" ] && [ "$(left)" -gt 60 ]; then
+    log "server end to end"
+    e2e e2e
+    e2e e2e_cpu --gpu-decode off
 fi
 
 # 5. PyTorch peers: eager first (its numbers must not wait on compiling)
@@ -271,17 +290,26 @@ for k, what in [("eager_fwd_b1", "eager autocast fp16 forward, b1"), ("eager_gra
     L.append(f"| {what} | {tm(k)}{extra} |")
 if "error" in t or "compile_error" in t:
     L.append(f"\nPyTorch: {t.get('error', '')} {t.get('compile_error', '')}")
-e = load("e2e.json")
 L += ["", "## End to end in the server (camserve serve --device cuda, fp16, ResNet-50, GradCAM)", ""]
-if "client_ms" in e:
-    L += [f"4000×3000 JPEG ({e['photo_bytes']} bytes), a new image each request (cache {e['cache']}), {e['n']} requests "
-          f"after 5 warm-ups, one kept-alive connection; errors: {e['error_count']}.", "",
-          "| | median ms | p90 ms |", "|---|---|---|",
-          f"| client wall (upload → JSON with predictions + overlay PNG) | {e['client_ms']['median']:.2f} | {e['client_ms']['p90']:.2f} |"]
-    for k, v in e.get("server_ms", {}).items():
-        L.append(f"| server {k} | {v['median']:.2f} | {v['p90']:.2f} |")
-else:
-    L.append(f"no result: {e.get('error', e)}")
+for name, title in (("e2e", "JPEG decoded and preprocessed on the GPU (the default; nvJPEG: "
+                     + (os.environ.get("CS_NVJPEG_LIB") or "not found") + ")"),
+                    ("e2e_cpu", "--gpu-decode off: JPEG decoded and preprocessed on the CPU")):
+    e = load(name + ".json")
+    L += [f"### {title}", ""]
+    if "client_ms" in e:
+        L += [f"4000×3000 JPEG ({e['photo_bytes']} bytes), a new image each request (cache {e['cache']}), {e['n']} requests "
+              f"after 5 warm-ups, one kept-alive connection; errors: {e['error_count']}.", "",
+              "| | median ms | p90 ms |", "|---|---|---|",
+              f"| client wall (upload → JSON with predictions + overlay PNG) | {e['client_ms']['median']:.2f} | {e['client_ms']['p90']:.2f} |"]
+        for k, v in e.get("server_ms", {}).items():
+            L.append(f"| server {k} | {v['median']:.2f} | {v['p90']:.2f} |")
+    else:
+        L.append(f"no result: {e.get('error', e)}")
+    try:
+        met = open(os.path.join(W, name + "_metrics.txt")).read().strip()
+        L += ["", "Which path prepared the images (/metrics):", "", "```", met or "(no camserve_gpu_decode_total)", "```", ""]
+    except Exception:
+        pass
 tc = open(os.path.join(W, "test_cuda.txt")).read().strip().splitlines()
 # precision: camserve (test_cuda's summary lines) next to torch.autocast on the same families
 ours = {}
@@ -313,7 +341,7 @@ try:
 except Exception:
     pass
 errs = []
-for f in [os.path.join(W, n) for n in ("export.txt", "torch_eager.err", "torch_compile.err", "torch_precision.err", "e2e.err")] + sorted(glob.glob(os.path.join(W, "cs_*.err"))):
+for f in [os.path.join(W, n) for n in ("export.txt", "torch_eager.err", "torch_compile.err", "torch_precision.err", "e2e.err", "e2e_cpu.err", "serve_e2e.txt")] + sorted(glob.glob(os.path.join(W, "cs_*.err"))):
     if not os.path.exists(f):
         continue
     s = open(f).read().strip()

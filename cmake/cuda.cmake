@@ -117,6 +117,13 @@ elseif(TARGET test_cuda)
 endif()
 # The backend on the CPU with emulated CUDA/cuDNN/cuBLAS (tests/unit/
 # test_cuda_emul.c): a unit test where CUDA is built, skipped (77) elsewhere.
+# Its GPU image path loads tests/unit/fake_nvjpeg.c as libnvjpeg.
 if(TARGET test_cuda_emul)
   set_tests_properties(unit/test_cuda_emul PROPERTIES SKIP_RETURN_CODE 77)
+  if(CS_HAVE_CUDA)
+    add_library(fake_nvjpeg MODULE ${CMAKE_SOURCE_DIR}/tests/unit/fake_nvjpeg.c)
+    target_link_libraries(fake_nvjpeg PRIVATE PkgConfig::TURBOJPEG)
+    add_dependencies(test_cuda_emul fake_nvjpeg)
+    target_compile_definitions(test_cuda_emul PRIVATE CS_FAKE_NVJPEG="$<TARGET_FILE:fake_nvjpeg>")
+  endif()
 endif()

@@ -149,6 +149,44 @@ cs_status cs_img_preprocess(const cs_image *img, const cs_preproc *p, float *out
 cs_status cs_img_resize(const cs_image *img, int w, int h, cs_img_interp interp, cs_image *out,
                         cs_error *err);
 
+/* The normalisation of cs_img_preprocess as a table: lut[c][v] is output
+ * channel c's value for byte v of source channel (order == BGR ? 2 - c : c).
+ * Another executor (the GPU, gpuprep.h) uses it to give the same floats. */
+void cs_img_preproc_lut(const cs_preproc *p, float lut[3][256]);
+
+/* ---- resampling plans for other executors ------------------------------ */
+
+/* The integer plan of one PIL resample -- what cs_img_resize and the
+ * preprocessing compute -- for an executor outside this module that must
+ * produce the same bytes (the GPU: src/cuda/gpuprep_math.h).  It covers the
+ * output window [x0,x1) x [y0,y1) of an rw x rh resize of box (in source
+ * pixels) of a sw x sh source:
+ *
+ *   horizontal pass, every source row r in [ylo, yhi), output column i < ow:
+ *     tmp[r - ylo][i] = clip8(2^21 + sum over t < hk of src[r][hfirst[i] + t] * hw[i*hk + t])
+ *   vertical pass, output row j < oh:
+ *     out[j][i] = clip8(2^21 + sum over t < vn[j] of tmp[vfirst[j] - ylo + t][i] * vw[j*vk + t])
+ *
+ * per channel, where clip8(v) is v >> 22 saturated to 0..255.  Every
+ * horizontal window lies inside the row (hfirst[i] + hk <= sw) and every
+ * vertical one inside [ylo, yhi).  Ownership: the arrays are one block owned
+ * by the struct; release it with cs_img_taps_free. */
+typedef struct cs_img_taps {
+    int ow, oh;       /* output window */
+    int hk, vk;       /* weights per output: every column uses hk, row j vn[j] <= vk */
+    int ylo, yhi;     /* source rows the horizontal pass covers */
+    int32_t *hfirst;  /* ow */
+    int32_t *hw;      /* ow * hk */
+    int32_t *vfirst;  /* oh */
+    int32_t *vn;      /* oh */
+    int32_t *vw;      /* oh * vk */
+} cs_img_taps;
+
+cs_status cs_img_resample_taps(int sw, int sh, const float box[4], int rw, int rh, int x0, int x1,
+                               int y0, int y1, cs_img_interp interp, cs_img_taps *out,
+                               cs_error *err);
+void cs_img_taps_free(cs_img_taps *t); /* NULL or a zeroed struct is fine */
+
 /* Parses the sidecar / metadata JSON (keys in docs/images.md) on top of what
  * *out already holds, so callers start from cs_img_preproc_default().
  * labels_out (optional): receives a malloc()ed copy of "labels" or NULL.

@@ -84,6 +84,9 @@ typedef struct cs_svc_params {
                             * for the service's lifetime */
     cs_precision precision; /* cs_model_options.precision (default: the device's) */
     cs_img_limits limits;  /* decode limits (bytes, pixels) */
+    int gpu_decode;        /* 1 (the default): for a model on a GPU, JPEGs above the overlay's
+                            * display size are decoded and preprocessed there (gpuprep.h) when
+                            * nvJPEG loads; 0: always on the CPU */
 } cs_svc_params;
 
 cs_svc_params cs_svc_default_params(void);

@@ -22,7 +22,7 @@
 
 enum { O_MODEL, O_HOST, O_PORT, O_WORKERS, O_THREADS, O_MAXBATCH, O_WINDOW, O_QUEUE, O_TIMEOUT,
        O_CACHEDIR, O_CACHEMEM, O_REDIS, O_MAXUPLOAD, O_HTTPTHREADS, O_PREPTHREADS, O_IMAGESTORE,
-       O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_CACHEDISK, O_CACHETTL, O_MAXINFLIGHT, O_PREPCACHE, O_DEVICE, O_PRECISION, O_N };
+       O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_CACHEDISK, O_CACHETTL, O_MAXINFLIGHT, O_PREPCACHE, O_DEVICE, O_PRECISION, O_GPUDECODE, O_N };
 
 /* --max-batch -> CAMSERVE_MAX_BATCH */
 static const char *env_value(const char *opt) {
@@ -83,6 +83,7 @@ int cs_cli_serve(int argc, char **argv) {
         [O_MAXINFLIGHT] = {"max-inflight-mb", true}, [O_PREPCACHE] = {"prep-cache-mb", true},
         [O_CACHEDISK] = {"cache-disk-mb", true}, [O_CACHETTL] = {"cache-ttl-s", true},
         [O_DEVICE] = {"device", true},         [O_PRECISION] = {"precision", true},
+        [O_GPUDECODE] = {"gpu-decode", true},
     };
     int rc = cli_parse("serve", argc, argv, opts, O_N), ok = 1;
     if (rc) return rc;
@@ -135,6 +136,15 @@ int cs_cli_serve(int argc, char **argv) {
         }
         sp.device = dmo.device;
         sp.precision = dmo.precision;
+    }
+    if (opts[O_GPUDECODE].value) {
+        const char *v = opts[O_GPUDECODE].value;
+        if (!strcmp(v, "on") || !strcmp(v, "off")) {
+            sp.gpu_decode = !strcmp(v, "on");
+        } else {
+            fprintf(stderr, "camserve serve: --gpu-decode must be on or off, got '%s'\n", v);
+            ok = 0;
+        }
     }
     sp.cache_disk_bytes = (size_t)num_opt(&opts[O_CACHEDISK], 1024, 1 << 24, &ok) << 20;
     sp.redis_url = opts[O_REDIS].value;

@@ -1,6 +1,8 @@
 /* include/camserve/cuda.h: is there a usable GPU?  Compiled in every build
- * (cmake/cuda.cmake); without CS_HAVE_CUDA the answers say so. */
+ * (cmake/cuda.cmake); without CS_HAVE_CUDA the answers say so, and the GPU
+ * image path (gpuprep.h, src/cuda/gpuprep.c) answers CS_EUNSUPPORTED. */
 #include "camserve/cuda.h"
+#include "camserve/gpuprep.h"
 
 #include <stdio.h>
 
@@ -58,5 +60,20 @@ cs_status cs_cuda_device_describe(int device, char *buf, size_t len, cs_error *e
 }
 
 void cs_cuda_versions(char *buf, size_t len) { snprintf(buf, len, "built without CUDA"); }
+
+/* include/camserve/gpuprep.h without CUDA */
+cs_status cs_gpuprep_open(int device, cs_gpuprep **out, cs_error *err) {
+    (void)device;
+    *out = NULL;
+    return cs_errorf(err, CS_EUNSUPPORTED, "camserve was built without CUDA support");
+}
+
+void cs_gpuprep_close(cs_gpuprep *g) { (void)g; }
+
+cs_status cs_gpuprep_run(cs_gpuprep *g, const void *jpeg, size_t len, const cs_img_limits *lim,
+                         const cs_preproc *p, cs_gpuprep_out *out, cs_error *err) {
+    (void)g, (void)jpeg, (void)len, (void)lim, (void)p, (void)out;
+    return cs_errorf(err, CS_EUNSUPPORTED, "camserve was built without CUDA support");
+}
 
 #endif

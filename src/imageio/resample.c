@@ -330,6 +330,19 @@ static size_t vrow_sse2(const uint8_t *rows, size_t stride, const int32_t *w, in
 }
 #endif
 
+/* The source rows [*ylo, *yhi) the vertical taps of oh outputs read. */
+static void tap_rows(const coeffs *vt, int oh, int sh, int *ylo, int *yhi) {
+    int lo = sh, hi = 0;
+    for (int i = 0; i < oh; i++) {
+        int a = vt->bounds[i * 2], b = a + vt->bounds[i * 2 + 1];
+        if (vt->bounds[i * 2 + 1] > 0 && a < lo) lo = a;
+        if (b > hi) hi = b;
+    }
+    if (hi <= lo) lo = hi = 0;
+    *ylo = lo;
+    *yhi = hi;
+}
+
 cs_status cs_img_resample_window(const uint8_t *src, int sw, int sh, int channels,
                                  const float box[4], int rw, int rh, int x0, int x1, int y0,
                                  int y1, cs_img_interp interp, uint8_t *dst, size_t dst_stride,
@@ -348,13 +361,8 @@ cs_status cs_img_resample_window(const uint8_t *src, int sw, int sh, int channel
     if (st == CS_OK) st = make_pairs(&vt, oh, err);
 #endif
     if (st != CS_OK) goto done;
-    int ylo = sh, yhi = 0;
-    for (int i = 0; i < oh; i++) {
-        int a = vt.bounds[i * 2], b = a + vt.bounds[i * 2 + 1];
-        if (vt.bounds[i * 2 + 1] > 0 && a < ylo) ylo = a;
-        if (b > yhi) yhi = b;
-    }
-    if (yhi <= ylo) ylo = yhi = 0;
+    int ylo, yhi;
+    tap_rows(&vt, oh, sh, &ylo, &yhi);
     const int th = yhi - ylo;
     const size_t tstride = (size_t)ow * C;
     if (!(tmp = malloc(tstride * (size_t)(th > 0 ? th : 1)))) {
@@ -395,6 +403,52 @@ cs_status cs_img_resample_window(const uint8_t *src, int sw, int sh, int channel
     }
 done:
     free(tmp);
+    coeffs_free(&hz);
+    coeffs_free(&vt);
+    return st;
+}
+
+void cs_img_taps_free(cs_img_taps *t) {
+    if (!t) return;
+    free(t->hfirst); /* the one block */
+    memset(t, 0, sizeof *t);
+}
+
+cs_status cs_img_resample_taps(int sw, int sh, const float box[4], int rw, int rh, int x0, int x1,
+                               int y0, int y1, cs_img_interp interp, cs_img_taps *out,
+                               cs_error *err) {
+    if (sw <= 0 || sh <= 0 || rw <= 0 || rh <= 0 || x0 < 0 || y0 < 0 || x1 <= x0 || y1 <= y0 ||
+        x1 > rw || y1 > rh)
+        return cs_errorf(err, CS_EINVAL, "resample plan: bad window");
+    const filter *f = &FILTERS[interp == CS_IMG_INTERP_BICUBIC ? 1 : 0];
+    const int ow = x1 - x0, oh = y1 - y0;
+    coeffs hz = {0}, vt = {0};
+    cs_status st = precompute(sw, box[0], box[2], rw, x0, ow, f, &hz, err);
+    if (st == CS_OK) st = same_tap_count(&hz, ow, sw, err);
+    if (st == CS_OK) st = precompute(sh, box[1], box[3], rh, y0, oh, f, &vt, err);
+    if (st != CS_OK) goto done;
+    const size_t n = (size_t)ow * (1 + (size_t)hz.ksize) + (size_t)oh * (2 + (size_t)vt.ksize);
+    int32_t *blk = malloc(n * sizeof *blk);
+    if (!blk) {
+        st = cs_errorf(err, CS_ENOMEM, "out of memory for a resampling plan");
+        goto done;
+    }
+    cs_img_taps t = {.ow = ow, .oh = oh, .hk = hz.ksize, .vk = vt.ksize};
+    t.hfirst = blk;
+    t.hw = t.hfirst + ow;
+    t.vfirst = t.hw + (size_t)ow * hz.ksize;
+    t.vn = t.vfirst + oh;
+    t.vw = t.vn + oh;
+    for (int i = 0; i < ow; i++) t.hfirst[i] = hz.bounds[i * 2];
+    memcpy(t.hw, hz.kk, sizeof(int32_t) * (size_t)ow * hz.ksize);
+    for (int j = 0; j < oh; j++) {
+        t.vfirst[j] = vt.bounds[j * 2];
+        t.vn[j] = vt.bounds[j * 2 + 1];
+    }
+    memcpy(t.vw, vt.kk, sizeof(int32_t) * (size_t)oh * vt.ksize);
+    tap_rows(&vt, oh, sh, &t.ylo, &t.yhi);
+    *out = t;
+done:
     coeffs_free(&hz);
     coeffs_free(&vt);
     return st;
@@ -559,6 +613,13 @@ cs_status cs_img_preprocess_u8(const cs_image *img, const cs_preproc *p, cs_imag
     return CS_OK;
 }
 
+/* A 256-entry table per channel: the affine map is the same for every
+ * pixel, and dividing (as Normalize does) costs nothing here. */
+void cs_img_preproc_lut(const cs_preproc *p, float lut[3][256]) {
+    for (int c = 0; c < 3; c++)
+        for (int v = 0; v < 256; v++) lut[c][v] = ((float)v * p->scale - p->mean[c]) / p->std[c];
+}
+
 cs_status cs_img_preprocess(const cs_image *img, const cs_preproc *p, float *out_chw,
                             cs_error *err) {
     if (!out_chw) return cs_errorf(err, CS_EINVAL, "preprocess: no output buffer");
@@ -566,16 +627,12 @@ cs_status cs_img_preprocess(const cs_image *img, const cs_preproc *p, float *out
     cs_status st = cs_img_preprocess_u8(img, p, &u8, err);
     if (st != CS_OK) return st;
     const size_t plane = (size_t)u8.width * u8.height;
+    float lut[3][256];
+    cs_img_preproc_lut(p, lut);
     for (int c = 0; c < 3; c++) {
-        const int sc = p->order == CS_IMG_ORDER_BGR ? 2 - c : c;
-        const float mean = p->mean[c], std = p->std[c], scale = p->scale;
         float *o = out_chw + (size_t)c * plane;
-        const uint8_t *s = u8.rgb + sc;
-        /* a 256-entry table: the affine map is the same for every pixel, and
-         * dividing (as Normalize does) costs nothing here */
-        float lut[256];
-        for (int v = 0; v < 256; v++) lut[v] = ((float)v * scale - mean) / std;
-        for (size_t i = 0; i < plane; i++) o[i] = lut[s[i * 3]];
+        const uint8_t *s = u8.rgb + (p->order == CS_IMG_ORDER_BGR ? 2 - c : c);
+        for (size_t i = 0; i < plane; i++) o[i] = lut[c][s[i * 3]];
     }
     cs_img_free(&u8);
     return CS_OK;

@@ -17,6 +17,7 @@
 
 #include "camserve/cache.h"
 #include "camserve/explain.h"
+#include "camserve/gpuprep.h"
 #include "service/service_internal.h"
 #include "util/histogram.h"
 
@@ -225,6 +226,10 @@ static const char *const STAGE_NAMES[NSTAGES] = {"queue", "decode", "preprocess"
 
 struct cs_svc {
     cs_svc_params p;
+    /* images prepared by the GPU image path, by decoder, and JPEGs it left
+     * to the CPU (for /metrics); gpu_warned: its failure was logged */
+    atomic_long gpu_prepped[2], gpu_left;
+    atomic_int gpu_warned;
     char *prepared_dir; /* <cache-dir>/models: the engine's prepared-model cache, or NULL */
     svc_slot slots[CS_SVC_MAX_MODELS];
     int nmodels;
@@ -348,6 +353,7 @@ cs_svc_params cs_svc_default_params(void) {
     p.reload_poll_ms = 1000;
     p.overlay_max_side = 800;
     p.limits = cs_img_limits_default();
+    p.gpu_decode = 1;
     return p;
 }
 
@@ -735,6 +741,12 @@ void cs_svc_write_metrics(cs_svc *s, FILE *f) {
                "camserve_cache_entries{tier=\"memory\"} %zu\ncamserve_cache_entries{tier=\"images\"} %zu\n",
             re, ie);
     fprintf(f, "camserve_cache_entries{tier=\"prepared\"} %zu\n", pe);
+    if (s->p.gpu_decode)
+        fprintf(f, "# HELP camserve_gpu_decode_total JPEGs for a model on a GPU: decoded and preprocessed there, by "
+                   "nvJPEG decoder, or left to the CPU.\n# TYPE camserve_gpu_decode_total counter\n"
+                   "camserve_gpu_decode_total{path=\"hardware\"} %ld\ncamserve_gpu_decode_total{path=\"gpu_hybrid\"} %ld\n"
+                   "camserve_gpu_decode_total{path=\"cpu\"} %ld\n",
+                atomic_load(&s->gpu_prepped[0]), atomic_load(&s->gpu_prepped[1]), atomic_load(&s->gpu_left));
     if (dk->enabled) fprintf(f, "camserve_cache_entries{tier=\"disk\"} %llu\n", (unsigned long long)dk->entries);
     fprintf(f, "# HELP camserve_cache_evictions_total Entries evicted to stay within the byte bound.\n"
                "# TYPE camserve_cache_evictions_total counter\n"
@@ -1071,7 +1083,69 @@ static void to_display_size(cs_svc *s, job *j) {
     j->img = d;
 }
 
-static void do_prep(cs_svc *s, job *j) {
+/* A prep thread's GPU image path: opened on the first JPEG for a model on
+ * a GPU, owned by the thread (cs_gpuprep is one thread's), closed when it
+ * exits.  off: it failed to open or failed on the GPU; the thread then
+ * stays on the CPU path. */
+typedef struct prep_gpu {
+    cs_gpuprep *g;
+    int device;
+    bool off;
+} prep_gpu;
+
+static void gpu_warn(cs_svc *s, const char *what, const cs_error *e) {
+    if (atomic_exchange(&s->gpu_warned, 1) == 0)
+        fprintf(stderr, "camserve: GPU image path %s: %s; decoding on the CPU\n", what, e->msg);
+}
+
+/* Decodes and preprocesses j's upload on the GPU (gpuprep.h) when its
+ * model runs there; returns 1 when it did, 0 when the CPU path must. */
+static int prep_on_gpu(cs_svc *s, job *j, prep_gpu *pg, size_t per, bool display) {
+    const char *dev = cs_model_device(j->model->m);
+    if (!s->p.gpu_decode || strncmp(dev, "cuda", 4) != 0 ||
+        cs_img_sniff(j->image->data, j->image->len) != CS_IMG_FORMAT_JPEG)
+        return 0;
+    const int d = dev[4] == ':' ? atoi(dev + 5) : 0;
+    cs_error e = {0};
+    if (!pg->g && !pg->off) {
+        if (cs_gpuprep_open(d, &pg->g, &e) != CS_OK) {
+            pg->off = true;
+            gpu_warn(s, "unavailable", &e);
+        }
+        pg->device = d;
+    }
+    if (pg->off || pg->device != d) { /* (every model shares s->p.device) */
+        atomic_fetch_add(&s->gpu_left, 1);
+        return 0;
+    }
+    float *input = malloc(per * sizeof(float));
+    if (!input) return 0;
+    cs_gpuprep_out o = {.tensor = input, .want_display = display, .display_max_side = s->p.overlay_max_side};
+    cs_status st = cs_gpuprep_run(pg->g, j->image->data, j->image->len, &s->p.limits, &j->model->pp, &o, &e);
+    if (st != CS_OK) {
+        free(input);
+        atomic_fetch_add(&s->gpu_left, 1);
+        if (st == CS_EBACKEND) { /* the GPU misbehaves: this thread stops asking it */
+            gpu_warn(s, "failed", &e);
+            cs_gpuprep_close(pg->g);
+            pg->g = NULL;
+            pg->off = true;
+        }
+        return 0;
+    }
+    atomic_fetch_add(&s->gpu_prepped[strcmp(o.decoder, "hardware") == 0 ? 0 : 1], 1);
+    j->input = input;
+    if (display) {
+        j->img = o.display;
+    } else {
+        j->img.orig_width = o.frame_w;
+        j->img.orig_height = o.frame_h;
+    }
+    memcpy(j->box, o.box, sizeof j->box);
+    return 1;
+}
+
+static void do_prep(cs_svc *s, job *j, prep_gpu *pg) {
     svc_model *sm = j->model;
     int need_w, need_h;
     cs_img_preproc_need(&sm->pp, &need_w, &need_h);
@@ -1084,6 +1158,15 @@ static void do_prep(cs_svc *s, job *j) {
         blob_release(j->image);
         j->image = NULL;
         j->tm.preprocess = cs_now_ms() - t0; /* the lookup; decode is skipped */
+        return;
+    }
+    if (prep_on_gpu(s, j, pg, per, j->kind == CS_SVC_EXPLAIN || use_pc)) {
+        /* decode, resize and normalisation were one GPU step: all of it
+         * counts as decode */
+        j->tm.decode = cs_now_ms() - t0;
+        blob_release(j->image);
+        j->image = NULL;
+        if (use_pc) prep_to_cache(s, j, pk, per);
         return;
     }
     cs_status st = cs_img_decode(j->image->data, j->image->len, &s->p.limits, need_w, need_h,
@@ -1239,6 +1322,7 @@ static void tier_store(cs_svc *s, const uint8_t key[32], const result_box *b) {
 
 static void *prep_main(void *arg) {
     cs_svc *s = arg;
+    prep_gpu pg = {0};
     double next_sweep = cs_now_ms() + 50;
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -1281,7 +1365,7 @@ static void *prep_main(void *arg) {
             s->prep_len--;
             s->prepping++;
             pthread_mutex_unlock(&s->mu);
-            do_prep(s, j);
+            do_prep(s, j, &pg);
             if (j->outcome != CS_SVC_OK) {
                 finish_job(s, j, NULL);
                 pthread_mutex_lock(&s->mu);
@@ -1310,6 +1394,7 @@ static void *prep_main(void *arg) {
         pthread_cond_timedwait(&s->prep_cv, &s->mu, &ts);
     }
     pthread_mutex_unlock(&s->mu);
+    cs_gpuprep_close(pg.g);
     return NULL;
 }
 

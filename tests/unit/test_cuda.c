@@ -12,6 +12,10 @@
  *   (CS_CUDA_GRAPHS=0) agrees with the graphs within 1e-5;
  *   batch N equals N runs of batch 1 (within 1e-3 relative);
  *   run_with_layer fed the layer's own values gives the plain logits.
+ * And the GPU image path (gpuprep.h) with each nvJPEG decoder against the
+ * CPU path's full-resolution decode (tensor within 1 level on average, 16
+ * at most; display image within 1.5 on average; the same crop box), timed
+ * on a 4000x3000 JPEG; skipped with a message where nvJPEG is absent.
  * Where camserve was built without CUDA or no GPU is usable, it prints why
  * and exits 77, which ctest reports as skipped. */
 #include <stdarg.h>
@@ -29,6 +33,8 @@
 #ifdef CS_HAVE_CUDA
 #include "cuda/cublas_lazy.h"
 #include "cuda/cuda_internal.h"
+#include "camserve/gpuprep.h"
+#include "unit/gpuprep_fixture.h"
 #endif
 
 #include <dirent.h>
@@ -37,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* CS_GOLDEN_DIR=DIR (golden_set.h): another reference set (bench/gpu.sh runs the binary
  * away from the source tree it was built in) */
@@ -374,6 +381,121 @@ static void test_family(void **state) {
     if (nfail) fail_msg("%s: %d failed checks (lines above)", f->name, nfail);
 }
 
+/* ---- the GPU image path (gpuprep.h) against the CPU path -------------------------- */
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One decoder on one JPEG: the tensor and the display image against the
+ * CPU path's full-resolution decode.  nvJPEG's colour conversion and chroma
+ * upsampling are not libjpeg-turbo's, so the bytes differ by a few levels;
+ * the resize is the same integer plan, so nothing else may differ.
+ * Returns the failed checks. */
+static int gpuprep_case(cs_gpuprep *g, const char *dec, int w, int h, int o) {
+    size_t len;
+    uint8_t *jpg = make_jpeg(w, h, o, &len);
+    const cs_preproc p = cs_img_preproc_default();
+    const size_t n = (size_t)3 * p.crop_w * p.crop_h;
+    float *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+    cs_image wd = {0};
+    float wbox[4];
+    cpu_prep(jpg, len, &p, 1, want, &wd, wbox);
+    cs_gpuprep_out out = {.tensor = got, .want_display = 1};
+    cs_error err = {0};
+    int nfail = 0;
+    cs_status st = cs_gpuprep_run(g, jpg, len, NULL, &p, &out, &err);
+    if (st != CS_OK) {
+        printf("  gpuprep %-10s %dx%d o%d: %s (%s)\n", dec, w, h, o, cs_status_str(st), err.msg);
+        nfail = st == CS_EUNSUPPORTED && !strcmp(dec, "hardware") ? 0 : 1; /* no engine: not a failure */
+        goto done;
+    }
+    double tmax = 0, tsum = 0;
+    for (size_t i = 0; i < n; i++) {
+        const int c = (int)(i / (n / 3));
+        const double lv = fabs((double)got[i] - want[i]) * p.std[c] / p.scale; /* in 0..255 levels */
+        tmax = lv > tmax ? lv : tmax;
+        tsum += lv;
+    }
+    double dmax = 0, dsum = 0;
+    const int same = out.display.width == wd.width && out.display.height == wd.height;
+    const size_t nd = (size_t)wd.width * wd.height * 3;
+    for (size_t i = 0; same && i < nd; i++) {
+        const double d = abs((int)out.display.rgb[i] - (int)wd.rgb[i]);
+        dmax = d > dmax ? d : dmax;
+        dsum += d;
+    }
+    int boxok = 1;
+    for (int i = 0; i < 4; i++) boxok &= out.box[i] == wbox[i];
+    const double tmean = tsum / n, dmean = same ? dsum / nd : 1e9;
+    nfail = !same + !boxok + (tmean > 1.0) + (tmax > 16.0) + (dmean > 1.5) + (strcmp(out.decoder, dec) != 0);
+    printf("  gpuprep %-10s %dx%d o%d: tensor |diff| mean %.3f max %.1f levels; display %dx%d mean %.3f max %.0f; box %s%s\n",
+           out.decoder, w, h, o, tmean, tmax, out.display.width, out.display.height, dmean, dmax,
+           boxok ? "equal" : "DIFFERS", nfail ? "  FAIL" : "");
+    if (w >= 4000) { /* the photo size: time it against the CPU path */
+        double tg[9], tc[9];
+        for (int r = 0; r < 9; r++) {
+            cs_img_free(&out.display);
+            double t0 = now_ms();
+            (void)cs_gpuprep_run(g, jpg, len, NULL, &p, &out, &err);
+            tg[r] = now_ms() - t0;
+            int nw, nh, dw, dh;
+            cs_img_preproc_need(&p, &nw, &nh);
+            cs_image img = {0}, disp = {0};
+            t0 = now_ms();
+            if (cs_img_decode(jpg, len, NULL, nw, nh, &img, &err) == CS_OK &&
+                cs_img_preprocess(&img, &p, want, &err) == CS_OK &&
+                cs_img_display_size(img.width, img.height, 800, &dw, &dh))
+                (void)cs_img_resize(&img, dw, dh, CS_IMG_INTERP_BILINEAR, &disp, &err);
+            tc[r] = now_ms() - t0;
+            cs_img_free(&img);
+            cs_img_free(&disp);
+        }
+        qsort(tg, 9, sizeof *tg, cmp_d);
+        qsort(tc, 9, sizeof *tc, cmp_d);
+        printf("  gpuprep %-10s %dx%d: decode + preprocess + display image, median of 9: GPU %.2f ms, CPU (DCT-scaled decode) %.2f ms\n",
+               out.decoder, w, h, tg[4], tc[4]);
+    }
+done:
+    fflush(stdout);
+    cs_img_free(&out.display);
+    cs_img_free(&wd);
+    free(want);
+    free(got);
+    free(jpg);
+    return nfail;
+}
+
+static void test_gpuprep(void **state) {
+    (void)state;
+    int nfail = 0;
+    static const char *const decs[2] = {"hardware", "gpu_hybrid"};
+    for (int d = 0; d < 2; d++) {
+        setenv("CS_NVJPEG_BACKEND", decs[d], 1);
+        cs_gpuprep *g = NULL;
+        cs_error err = {0};
+        cs_status st = cs_gpuprep_open(0, &g, &err);
+        unsetenv("CS_NVJPEG_BACKEND");
+        if (st == CS_EUNSUPPORTED) {
+            printf("  gpuprep: SKIPPED: %s\n", err.msg);
+            skip();
+        }
+        if (st != CS_OK) fail_msg("gpuprep open: %s", err.msg);
+        nfail += gpuprep_case(g, decs[d], 1203, 905, 1);
+        nfail += gpuprep_case(g, decs[d], 1203, 905, 6);
+        nfail += gpuprep_case(g, decs[d], 4000, 3000, 1);
+        cs_gpuprep_close(g);
+    }
+    if (nfail) fail_msg("gpuprep: %d failed checks (lines above)", nfail);
+}
+
 #endif /* CS_HAVE_CUDA */
 
 int main(int argc, char **argv) {
@@ -393,11 +515,12 @@ int main(int argc, char **argv) {
     char desc[256];
     if (cs_cuda_device_describe(0, desc, sizeof desc, &err) == CS_OK) printf("test_cuda: on %s\n", desc);
     int n = golden_parity_families(g_fam, MAX_FAMILIES);
-    struct CMUnitTest tests[MAX_FAMILIES];
+    struct CMUnitTest tests[MAX_FAMILIES + 1];
     for (int i = 0; i < n; i++) {
         snprintf(g_names[i], sizeof g_names[i], "cuda_%.200s", g_fam[i].name);
         tests[i] = (struct CMUnitTest){.name = g_names[i], .test_func = test_family, .initial_state = &g_fam[i]};
     }
-    return _cmocka_run_group_tests("cuda", tests, (size_t)n, NULL, NULL);
+    tests[n] = (struct CMUnitTest){.name = "cuda_gpuprep", .test_func = test_gpuprep};
+    return _cmocka_run_group_tests("cuda", tests, (size_t)n + 1, NULL, NULL);
 #endif
 }

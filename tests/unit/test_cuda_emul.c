@@ -38,6 +38,15 @@ int main(void) {
 #include "camserve/npy.h"
 #include "unit/golden_set.h"
 #include "cuda/cuda_internal.h"
+#include "cuda/gpuprep_internal.h"
+#include "camserve/gpuprep.h"
+#include "camserve/imageio.h"
+#include "camserve/service.h"
+#include "unit/gpuprep_exec.h"
+#include "unit/gpuprep_fixture.h"
+
+#include <dlfcn.h>
+#include <turbojpeg.h>
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -1048,6 +1057,180 @@ static void test_family(void **state) {
     free(cls);
 }
 
+/* ---- the GPU image path (src/cuda/gpuprep.c) with a fake nvJPEG ----------------------------- */
+
+/* The kernels, executed with the same per-byte functions the GPU runs. */
+int cs_gpuprep_k_hpass(cs_cuda_stream s, const uint8_t *src, size_t pitch, int W, int H, int o, int ylo, int rows,
+                       int ow, const int32_t *hfirst, const int32_t *hw, int hk, uint8_t *tmp) {
+    (void)s;
+    gp_exec_hpass(src, pitch, W, H, o, ylo, rows, ow, hfirst, hw, hk, tmp);
+    return 0;
+}
+
+int cs_gpuprep_k_vpass(cs_cuda_stream s, const uint8_t *tmp, int ow, int ylo, int oh, const int32_t *vfirst,
+                       const int32_t *vn, const int32_t *vw, int vk, uint8_t *dst, size_t dst_stride) {
+    (void)s;
+    gp_exec_vpass(tmp, ow, ylo, oh, vfirst, vn, vw, vk, dst, dst_stride);
+    return 0;
+}
+
+int cs_gpuprep_k_normalize(cs_cuda_stream s, const uint8_t *rgb, int64_t n, const float *lut, int bgr,
+                           float *out) {
+    (void)s;
+    for (int c = 0; c < 3; c++)
+        for (int64_t p = 0; p < n; p++) out[c * n + p] = lut[c * 256 + rgb[p * 3 + (bgr ? 2 - c : c)]];
+    return 0;
+}
+
+static void check_gpuprep(cs_gpuprep *g, const uint8_t *jpg, size_t len, const cs_preproc *p, int want_display,
+                          const char *decoder, const char *what) {
+    const size_t n = (size_t)3 * p->crop_w * p->crop_h;
+    float *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+    cs_image wd = {0};
+    float wbox[4];
+    cpu_prep(jpg, len, p, want_display, want, &wd, wbox);
+    cs_gpuprep_out o = {.tensor = got, .want_display = want_display};
+    cs_error err = {0};
+    if (cs_gpuprep_run(g, jpg, len, NULL, p, &o, &err) != CS_OK) fail_msg("%s: %s", what, err.msg);
+    assert_string_equal(o.decoder, decoder);
+    if (memcmp(want, got, n * sizeof *got) != 0) fail_msg("%s: the tensor differs from the CPU path's", what);
+    for (int i = 0; i < 4; i++)
+        if (o.box[i] != wbox[i]) fail_msg("%s: box[%d] %g, want %g", what, i, o.box[i], wbox[i]);
+    if (want_display) {
+        assert_int_equal(o.display.width, wd.width);
+        assert_int_equal(o.display.height, wd.height);
+        assert_int_equal(o.display.channels, 3);
+        if (memcmp(o.display.rgb, wd.rgb, (size_t)wd.width * wd.height * 3) != 0)
+            fail_msg("%s: the display image differs from the CPU path's", what);
+    } else {
+        assert_null(o.display.rgb);
+    }
+    cs_img_free(&o.display);
+    cs_img_free(&wd);
+    free(want);
+    free(got);
+}
+
+static void expect_cpu_path(cs_gpuprep *g, const void *buf, size_t len, const cs_img_limits *lim,
+                            const char *what) {
+    const cs_preproc p = cs_img_preproc_default();
+    float t[3 * 224 * 224];
+    cs_gpuprep_out o = {.tensor = t, .want_display = 1};
+    cs_error err = {0};
+    if (cs_gpuprep_run(g, buf, len, lim, &p, &o, &err) != CS_EUNSUPPORTED)
+        fail_msg("%s: not left to the CPU path (%s)", what, err.msg);
+}
+
+static void test_gpuprep(void **state) {
+    (void)state;
+    cs_gpuprep *g = NULL;
+    cs_error err = {0};
+    if (cs_gpuprep_open(0, &g, &err) != CS_OK) fail_msg("open with the fake nvJPEG: %s", err.msg);
+    size_t len, len6;
+    uint8_t *jpg = make_jpeg(1203, 905, 1, &len), *jpg6 = make_jpeg(1203, 905, 6, &len6);
+    cs_preproc p = cs_img_preproc_default();
+    check_gpuprep(g, jpg, len, &p, 1, "gpu_hybrid", "default preprocessing");
+    check_gpuprep(g, jpg6, len6, &p, 1, "gpu_hybrid", "EXIF orientation 6");
+    check_gpuprep(g, jpg, len, &p, 0, "gpu_hybrid", "no display image");
+    cs_preproc q = p;
+    q.interp = CS_IMG_INTERP_BICUBIC;
+    q.order = CS_IMG_ORDER_BGR;
+    q.resize = 0;
+    q.resize_w = 300;
+    q.resize_h = 200;
+    q.crop_w = 320; /* wider than the resize: zero padding */
+    q.crop_h = 160;
+    check_gpuprep(g, jpg6, len6, &q, 1, "gpu_hybrid", "bicubic, BGR, (h, w) resize, padded crop");
+
+    /* what stays on the CPU path */
+    expect_cpu_path(g, jpg, len - 300, NULL, "a cut JPEG");
+    cs_img_limits lim = cs_img_limits_default();
+    lim.max_pixels = 1000000;
+    expect_cpu_path(g, jpg, len, &lim, "a JPEG over the pixel limit");
+    static const uint8_t png_sig[16] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    expect_cpu_path(g, png_sig, sizeof png_sig, NULL, "a PNG");
+    char path[512];
+    snprintf(path, sizeof path, "%s/tests/data/images/orient_6.jpg", CS_SOURCE_DIR);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static uint8_t small[1 << 16];
+    size_t ns = fread(small, 1, sizeof small, f);
+    fclose(f);
+    expect_cpu_path(g, small, ns, NULL, "a JPEG below the display size");
+    snprintf(path, sizeof path, "%s/tests/data/images/cmyk.jpg", CS_SOURCE_DIR);
+    assert_non_null(f = fopen(path, "rb"));
+    ns = fread(small, 1, sizeof small, f);
+    fclose(f);
+    expect_cpu_path(g, small, ns, NULL, "a CMYK JPEG");
+    cs_gpuprep_close(g);
+
+    /* the hardware decoder, where nvJPEG has one */
+    setenv("CS_FAKE_NVJPEG_HW", "1", 1);
+    assert_int_equal(cs_gpuprep_open(0, &g, &err), CS_OK);
+    unsetenv("CS_FAKE_NVJPEG_HW");
+    check_gpuprep(g, jpg6, len6, &p, 1, "hardware", "hardware decoder");
+    setenv("CS_NVJPEG_BACKEND", "gpu_hybrid", 1);
+    cs_gpuprep *g2 = NULL;
+    assert_int_equal(cs_gpuprep_open(0, &g2, &err), CS_OK);
+    unsetenv("CS_NVJPEG_BACKEND");
+    check_gpuprep(g2, jpg6, len6, &p, 1, "gpu_hybrid", "CS_NVJPEG_BACKEND=gpu_hybrid");
+    cs_gpuprep_close(g2);
+    cs_gpuprep_close(g);
+
+    void *lib = dlopen(CS_FAKE_NVJPEG, RTLD_NOW | RTLD_NOLOAD);
+    assert_non_null(lib);
+    int (*misuse)(void) = (int (*)(void))dlsym(lib, "fake_nvjpeg_misuse");
+    assert_non_null(misuse);
+    if (misuse() != 0) fail_msg("gpuprep.c called nvJPEG out of its documented order %d times", misuse());
+    dlclose(lib);
+    free(jpg);
+    free(jpg6);
+}
+
+/* The service's use of it: a model on the (emulated) GPU gets its large
+ * JPEGs prepared there, counted in /metrics; what the path leaves goes to
+ * the CPU and is answered as a CPU-only server would. */
+static void test_gpuprep_service(void **state) {
+    (void)state;
+    cs_svc_params sp = cs_svc_default_params();
+    sp.device = "cuda";
+    sp.prep_threads = 1;
+    sp.cache_mem_bytes = 0;
+    sp.reload_poll_ms = 0;
+    cs_svc *s = NULL;
+    cs_error err = {0};
+    assert_int_equal(cs_svc_create(&sp, &s, &err), CS_OK);
+    if (cs_svc_add_model(s, "default", CS_SOURCE_DIR "/models/default/model.onnx", &err) != CS_OK)
+        fail_msg("model: %s", err.msg);
+    assert_int_equal(cs_svc_start(s, &err), CS_OK);
+    size_t len;
+    uint8_t *jpg = make_jpeg(1203, 905, 6, &len);
+    cs_svc_request rq = {.kind = CS_SVC_EXPLAIN, .image = jpg, .image_len = len};
+    cs_svc_response r = {0};
+    cs_svc_call(s, &rq, &r);
+    if (r.outcome != CS_SVC_OK) fail_msg("explain: %s", r.err.msg);
+    assert_int_equal(r.result->image_w, 905); /* orientation 6: the displayed size */
+    assert_int_equal(r.result->image_h, 1203);
+    assert_int_equal(r.result->overlay_w, 602); /* the full frame's display size (905 x 1203 -> 602 x 800) */
+    assert_int_equal(r.result->overlay_h, 800);
+    cs_svc_response_clear(&r);
+    rq.image_len = len - 500; /* cut: the CPU decoder's answer */
+    cs_svc_call(s, &rq, &r);
+    assert_int_equal(r.outcome, CS_SVC_BAD_IMAGE);
+    cs_svc_response_clear(&r);
+    char *m = NULL;
+    size_t mn = 0;
+    FILE *f = open_memstream(&m, &mn);
+    cs_svc_write_metrics(s, f);
+    fclose(f);
+    if (!strstr(m, "camserve_gpu_decode_total{path=\"gpu_hybrid\"} 1\n") ||
+        !strstr(m, "camserve_gpu_decode_total{path=\"cpu\"} 1\n"))
+        fail_msg("metrics do not count one GPU-prepared and one CPU JPEG:\n%s", m);
+    free(m);
+    cs_svc_free(s);
+    free(jpg);
+}
+
 static void test_no_leaks(void **state) {
     (void)state;
     if (g_alloc != 0) fail_msg("%d emulated device/pinned allocations were not freed", g_alloc);
@@ -1059,13 +1242,16 @@ static void test_no_leaks(void **state) {
 
 int main(void) {
     setenv("CS_CUDNN_FIND", "1", 1); /* the timed algorithm search too (see cudnnFind* above) */
+    setenv("CS_NVJPEG_LIB", CS_FAKE_NVJPEG, 1); /* tests/unit/fake_nvjpeg.c, for test_gpuprep */
     int n = golden_parity_families(g_fam, MAX_FAMILIES);
-    struct CMUnitTest tests[MAX_FAMILIES + 1];
+    struct CMUnitTest tests[MAX_FAMILIES + 3];
     for (int i = 0; i < n; i++) {
         snprintf(g_names[i], sizeof g_names[i], "emul_%.200s", g_fam[i].name);
         tests[i] = (struct CMUnitTest){.name = g_names[i], .test_func = test_family, .initial_state = &g_fam[i]};
     }
-    tests[n] = (struct CMUnitTest){.name = "emul_no_leaks", .test_func = test_no_leaks};
-    return _cmocka_run_group_tests("cuda_emul", tests, (size_t)n + 1, NULL, NULL);
+    tests[n] = (struct CMUnitTest){.name = "emul_gpuprep", .test_func = test_gpuprep};
+    tests[n + 1] = (struct CMUnitTest){.name = "emul_gpuprep_service", .test_func = test_gpuprep_service};
+    tests[n + 2] = (struct CMUnitTest){.name = "emul_no_leaks", .test_func = test_no_leaks};
+    return _cmocka_run_group_tests("cuda_emul", tests, (size_t)n + 3, NULL, NULL);
 }
 #endif
