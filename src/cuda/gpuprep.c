@@ -283,17 +283,21 @@ static int ends_with_eoi(const uint8_t *p, size_t len) {
     return len >= 4 && p[len - 2] == 0xFF && p[len - 1] == 0xD9;
 }
 
+/* Whether this call tries the hardware decoder first; its stream (hw_js)
+ * is then the one parsed for the header, else js. */
+static int hardware_first(const cs_gpuprep *g) { return g->hw && g->force != 2; }
+
 /* Decodes into g->frame (W * 3 bytes a row), queued on g->stream; names
- * the decoder that took it in *used.  CS_EUNSUPPORTED when none does. */
+ * the decoder that took it in *used.  CS_EUNSUPPORTED when none does.  The
+ * header was parsed into the stream hardware_first() names. */
 static cs_status decode(cs_gpuprep *g, const uint8_t *data, size_t len, int W, int H,
                         const char **used, cs_error *err) {
     cudaError_t e = grow((void **)&g->frame, &g->frame_cap, (size_t)W * H * 3);
     if (e != cudaSuccess) return cu_fail(err, "device memory for the frame", e);
     nvj_image img = {{g->frame, NULL, NULL, NULL}, {(size_t)W * 3, 0, 0, 0}};
-    if (g->hw && g->force != 2) {
+    if (hardware_first(g)) {
         int unsupported = 1;
-        if (g_nvj.JpegStreamParse(g->hw, data, len, 0, 0, g->hw_js) == 0 &&
-            g_nvj.DecodeBatchedSupported(g->hw, g->hw_js, &unsupported) == 0 && unsupported == 0) {
+        if (g_nvj.DecodeBatchedSupported(g->hw, g->hw_js, &unsupported) == 0 && unsupported == 0) {
             nvj_status s = g_nvj.DecodeBatched(g->hw, g->hw_state, &data, &len, &img, g->stream);
             if (s == 0) {
                 *used = "hardware";
@@ -303,7 +307,11 @@ static cs_status decode(cs_gpuprep *g, const uint8_t *data, size_t len, int W, i
             (void)g_nvj.DecodeBatchedInitialize(g->hw, g->hw_state, 1, 1, NVJ_OUTPUT_RGBI);
         }
     }
-    if (g->force == 1) return cs_errorf(err, CS_EUNSUPPORTED, "the hardware decoder does not take this JPEG");
+    if (g->force == 1)
+        return cs_errorf(err, CS_EUNSUPPORTED, g->hw ? "the hardware decoder does not take this JPEG"
+                                                   : "this GPU has no hardware JPEG decoder");
+    if (hardware_first(g) && g_nvj.JpegStreamParse(g->h, data, len, 0, 0, g->js) != 0)
+        return cs_errorf(err, CS_EUNSUPPORTED, "nvJPEG cannot parse this JPEG");
     int unsupported = 1;
     nvj_status s = g_nvj.DecoderJpegSupported(g->dec, g->js, g->params, &unsupported);
     if (s != 0 || unsupported != 0)
@@ -359,12 +367,12 @@ cs_status cs_gpuprep_run(cs_gpuprep *g, const void *jpeg, size_t len, const cs_i
     cudaError_t e = cudaSetDevice(g->device);
     if (e != cudaSuccess) return cu_fail(err, "cudaSetDevice", e);
 
-    /* the frame header, from nvJPEG's parse (the GPU-Huffman stream is the
-     * one decode() reads when the hardware decoder passes) */
+    /* the frame header, from nvJPEG's parse with the handle of the decoder
+     * tried first (decode() parses for the other one only if it gets there) */
     unsigned W = 0, H = 0, nc = 0;
-    if (g_nvj.JpegStreamParse(g->h, data, len, 0, 0, g->js) != 0 ||
-        g_nvj.JpegStreamGetFrameDimensions(g->js, &W, &H) != 0 ||
-        g_nvj.JpegStreamGetComponentsNum(g->js, &nc) != 0)
+    nvj_stream js = hardware_first(g) ? g->hw_js : g->js;
+    if (g_nvj.JpegStreamParse(hardware_first(g) ? g->hw : g->h, data, len, 0, 0, js) != 0 ||
+        g_nvj.JpegStreamGetFrameDimensions(js, &W, &H) != 0 || g_nvj.JpegStreamGetComponentsNum(js, &nc) != 0)
         return cs_errorf(err, CS_EUNSUPPORTED, "nvJPEG cannot parse this JPEG");
     if ((nc != 1 && nc != 3) || W < 1 || H < 1 || W > 65535 || H > 65535 ||
         (int64_t)W * H > lim->max_pixels)

@@ -10,7 +10,8 @@
  * CPU path's settings, so the GPU path's output can be compared with the
  * CPU path's byte for byte.  The hardware backend exists only when
  * CS_FAKE_NVJPEG_HW is set (else nvjpegCreateEx answers 7,
- * NVJPEG_STATUS_ARCH_MISMATCH, as on a GPU without the engine).  Misuse --
+ * NVJPEG_STATUS_ARCH_MISMATCH, as on a GPU without the engine), and takes
+ * no JPEG while CS_FAKE_NVJPEG_HW_REFUSE is set.  Misuse --
  * a decode before its stream was parsed, a batched decode before its
  * initialisation, a wrong output format -- fails with
  * NVJPEG_STATUS_INVALID_PARAMETER (2), and counts in fake_nvjpeg_misuse(). */
@@ -226,7 +227,8 @@ int nvjpegDecodeBatchedInitialize(handle *h, state *s, int batch, int threads, i
 }
 int nvjpegDecodeBatchedSupported(handle *h, jstream *js, int *unsupported) {
     if (!h || h->backend != 3 || !js || !js->parsed || !unsupported) return misuse();
-    *unsupported = js->comps == 4;
+    /* CS_FAKE_NVJPEG_HW_REFUSE: what a progressive JPEG meets */
+    *unsupported = js->comps == 4 || getenv("CS_FAKE_NVJPEG_HW_REFUSE") != NULL;
     return OK;
 }
 int nvjpegDecodeBatched(handle *h, state *s, const unsigned char *const *data, const size_t *lengths, fimg *dst,

@@ -1169,6 +1169,10 @@ static void test_gpuprep(void **state) {
     assert_int_equal(cs_gpuprep_open(0, &g, &err), CS_OK);
     unsetenv("CS_FAKE_NVJPEG_HW");
     check_gpuprep(g, jpg6, len6, &p, 1, "hardware", "hardware decoder");
+    setenv("CS_FAKE_NVJPEG_HW_REFUSE", "1", 1);
+    check_gpuprep(g, jpg, len, &p, 1, "gpu_hybrid", "a JPEG the hardware decoder refuses");
+    unsetenv("CS_FAKE_NVJPEG_HW_REFUSE");
+    check_gpuprep(g, jpg, len, &p, 1, "hardware", "hardware decoder again");
     setenv("CS_NVJPEG_BACKEND", "gpu_hybrid", 1);
     cs_gpuprep *g2 = NULL;
     assert_int_equal(cs_gpuprep_open(0, &g2, &err), CS_OK);
