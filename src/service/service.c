@@ -230,6 +230,7 @@ struct cs_svc {
      * to the CPU (for /metrics); gpu_warned: its failure was logged */
     atomic_long gpu_prepped[2], gpu_left;
     atomic_int gpu_warned;
+    int gpu_device; /* the CUDA device of the models, -1 when on the CPU (set by cs_svc_start) */
     char *prepared_dir; /* <cache-dir>/models: the engine's prepared-model cache, or NULL */
     svc_slot slots[CS_SVC_MAX_MODELS];
     int nmodels;
@@ -374,6 +375,7 @@ cs_status cs_svc_create(const cs_svc_params *p, cs_svc **out, cs_error *err) {
     cs_svc *s = calloc(1, sizeof *s);
     if (!s) return cs_errorf(err, CS_ENOMEM, "out of memory");
     s->p = q;
+    s->gpu_device = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->mmu, NULL);
     pthread_mutex_init(&s->vmu, NULL);
@@ -741,7 +743,7 @@ void cs_svc_write_metrics(cs_svc *s, FILE *f) {
                "camserve_cache_entries{tier=\"memory\"} %zu\ncamserve_cache_entries{tier=\"images\"} %zu\n",
             re, ie);
     fprintf(f, "camserve_cache_entries{tier=\"prepared\"} %zu\n", pe);
-    if (s->p.gpu_decode)
+    if (s->p.gpu_decode && s->gpu_device >= 0)
         fprintf(f, "# HELP camserve_gpu_decode_total JPEGs for a model on a GPU: decoded and preprocessed there, by "
                    "nvJPEG decoder, or left to the CPU.\n# TYPE camserve_gpu_decode_total counter\n"
                    "camserve_gpu_decode_total{path=\"hardware\"} %ld\ncamserve_gpu_decode_total{path=\"gpu_hybrid\"} %ld\n"
@@ -1323,6 +1325,16 @@ static void tier_store(cs_svc *s, const uint8_t key[32], const result_box *b) {
 static void *prep_main(void *arg) {
     cs_svc *s = arg;
     prep_gpu pg = {0};
+    /* open the GPU image path now rather than on the first photo: loading
+     * nvJPEG and creating its decoders is start-up work */
+    if (s->p.gpu_decode && s->gpu_device >= 0) {
+        cs_error e = {0};
+        pg.device = s->gpu_device;
+        if (cs_gpuprep_open(pg.device, &pg.g, &e) != CS_OK) {
+            pg.off = true;
+            gpu_warn(s, "unavailable", &e);
+        }
+    }
     double next_sweep = cs_now_ms() + 50;
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -1778,6 +1790,11 @@ cs_status cs_svc_start(cs_svc *s, cs_error *err) {
             if (!strncmp(cs_model_device(s->slots[i].cur->m), "cuda", 4)) s->p.max_batch = 8;
     }
     s->prep_ahead = 2 * nw * s->p.max_batch; /* a batch running, the next one ready */
+    s->gpu_device = -1;
+    for (int i = 0; i < s->nmodels; i++) {
+        const char *dev = cs_model_device(s->slots[i].cur->m);
+        if (!strncmp(dev, "cuda", 4)) s->gpu_device = dev[4] == ':' ? atoi(dev + 5) : 0;
+    }
     for (int i = 0; i < nw * s->nmodels; i++) {
         svc_model *m = s->slots[i % s->nmodels].cur;
         cs_status st = cs_session_create(m->m, &s->sessions[i], err);

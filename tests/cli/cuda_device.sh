@@ -36,6 +36,8 @@ if grep -qw avx512_bf16 /proc/cpuinfo || grep -qw amx_bf16 /proc/cpuinfo; then
 else
     echo "no native bf16 on this CPU: only the refusal is checked"
 fi
+run "serve --gpu-decode maybe" 2 "$bin" serve --model "$model" --gpu-decode maybe && has "serve --gpu-decode maybe" "--gpu-decode must be on or off"
+run "CAMSERVE_GPU_DECODE=x" 2 env CAMSERVE_GPU_DECODE=x "$bin" serve --model "$model" && has "CAMSERVE_GPU_DECODE=x" "--gpu-decode must be on or off"
 run "inspect device" 0 "$bin" inspect --model "$model" --json --device cpu
 grep -q '"device": *"cpu"' "$tmp/out" || fail "inspect --json does not report the device: $(head -c 300 "$tmp/out")"
 
