@@ -10,28 +10,21 @@
  * not staged: at these sizes the passes are small next to the decode. */
 #include "cuda/gpuprep_internal.h"
 #include "cuda/gpuprep_math.h"
+#include "cuda/launch.cuh"
 
 #include <cuda_runtime.h>
 
 namespace {
 
-const int kThreads = 256;
-
-inline unsigned blocks_for(int64_t n) {
-    int64_t b = (n + kThreads - 1) / kThreads;
-    if (b < 1) b = 1;
-    if (b > (1 << 20)) b = 1 << 20; /* the grid-stride loops cover the rest */
-    return (unsigned)b;
-}
-
-inline cudaStream_t S(cs_cuda_stream s) { return (cudaStream_t)s; }
-
-inline int launched() { return (int)cudaGetLastError(); }
+using cs_launch::blocks_for;
+using cs_launch::kThreads;
+using cs_launch::launched;
+using cs_launch::S;
 
 __global__ void k_hpass(const uint8_t *src, size_t pitch, int W, int H, int o, int ylo, int rows,
                         int ow, const int32_t *hfirst, const int32_t *hw, int hk, uint8_t *tmp) {
     const int64_t rowb = (int64_t)ow * 3, n = rowb * rows;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    GRID_LOOP(i, n) {
         const int r = (int)(i / rowb), b = (int)(i - (int64_t)r * rowb), x = b / 3, c = b - x * 3;
         tmp[i] = cs_gp_hpass(src, pitch, W, H, o, ylo + r, hfirst[x], hw + (size_t)x * hk, hk, c);
     }
@@ -40,7 +33,7 @@ __global__ void k_hpass(const uint8_t *src, size_t pitch, int W, int H, int o, i
 __global__ void k_vpass(const uint8_t *tmp, int ow, int ylo, int oh, const int32_t *vfirst,
                         const int32_t *vn, const int32_t *vw, int vk, uint8_t *dst, size_t dst_stride) {
     const int64_t rowb = (int64_t)ow * 3, n = rowb * oh;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    GRID_LOOP(i, n) {
         const int j = (int)(i / rowb), b = (int)(i - (int64_t)j * rowb);
         dst[(size_t)j * dst_stride + b] =
             cs_gp_vpass(tmp, (size_t)rowb, vfirst[j] - ylo, vn[j], vw + (size_t)j * vk, (size_t)b);
@@ -48,7 +41,7 @@ __global__ void k_vpass(const uint8_t *tmp, int ow, int ylo, int oh, const int32
 }
 
 __global__ void k_normalize(const uint8_t *rgb, int64_t n, const float *lut, int bgr, float *out) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < 3 * n; i += (int64_t)gridDim.x * blockDim.x) {
+    GRID_LOOP(i, 3 * n) {
         const int c = (int)(i / n);
         const int64_t p = i - c * n;
         out[i] = lut[c * 256 + rgb[p * 3 + (bgr ? 2 - c : c)]];

@@ -10,6 +10,7 @@
  * cuda_internal.h).  The formulas mirror src/engine/ops.c (forward) and
  * src/engine/backward.c (gradients) so CPU and GPU agree up to rounding. */
 #include "cuda/cuda_internal.h"
+#include "cuda/launch.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -27,18 +28,10 @@ __device__ __forceinline__ void st(float *p, float v) { *p = v; }
 __device__ __forceinline__ void st(__half *p, float v) { *p = __float2half_rn(v); }
 __device__ __forceinline__ void st(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
 
-const int kThreads = 256;
-
-inline unsigned blocks_for(int64_t n) {
-    int64_t b = (n + kThreads - 1) / kThreads;
-    if (b < 1) b = 1;
-    if (b > (1 << 20)) b = 1 << 20; /* the grid-stride loops cover the rest */
-    return (unsigned)b;
-}
-
-#define GRID_LOOP(i, n)                                                                  \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);            \
-         i += (int64_t)gridDim.x * blockDim.x)
+using cs_launch::blocks_for;
+using cs_launch::kThreads;
+using cs_launch::launched;
+using cs_launch::S;
 
 __device__ __forceinline__ float apply_fn(const cs_cuda_act &a, float x) {
     switch (a.fn) {
@@ -532,9 +525,7 @@ __global__ void k_cast(const float *x, T *y, int64_t n) {
     GRID_LOOP(i, n) st(y + i, x[i]);
 }
 
-inline int launched() { return (int)cudaGetLastError(); }
 
-inline cudaStream_t S(cs_cuda_stream s) { return (cudaStream_t)s; }
 
 } // namespace
 
