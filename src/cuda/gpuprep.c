@@ -338,7 +338,14 @@ static size_t plan_ints(const cs_img_taps *t) {
     return (size_t)t->ow * (1 + (size_t)t->hk) + (size_t)t->oh * (2 + (size_t)t->vk);
 }
 
-/* One resample on the device: frame -> dst (stride bytes a row). */
+/* Bytes of the horizontal pass's output (run_plan's g->tmp). */
+static size_t tmp_bytes(const cs_img_taps *t) {
+    return (size_t)t->ow * 3 * (size_t)(t->yhi > t->ylo ? t->yhi - t->ylo : 1);
+}
+
+/* One resample on the device: frame -> dst (stride bytes a row), through
+ * g->tmp, which the caller sized (tmp_bytes) before anything was queued:
+ * freeing a buffer that queued work still reads is not an option. */
 static cs_status run_plan(cs_gpuprep *g, const dplan *p, int W, int H, int o, uint8_t *dst,
                           size_t stride, cs_error *err) {
     const cs_img_taps *t = &p->t;
@@ -346,8 +353,6 @@ static cs_status run_plan(cs_gpuprep *g, const dplan *p, int W, int H, int o, ui
     const int32_t *hfirst = base, *hw = hfirst + t->ow, *vfirst = hw + (size_t)t->ow * t->hk,
                   *vn = vfirst + t->oh, *vw = vn + t->oh;
     const int rows = t->yhi - t->ylo;
-    cudaError_t e = grow((void **)&g->tmp, &g->tmp_cap, (size_t)t->ow * 3 * (rows > 0 ? rows : 1));
-    if (e != cudaSuccess) return cu_fail(err, "device memory for the resize", e);
     cs_cuda_stream s = (cs_cuda_stream)g->stream;
     int r = cs_gpuprep_k_hpass(s, g->frame, (size_t)W * 3, W, H, o, t->ylo, rows, t->ow, hfirst, hw, t->hk, g->tmp);
     if (!r) r = cs_gpuprep_k_vpass(s, g->tmp, t->ow, t->ylo, t->oh, vfirst, vn, vw, t->vk, dst, stride);
@@ -412,7 +417,9 @@ cs_status cs_gpuprep_run(cs_gpuprep *g, const void *jpeg, size_t len, const cs_i
     if ((e = grow_host(g, host_bytes)) != cudaSuccess ||
         (e = grow(&g->plan, &g->plan_cap, plan_bytes)) != cudaSuccess ||
         (e = grow((void **)&g->pix, &g->pix_cap, npix * 3 + disp_bytes)) != cudaSuccess ||
-        (e = grow((void **)&g->tensor, &g->tensor_cap, tensor_bytes)) != cudaSuccess) {
+        (e = grow((void **)&g->tensor, &g->tensor_cap, tensor_bytes)) != cudaSuccess ||
+        (e = grow((void **)&g->tmp, &g->tmp_cap,
+                  tmp_bytes(&crop.t) > tmp_bytes(&disp.t) ? tmp_bytes(&crop.t) : tmp_bytes(&disp.t))) != cudaSuccess) {
         st = cu_fail(err, "GPU image buffers", e);
         goto done;
     }
