@@ -60,6 +60,54 @@ typedef struct loader {
     cs_error *err;
 } loader;
 
+/* RFC 3629 UTF-8: no overlong forms, no surrogates, nothing above
+ * U+10FFFF.  NULL (an absent name) is fine. */
+static int utf8_valid(const char *str) {
+    const unsigned char *p = (const unsigned char *)str;
+    while (p && *p) {
+        unsigned c = *p++;
+        int more;
+        unsigned min, cp;
+        if (c < 0x80) continue;
+        if ((c & 0xE0) == 0xC0) more = 1, min = 0x80, cp = c & 0x1F;
+        else if ((c & 0xF0) == 0xE0) more = 2, min = 0x800, cp = c & 0x0F;
+        else if ((c & 0xF8) == 0xF0) more = 3, min = 0x10000, cp = c & 0x07;
+        else return 0;
+        for (int i = 0; i < more; i++, p++) {
+            if ((*p & 0xC0) != 0x80) return 0; /* also stops at the NUL */
+            cp = cp << 6 | (*p & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    }
+    return 1;
+}
+
+/* Names go into JSON answers (/v1/models, cam.layer, inspect --json) and
+ * error messages, and JSON is UTF-8: jansson would silently drop a field
+ * holding anything else.  ONNX strings are UTF-8 (protobuf's string type)
+ * but nothing checked a file's, so a file whose graph names are not is
+ * refused before any of them is used. */
+static cs_status check_names(loader *L, const Onnx__GraphProto *gp) {
+    for (size_t i = 0; i < gp->n_node; i++) {
+        const Onnx__NodeProto *np = gp->node[i];
+        int ok = utf8_valid(np->name) && utf8_valid(np->op_type) && utf8_valid(np->domain);
+        for (size_t k = 0; ok && k < np->n_input; k++) ok = utf8_valid(np->input[k]);
+        for (size_t k = 0; ok && k < np->n_output; k++) ok = utf8_valid(np->output[k]);
+        for (size_t k = 0; ok && k < np->n_attribute; k++) ok = utf8_valid(np->attribute[k]->name);
+        if (!ok) return cs_errorf(L->err, CS_EFORMAT, "node %zu: a name in it is not UTF-8", i);
+    }
+    for (size_t i = 0; i < gp->n_initializer; i++)
+        if (!utf8_valid(gp->initializer[i]->name))
+            return cs_errorf(L->err, CS_EFORMAT, "initializer %zu: its name is not UTF-8", i);
+    for (size_t i = 0; i < gp->n_input; i++)
+        if (!utf8_valid(gp->input[i]->name))
+            return cs_errorf(L->err, CS_EFORMAT, "graph input %zu: its name is not UTF-8", i);
+    for (size_t i = 0; i < gp->n_output; i++)
+        if (!utf8_valid(gp->output[i]->name))
+            return cs_errorf(L->err, CS_EFORMAT, "graph output %zu: its name is not UTF-8", i);
+    return CS_OK;
+}
+
 static int new_value(loader *L, const char *name) {
     cs_graph *g = L->g;
     if (g->nvalues == L->cap_values) return -1; /* sized up front; a bug if hit */
@@ -299,6 +347,9 @@ static cs_status build(loader *L, const Onnx__ModelProto *mp) {
         return cs_errorf(L->err, CS_EUNSUPPORTED, "ONNX opset %lld not supported (7..18)",
                          (long long)g->opset);
     g->producer_name = cs_arena_strdup(&g->arena, mp->producer_name);
+
+    cs_status nst = check_names(L, gp);
+    if (nst != CS_OK) return nst;
 
     /* Upper bound on values: every initializer, input, node output and
      * tensor attribute gets at most one. */

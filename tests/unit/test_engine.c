@@ -170,6 +170,45 @@ static void test_truncated_model(void **state) {
     free(buf);
 }
 
+/* Every occurrence of `from` in buf becomes `to` (same length, so the
+ * protobuf framing holds); returns how many. */
+static int patch_all(unsigned char *buf, size_t len, const char *from, const char *to) {
+    const size_t n = strlen(from);
+    int k = 0;
+    for (size_t i = 0; i + n <= len; i++)
+        if (!memcmp(buf + i, from, n)) memcpy(buf + i, to, n), k++;
+    return k;
+}
+
+/* Graph names go into JSON answers: one that is not UTF-8 is refused at
+ * load, whether it names a node, a tensor or a graph output. */
+static void test_names_not_utf8(void **state) {
+    (void)state;
+    static const struct {
+        const char *from, *to, *needle;
+    } cases[] = {
+        {"/conv1/Conv\"", "/conv1/Con\xff\"", "node"},               /* a node name (protobuf's closing quote) */
+        {"/conv1/Conv_output_0", "/conv1/Conv_outpu\xc0\xaf" "0", "node"}, /* an overlong '/': a value name */
+        {"/conv1/Conv_output_0", "/conv1/Conv_outp\xed\xa0\x80" "0", "node"}, /* a surrogate */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        size_t len;
+        unsigned char *buf = read_file(GOLDEN "/resnet_basic/model.onnx", &len);
+        assert_true(patch_all(buf, len, cases[c].from, cases[c].to) > 0);
+        expect_buffer_error(buf, len, CS_EFORMAT, "not UTF-8");
+        free(buf);
+    }
+    /* valid multi-byte names load */
+    size_t len;
+    unsigned char *buf = read_file(GOLDEN "/resnet_basic/model.onnx", &len);
+    assert_true(patch_all(buf, len, "/conv1/Conv_output_0", "/conv1/Conv_outp\xc3\xa9" "t0") > 0); /* 'é' */
+    cs_model *m = NULL;
+    cs_error err = {0};
+    if (cs_model_load_buffer(buf, len, NULL, &m, &err) != CS_OK) fail_msg("UTF-8 names refused: %s", err.msg);
+    cs_model_free(m);
+    free(buf);
+}
+
 static void test_unsupported_op(void **state) {
     (void)state;
     expect_load_error(DATA_ONNX "/unsupported_op.onnx", CS_EUNSUPPORTED, "Foo", "my_foo_node");
@@ -715,6 +754,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_empty_file),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_truncated_model),
+        cmocka_unit_test(test_names_not_utf8),
         cmocka_unit_test(test_unsupported_op),
         cmocka_unit_test(test_input_not_4d),
         cmocka_unit_test(test_external_data),
