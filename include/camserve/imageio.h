@@ -207,6 +207,15 @@ cs_status cs_img_preproc_for_model(const char *model_path, const char *metadata_
                                    int input_h, int input_w, cs_preproc *out, char **labels_out,
                                    const char **source_out, cs_error *err);
 
+/* A labels file's text (one label per line, index = line number; "\n" or
+ * "\r\n"; a last line without a newline counts, a trailing empty one does
+ * not), split in place: *names (malloc()ed, the caller frees it; text must
+ * outlive it) gets *n pointers into text.  Every label must be UTF-8 --
+ * labels go into JSON answers, where jansson would drop anything else --
+ * else CS_EFORMAT "labels: line N is not UTF-8"; CS_ENOMEM.  Used by the
+ * CLI and the server alike. */
+cs_status cs_img_labels_split(char *text, char ***names, int *n, cs_error *err);
+
 /* ---- overlays ------------------------------------------------------------ */
 
 typedef enum cs_img_colormap {

@@ -1,4 +1,5 @@
 #include "cli/cli.h"
+#include "camserve/imageio.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -76,26 +77,17 @@ void cli_set_threads(int threads) {
     if (threads > 0) omp_set_num_threads(threads);
 }
 
-/* Splits out->buf (owned) into lines, in place. */
+/* Splits out->buf (owned) into lines, in place, as the server does
+ * (cs_img_labels_split: a label that is not UTF-8 is refused). */
 static cs_status split_labels(cli_labels *out, cs_error *err) {
-    int lines = 1;
-    for (const char *q = out->buf; *q; q++) lines += *q == '\n';
-    out->names = malloc((size_t)lines * sizeof(char *));
-    if (!out->names) {
+    int n = 0;
+    cs_status st = cs_img_labels_split(out->buf, &out->names, &n, err);
+    if (st != CS_OK) {
         free(out->buf);
         out->buf = NULL;
-        return cs_errorf(err, CS_ENOMEM, "out of memory");
+        return st;
     }
-    char *p = out->buf;
-    while (*p) {
-        char *nl = strchr(p, '\n');
-        if (nl) *nl = '\0';
-        size_t l = strlen(p);
-        if (l && p[l - 1] == '\r') p[l - 1] = '\0';
-        out->names[out->n++] = p;
-        if (!nl) break;
-        p = nl + 1;
-    }
+    out->n = n;
     return CS_OK;
 }
 
@@ -124,7 +116,9 @@ cs_status cli_labels_load(const char *path, cli_labels *out, cs_error *err) {
     size_t got = fread(out->buf, 1, (size_t)len, f);
     fclose(f);
     out->buf[got] = '\0';
-    return split_labels(out, err);
+    cs_status st = split_labels(out, err);
+    if (st != CS_OK) cs_error_prefix(err, "%s", path);
+    return st;
 }
 
 const char *cli_label(const cli_labels *l, int64_t i) {

@@ -227,3 +227,31 @@ done:
     free(sidecar);
     return st;
 }
+
+cs_status cs_img_labels_split(char *text, char ***names, int *n, cs_error *err) {
+    *names = NULL;
+    *n = 0;
+    int lines = 1;
+    for (const char *c = text; *c; c++) lines += *c == '\n';
+    char **v = calloc((size_t)lines, sizeof *v);
+    if (!v) return cs_errorf(err, CS_ENOMEM, "out of memory for %d labels", lines);
+    int k = 0;
+    for (char *p = text; *p && k < lines;) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = '\0';
+        size_t l = strlen(p);
+        if (l && p[l - 1] == '\r') p[l - 1] = '\0';
+        json_t *j = json_string(p); /* NULL for text that is not UTF-8 */
+        json_decref(j);
+        if (!j) {
+            free(v);
+            return cs_errorf(err, CS_EFORMAT, "labels: line %d is not UTF-8", k + 1);
+        }
+        v[k++] = p;
+        if (!nl) break;
+        p = nl + 1;
+    }
+    *names = v;
+    *n = k;
+    return CS_OK;
+}

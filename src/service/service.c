@@ -445,26 +445,13 @@ static void copy_text(char *dst, size_t cap, const char *src) {
     dst[n] = '\0';
 }
 
+/* The labels text becomes the model's (sm->labels_buf owns it, whatever
+ * the outcome). */
 static cs_status split_labels(svc_model *sm, char *text, cs_error *err) {
     sm->labels_buf = text;
-    int lines = 1;
-    for (char *c = text; *c; c++) lines += *c == '\n';
-    sm->labels = calloc((size_t)lines, sizeof(char *));
-    if (!sm->labels) return cs_errorf(err, CS_ENOMEM, "out of memory");
-    int n = 0;
-    for (char *p = text; *p && n < lines;) {
-        char *nl = strchr(p, '\n');
-        if (nl) *nl = '\0';
-        size_t l = strlen(p);
-        if (l && p[l - 1] == '\r') p[l - 1] = '\0';
-        if (!utf8_text(p)) return cs_errorf(err, CS_EFORMAT, "labels: line %d is not UTF-8", n + 1);
-        sm->labels[n++] = p;
-        if (!nl) break;
-        p = nl + 1;
-    }
-    sm->info.num_labels = n;
+    cs_status st = cs_img_labels_split(text, &sm->labels, &sm->info.num_labels, err);
     sm->info.labels = (const char *const *)sm->labels;
-    return CS_OK;
+    return st;
 }
 
 static char *read_file(const char *path, size_t max, size_t *len) {

@@ -162,6 +162,14 @@ printf '{"labels": "labels.txt"}\n' >"$tmp/latin1/m.json"
 run "serve: labels not UTF-8" 1 timeout 60 "$bin" serve --model "$tmp/latin1/m.onnx" --port 0
 LC_ALL=C grep -aq 'labels.txt.*line 2 is not UTF-8' "$tmp/err" || fail "serve: labels not UTF-8: stderr: $(head -c 400 "$tmp/err")"
 no_crash "serve: labels not UTF-8"
+# the CLI reads labels files the same way (its --json would drop them too)
+x=$src/tests/golden/resnet_basic/input.npy
+run "classify: labels not UTF-8" 1 "$bin" classify --model "$tmp/latin1/m.onnx" --tensor "$x" --json
+LC_ALL=C grep -aq 'labels.txt.*line 2 is not UTF-8' "$tmp/err" || fail "classify: labels not UTF-8: stderr: $(head -c 400 "$tmp/err")"
+run "classify --labels not UTF-8" 1 "$bin" classify --model "$model" --tensor "$x" --labels "$tmp/latin1/labels.txt"
+LC_ALL=C grep -aq 'labels.txt: labels: line 2 is not UTF-8' "$tmp/err" || fail "classify --labels not UTF-8: stderr: $(head -c 400 "$tmp/err")"
+printf 'cat\ncaf\xc3\xa9\r\n' >"$tmp/latin1/labels.txt" # UTF-8, CRLF: fine
+run "classify: UTF-8 labels" 0 "$bin" classify --model "$tmp/latin1/m.onnx" --tensor "$x" --json
 run "serve: model name not UTF-8" 1 timeout 60 "$bin" serve --model "$model:$(printf 'r\xe9sn')" --port 0
 LC_ALL=C grep -aq 'model name.*UTF-8' "$tmp/err" || fail "serve: model name not UTF-8: stderr: $(head -c 400 "$tmp/err")"
 no_crash "serve: model name not UTF-8"
