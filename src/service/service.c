@@ -1072,53 +1072,34 @@ static void to_display_size(cs_svc *s, job *j) {
     j->img = d;
 }
 
-/* A prep thread's GPU image path: opened on the first JPEG for a model on
- * a GPU, owned by the thread (cs_gpuprep is one thread's), closed when it
- * exits.  off: it failed to open or failed on the GPU; the thread then
- * stays on the CPU path. */
-typedef struct prep_gpu {
-    cs_gpuprep *g;
-    int device;
-    bool off;
-} prep_gpu;
-
 static void gpu_warn(cs_svc *s, const char *what, const cs_error *e) {
     if (atomic_exchange(&s->gpu_warned, 1) == 0)
         fprintf(stderr, "camserve: GPU image path %s: %s; decoding on the CPU\n", what, e->msg);
 }
 
 /* Decodes and preprocesses j's upload on the GPU (gpuprep.h) when its
- * model runs there; returns 1 when it did, 0 when the CPU path must. */
-static int prep_on_gpu(cs_svc *s, job *j, prep_gpu *pg, size_t per, bool display) {
-    const char *dev = cs_model_device(j->model->m);
-    if (!s->p.gpu_decode || strncmp(dev, "cuda", 4) != 0 ||
+ * model runs there; returns 1 when it did, 0 when the CPU path must.  *gp
+ * is the prep thread's GPU image path (prep_main), NULL when it could not
+ * be opened or has failed since. */
+static int prep_on_gpu(cs_svc *s, job *j, cs_gpuprep **gp, size_t per, bool display) {
+    if (!s->p.gpu_decode || s->gpu_device < 0 || strncmp(cs_model_device(j->model->m), "cuda", 4) != 0 ||
         cs_img_sniff(j->image->data, j->image->len) != CS_IMG_FORMAT_JPEG)
         return 0;
-    const int d = dev[4] == ':' ? atoi(dev + 5) : 0;
-    cs_error e = {0};
-    if (!pg->g && !pg->off) {
-        if (cs_gpuprep_open(d, &pg->g, &e) != CS_OK) {
-            pg->off = true;
-            gpu_warn(s, "unavailable", &e);
-        }
-        pg->device = d;
-    }
-    if (pg->off || pg->device != d) { /* (every model shares s->p.device) */
+    float *input = *gp ? malloc(per * sizeof(float)) : NULL;
+    if (!input) {
         atomic_fetch_add(&s->gpu_left, 1);
         return 0;
     }
-    float *input = malloc(per * sizeof(float));
-    if (!input) return 0;
     cs_gpuprep_out o = {.tensor = input, .want_display = display, .display_max_side = s->p.overlay_max_side};
-    cs_status st = cs_gpuprep_run(pg->g, j->image->data, j->image->len, &s->p.limits, &j->model->pp, &o, &e);
+    cs_error e = {0};
+    cs_status st = cs_gpuprep_run(*gp, j->image->data, j->image->len, &s->p.limits, &j->model->pp, &o, &e);
     if (st != CS_OK) {
         free(input);
         atomic_fetch_add(&s->gpu_left, 1);
         if (st == CS_EBACKEND) { /* the GPU misbehaves: this thread stops asking it */
             gpu_warn(s, "failed", &e);
-            cs_gpuprep_close(pg->g);
-            pg->g = NULL;
-            pg->off = true;
+            cs_gpuprep_close(*gp);
+            *gp = NULL;
         }
         return 0;
     }
@@ -1134,7 +1115,7 @@ static int prep_on_gpu(cs_svc *s, job *j, prep_gpu *pg, size_t per, bool display
     return 1;
 }
 
-static void do_prep(cs_svc *s, job *j, prep_gpu *pg) {
+static void do_prep(cs_svc *s, job *j, cs_gpuprep **gp) {
     svc_model *sm = j->model;
     int need_w, need_h;
     cs_img_preproc_need(&sm->pp, &need_w, &need_h);
@@ -1149,7 +1130,7 @@ static void do_prep(cs_svc *s, job *j, prep_gpu *pg) {
         j->tm.preprocess = cs_now_ms() - t0; /* the lookup; decode is skipped */
         return;
     }
-    if (prep_on_gpu(s, j, pg, per, j->kind == CS_SVC_EXPLAIN || use_pc)) {
+    if (prep_on_gpu(s, j, gp, per, j->kind == CS_SVC_EXPLAIN || use_pc)) {
         /* decode, resize and normalisation were one GPU step: all of it
          * counts as decode */
         j->tm.decode = cs_now_ms() - t0;
@@ -1311,16 +1292,14 @@ static void tier_store(cs_svc *s, const uint8_t key[32], const result_box *b) {
 
 static void *prep_main(void *arg) {
     cs_svc *s = arg;
-    prep_gpu pg = {0};
-    /* open the GPU image path now rather than on the first photo: loading
-     * nvJPEG and creating its decoders is start-up work */
+    /* This thread's GPU image path (cs_gpuprep is one thread's), for models
+     * on a GPU: opened now rather than on the first photo (loading nvJPEG
+     * and creating its decoders is start-up work), closed when the thread
+     * exits. */
+    cs_gpuprep *gp = NULL;
     if (s->p.gpu_decode && s->gpu_device >= 0) {
         cs_error e = {0};
-        pg.device = s->gpu_device;
-        if (cs_gpuprep_open(pg.device, &pg.g, &e) != CS_OK) {
-            pg.off = true;
-            gpu_warn(s, "unavailable", &e);
-        }
+        if (cs_gpuprep_open(s->gpu_device, &gp, &e) != CS_OK) gpu_warn(s, "unavailable", &e);
     }
     double next_sweep = cs_now_ms() + 50;
     pthread_mutex_lock(&s->mu);
@@ -1364,7 +1343,7 @@ static void *prep_main(void *arg) {
             s->prep_len--;
             s->prepping++;
             pthread_mutex_unlock(&s->mu);
-            do_prep(s, j, &pg);
+            do_prep(s, j, &gp);
             if (j->outcome != CS_SVC_OK) {
                 finish_job(s, j, NULL);
                 pthread_mutex_lock(&s->mu);
@@ -1393,7 +1372,7 @@ static void *prep_main(void *arg) {
         pthread_cond_timedwait(&s->prep_cv, &s->mu, &ts);
     }
     pthread_mutex_unlock(&s->mu);
-    cs_gpuprep_close(pg.g);
+    cs_gpuprep_close(gp);
     return NULL;
 }
 
