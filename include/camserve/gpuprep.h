@@ -58,9 +58,10 @@ typedef struct cs_gpuprep_out {
 /* Decodes and preprocesses one JPEG.  CS_EUNSUPPORTED means "not this one,
  * use the CPU path": not a JPEG, no end-of-image marker at the end (a cut
  * upload, which the CPU decoder reports properly), CMYK, beyond lim, an
- * encoding nvJPEG refuses, a preprocessing this path does not cover.  Other
- * errors are the GPU's (CS_EBACKEND) or memory.  Outputs are written only
- * on success. */
+ * encoding nvJPEG refuses, a preprocessing this path does not cover.
+ * CS_ENOMEM: host, device or pinned memory ran out for this image (the
+ * next may fit).  CS_EBACKEND: the GPU failed otherwise; stop using this
+ * cs_gpuprep.  Outputs are written only on success. */
 cs_status cs_gpuprep_run(cs_gpuprep *g, const void *jpeg, size_t len, const cs_img_limits *lim,
                          const cs_preproc *p, cs_gpuprep_out *out, cs_error *err);
 

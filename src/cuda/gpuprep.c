@@ -166,9 +166,13 @@ static cs_status nvj_fail(cs_error *err, const char *what, nvj_status s) {
     return cs_errorf(err, CS_EBACKEND, "nvJPEG %s failed (status %d)", what, s);
 }
 
+/* A CUDA failure: out of device or pinned memory is this image's problem
+ * (CS_ENOMEM: the caller decodes it on the CPU and keeps the path); any
+ * other error is the GPU's (CS_EBACKEND). */
 static cs_status cu_fail(cs_error *err, const char *what, cudaError_t e) {
     (void)cudaGetLastError(); /* not sticky: clear it for later calls */
-    return cs_errorf(err, CS_EBACKEND, "%s: %s", what, cudaGetErrorString(e));
+    return cs_errorf(err, e == cudaErrorMemoryAllocation ? CS_ENOMEM : CS_EBACKEND, "%s: %s", what,
+                     cudaGetErrorString(e));
 }
 
 void cs_gpuprep_close(cs_gpuprep *g) {

@@ -74,8 +74,13 @@ static void stv(cs_cuda_dt t, void *p, int64_t i, float v) {
 /* ---- CUDA runtime --------------------------------------------------------------------- */
 
 static int g_alloc; /* live fake device/pinned allocations, for a leak check */
+static size_t g_alloc_max; /* > 0: device allocations above this fail, as on a full GPU */
 
 cudaError_t cudaMalloc(void **p, size_t n) {
+    if (g_alloc_max && n > g_alloc_max) {
+        *p = NULL;
+        return cudaErrorMemoryAllocation;
+    }
     *p = calloc(1, n ? n : 1);
     if (*p) g_alloc++;
     return *p ? cudaSuccess : cudaErrorMemoryAllocation;
@@ -1162,6 +1167,19 @@ static void test_gpuprep(void **state) {
     ns = fread(small, 1, sizeof small, f);
     fclose(f);
     expect_cpu_path(g, small, ns, NULL, "a CMYK JPEG");
+    /* a full GPU is this image's problem, not the path's: CS_ENOMEM (the
+     * service then decodes it on the CPU), and the next image works */
+    g_alloc_max = (size_t)1 << 20;
+    cs_gpuprep *g3 = NULL;
+    assert_int_equal(cs_gpuprep_open(0, &g3, &err), CS_OK);
+    float *t3 = malloc(sizeof(float) * 3 * 224 * 224);
+    cs_gpuprep_out o3 = {.tensor = t3, .want_display = 1};
+    if (cs_gpuprep_run(g3, jpg, len, NULL, &p, &o3, &err) != CS_ENOMEM)
+        fail_msg("a failed device allocation: %s (want out of memory)", err.msg);
+    g_alloc_max = 0;
+    free(t3);
+    check_gpuprep(g3, jpg, len, &p, 1, "gpu_hybrid", "after a failed allocation");
+    cs_gpuprep_close(g3);
     cs_gpuprep_close(g);
 
     /* the hardware decoder, where nvJPEG has one */
