@@ -12,7 +12,7 @@ mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT INT TERM
 
 gcc -std=c11 -O2 -D_GNU_SOURCE -I"$root/include" -I"$root/src" \
-    "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" \
+    "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" "$root/src/util/text.c" \
     $(pkg-config --cflags --libs libturbojpeg spng libdeflate libwebp libwebpdemux jansson) -lm \
     -o "$work/bench_image"
 "$work/bench_image" --make "$work/photo.jpg"

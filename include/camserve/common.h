@@ -48,6 +48,10 @@ cs_status cs_error_prefix(cs_error *err, const char *fmt, ...)
 void cs_error_clear(cs_error *err);
 const char *cs_status_str(cs_status s);
 
+/* 1 when n bytes at s are UTF-8 that a JSON answer can carry (no NUL, no
+ * overlong forms or surrogates: RFC 3629), else 0. */
+int cs_utf8_valid(const char *s, size_t n);
+
 /* Monotonic clock in milliseconds, for timings reported to users. */
 double cs_now_ms(void);
 

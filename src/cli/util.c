@@ -80,15 +80,12 @@ void cli_set_threads(int threads) {
 /* Splits out->buf (owned) into lines, in place, as the server does
  * (cs_img_labels_split: a label that is not UTF-8 is refused). */
 static cs_status split_labels(cli_labels *out, cs_error *err) {
-    int n = 0;
-    cs_status st = cs_img_labels_split(out->buf, &out->names, &n, err);
+    cs_status st = cs_img_labels_split(out->buf, &out->names, &out->n, err);
     if (st != CS_OK) {
         free(out->buf);
         out->buf = NULL;
-        return st;
     }
-    out->n = n;
-    return CS_OK;
+    return st;
 }
 
 cs_status cli_labels_from_text(const char *text, cli_labels *out, cs_error *err) {

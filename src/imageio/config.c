@@ -241,9 +241,7 @@ cs_status cs_img_labels_split(char *text, char ***names, int *n, cs_error *err) 
         if (nl) *nl = '\0';
         size_t l = strlen(p);
         if (l && p[l - 1] == '\r') p[l - 1] = '\0';
-        json_t *j = json_string(p); /* NULL for text that is not UTF-8 */
-        json_decref(j);
-        if (!j) {
+        if (!cs_utf8_valid(p, strlen(p))) {
             free(v);
             return cs_errorf(err, CS_EFORMAT, "labels: line %d is not UTF-8", k + 1);
         }

@@ -343,19 +343,27 @@ static void tap_rows(const coeffs *vt, int oh, int sh, int *ylo, int *yhi) {
     *yhi = hi;
 }
 
+/* The two passes' coefficients for output window [x0,x1) x [y0,y1): the
+ * horizontal ones with one tap count for every output (same_tap_count). */
+static cs_status window_coeffs(int sw, int sh, const float box[4], int rw, int rh, int x0, int x1, int y0,
+                               int y1, cs_img_interp interp, coeffs *hz, coeffs *vt, cs_error *err) {
+    const filter *f = &FILTERS[interp == CS_IMG_INTERP_BICUBIC ? 1 : 0];
+    cs_status st = precompute(sw, box[0], box[2], rw, x0, x1 - x0, f, hz, err);
+    if (st == CS_OK) st = same_tap_count(hz, x1 - x0, sw, err);
+    if (st == CS_OK) st = precompute(sh, box[1], box[3], rh, y0, y1 - y0, f, vt, err);
+    return st;
+}
+
 cs_status cs_img_resample_window(const uint8_t *src, int sw, int sh, int channels,
                                  const float box[4], int rw, int rh, int x0, int x1, int y0,
                                  int y1, cs_img_interp interp, uint8_t *dst, size_t dst_stride,
                                  cs_error *err) {
     if (x1 <= x0 || y1 <= y0) return CS_OK;
     if (channels != 1 && channels != 3) return cs_errorf(err, CS_EINVAL, "bad channel count");
-    const filter *f = &FILTERS[interp == CS_IMG_INTERP_BICUBIC ? 1 : 0];
     const int C = channels, ow = x1 - x0, oh = y1 - y0;
     coeffs hz = {0}, vt = {0};
     uint8_t *tmp = NULL;
-    cs_status st = precompute(sw, box[0], box[2], rw, x0, ow, f, &hz, err);
-    if (st == CS_OK) st = same_tap_count(&hz, ow, sw, err);
-    if (st == CS_OK) st = precompute(sh, box[1], box[3], rh, y0, oh, f, &vt, err);
+    cs_status st = window_coeffs(sw, sh, box, rw, rh, x0, x1, y0, y1, interp, &hz, &vt, err);
 #if defined(__SSE2__)
     if (st == CS_OK) st = make_pairs(&hz, ow, err);
     if (st == CS_OK) st = make_pairs(&vt, oh, err);
@@ -420,12 +428,9 @@ cs_status cs_img_resample_taps(int sw, int sh, const float box[4], int rw, int r
     if (sw <= 0 || sh <= 0 || rw <= 0 || rh <= 0 || x0 < 0 || y0 < 0 || x1 <= x0 || y1 <= y0 ||
         x1 > rw || y1 > rh)
         return cs_errorf(err, CS_EINVAL, "resample plan: bad window");
-    const filter *f = &FILTERS[interp == CS_IMG_INTERP_BICUBIC ? 1 : 0];
     const int ow = x1 - x0, oh = y1 - y0;
     coeffs hz = {0}, vt = {0};
-    cs_status st = precompute(sw, box[0], box[2], rw, x0, ow, f, &hz, err);
-    if (st == CS_OK) st = same_tap_count(&hz, ow, sw, err);
-    if (st == CS_OK) st = precompute(sh, box[1], box[3], rh, y0, oh, f, &vt, err);
+    cs_status st = window_coeffs(sw, sh, box, rw, rh, x0, x1, y0, y1, interp, &hz, &vt, err);
     if (st != CS_OK) goto done;
     const size_t n = (size_t)ow * (1 + (size_t)hz.ksize) + (size_t)oh * (2 + (size_t)vt.ksize);
     int32_t *blk = malloc(n * sizeof *blk);

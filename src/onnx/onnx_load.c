@@ -60,27 +60,8 @@ typedef struct loader {
     cs_error *err;
 } loader;
 
-/* RFC 3629 UTF-8: no overlong forms, no surrogates, nothing above
- * U+10FFFF.  NULL (an absent name) is fine. */
-static int utf8_valid(const char *str) {
-    const unsigned char *p = (const unsigned char *)str;
-    while (p && *p) {
-        unsigned c = *p++;
-        int more;
-        unsigned min, cp;
-        if (c < 0x80) continue;
-        if ((c & 0xE0) == 0xC0) more = 1, min = 0x80, cp = c & 0x1F;
-        else if ((c & 0xF0) == 0xE0) more = 2, min = 0x800, cp = c & 0x0F;
-        else if ((c & 0xF8) == 0xF0) more = 3, min = 0x10000, cp = c & 0x07;
-        else return 0;
-        for (int i = 0; i < more; i++, p++) {
-            if ((*p & 0xC0) != 0x80) return 0; /* also stops at the NUL */
-            cp = cp << 6 | (*p & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    }
-    return 1;
-}
+/* An absent name (NULL) is fine. */
+static int utf8_valid(const char *str) { return !str || cs_utf8_valid(str, strlen(str)); }
 
 /* Names go into JSON answers (/v1/models, cam.layer, inspect --json) and
  * error messages, and JSON is UTF-8: jansson would silently drop a field

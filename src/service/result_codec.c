@@ -21,7 +21,6 @@
 #include "camserve/imageio.h"
 #include "camserve/service.h"
 
-#include <jansson.h>
 #include <math.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -171,15 +170,11 @@ static double r_f64_finite(rbuf *r) {
 }
 
 /* Into a fixed field: longer than the field is a bad value, and so is one
- * that is not UTF-8 without NULs (it goes into JSON answers; jansson's
- * check is the one the answer would fail). */
+ * that a JSON answer could not carry (cs_utf8_valid). */
 static void r_str(rbuf *r, char *dst, size_t cap) {
     size_t n = (size_t)r_uint(r, 2);
     const uint8_t *p = r_take(r, n);
-    json_t *j = p && n < cap && !memchr(p, 0, n) ? json_stringn((const char *)p, n) : NULL;
-    const int valid = j != NULL;
-    json_decref(j);
-    if (!valid) {
+    if (!p || n >= cap || !cs_utf8_valid((const char *)p, n)) {
         r->bad = 1;
         dst[0] = '\0';
         return;

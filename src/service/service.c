@@ -424,15 +424,6 @@ cs_status cs_svc_create(const cs_svc_params *p, cs_svc **out, cs_error *err) {
 
 /* ---- models -------------------------------------------------------------------- */
 
-/* Text that goes into JSON answers: jansson refuses what is not UTF-8 (and
- * the field with it, silently), so it is refused at load instead. */
-static bool utf8_text(const char *t) {
-    json_t *j = json_string(t);
-    const bool valid = j != NULL;
-    json_decref(j);
-    return valid;
-}
-
 /* snprintf into a fixed field, cut at a character boundary: a long UTF-8
  * label cut inside a character would no longer be UTF-8. */
 static void copy_text(char *dst, size_t cap, const char *src) {
@@ -513,7 +504,7 @@ static cs_status model_finish(cs_svc *s, svc_model *sm, const char *name, double
                          "model '%s': its preprocessing makes 3x%dx%d tensors; its input is %lldx%lldx%lld",
                          name, sm->pp.crop_h, sm->pp.crop_w, (long long)info.input_dims[1],
                          (long long)info.input_dims[2], (long long)info.input_dims[3]);
-    if (!*name || strlen(name) >= sizeof sm->name || !utf8_text(name))
+    if (!*name || strlen(name) >= sizeof sm->name || !cs_utf8_valid(name, strlen(name)))
         return cs_errorf(err, CS_EINVAL, "model name '%s': give 1 to %zu bytes of UTF-8 (--model PATH:NAME)",
                          name, sizeof sm->name - 1);
     for (int i = 0; i < s->nmodels && check_dup; i++)
@@ -1082,8 +1073,8 @@ static void gpu_warn(cs_svc *s, const char *what, const cs_error *e) {
  * is the prep thread's GPU image path (prep_main), NULL when it could not
  * be opened or has failed since. */
 static int prep_on_gpu(cs_svc *s, job *j, cs_gpuprep **gp, size_t per, bool display) {
-    if (!s->p.gpu_decode || s->gpu_device < 0 || strncmp(cs_model_device(j->model->m), "cuda", 4) != 0 ||
-        cs_img_sniff(j->image->data, j->image->len) != CS_IMG_FORMAT_JPEG)
+    /* every model shares the device (s->p.device): gpu_device says for all */
+    if (!s->p.gpu_decode || s->gpu_device < 0 || cs_img_sniff(j->image->data, j->image->len) != CS_IMG_FORMAT_JPEG)
         return 0;
     float *input = *gp ? malloc(per * sizeof(float)) : NULL;
     if (!input) {
