@@ -1,7 +1,9 @@
 #!/bin/sh
 # Image pipeline benchmark: a procedural 4000x3000 quality-92 JPEG -> model
 # tensor in C (camserve's imageio, one core) versus PIL + torchvision in the
-# same run, plus overlay + PNG encode at 800 px.  Usage:
+# same run, plus overlay + PNG encode at 800 px; then the server's encode
+# stage in one thread and split over all cores (cs_img_par, not pinned).
+# Usage:
 #   bench/bench_image.sh [RUNS]        (run from anywhere; needs gcc, pkg-config
 #                                       and /usr/bin/python3 with torchvision)
 set -eu
@@ -12,8 +14,8 @@ mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT INT TERM
 
 gcc -std=c11 -O2 -D_GNU_SOURCE -I"$root/include" -I"$root/src" \
-    "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" "$root/src/util/text.c" \
-    $(pkg-config --cflags --libs libturbojpeg spng libdeflate libwebp libwebpdemux jansson) -lm \
+    "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" "$root/src/util/text.c" "$root/src/util/team.c" \
+    $(pkg-config --cflags --libs libturbojpeg spng libdeflate zlib libwebp libwebpdemux jansson) -lm -pthread \
     -o "$work/bench_image"
 "$work/bench_image" --make "$work/photo.jpg"
 # pin both to one core so "one core" means the same thing for each
@@ -26,3 +28,7 @@ echo "$peer_out"
 c_ms=$(echo "$c_out" | awk '/^jpeg->tensor/ {print $3}')
 p_ms=$(echo "$peer_out" | awk '/^peer/ {print $4}')
 awk -v c="$c_ms" -v p="$p_ms" 'BEGIN { printf "ratio (peer / camserve, median): %.1fx\n", p / c }'
+ways=$(nproc)
+[ "$ways" -gt 8 ] && ways=8
+if [ "$ways" -ge 2 ]; then "$work/bench_image" --encode "$work/photo.jpg" "$runs" "$ways"
+else echo "encode stage: one core, nothing to split over"; fi

@@ -25,7 +25,8 @@
 #      in fp32 and bf16;
 #   4. end to end in the server: the 4000x3000 photo, new bytes per request
 #      (bench/gpu_e2e.py), with the GPU image path (nvJPEG + resize kernels,
-#      the default) and with --gpu-decode off;
+#      the default), with --encode-threads 1 (overlay + PNG on one core) and
+#      with --gpu-decode off;
 #   5. the PyTorch peers in the same run (eager autocast, hook GradCAM,
 #      host-to-host batch 64, torch.compile with CUDA graphs) and
 #      torch.autocast's own fp16/bf16 error on the golden families
@@ -149,9 +150,10 @@ if [ -f "$M" ] && [ "$(left)" -gt 50 ]; then
 fi
 
 # 4. end to end in the server: the 4000x3000 photo -> predictions + overlay
-# PNG (ResNet-50, GradCAM at the default layer, fp16), new bytes each time
 # PNG (ResNet-50, GradCAM at the default layer, fp16), new bytes each time;
-# with the GPU image path (the default, e2e.json) and without (e2e_cpu.json)
+# with the GPU image path and the overlay + PNG split over the cores (the
+# defaults, e2e.json), without the split (e2e_enc1.json) and without the
+# GPU image path (e2e_cpu.json)
 e2e() { # $1: result name, then serve's extra arguments
     local name=$1 port=18931
     shift
@@ -175,6 +177,7 @@ e2e() { # $1: result name, then serve's extra arguments
 if [ -f "$M" ] && [ -f "$B/photo.jpg" ] && [ "$(left)" -gt 60 ]; then
     log "server end to end"
     e2e e2e
+    e2e e2e_enc1 --encode-threads 1
     e2e e2e_cpu --gpu-decode off
 fi
 
@@ -292,7 +295,9 @@ if "error" in t or "compile_error" in t:
     L.append(f"\nPyTorch: {t.get('error', '')} {t.get('compile_error', '')}")
 L += ["", "## End to end in the server (camserve serve --device cuda, fp16, ResNet-50, GradCAM)", ""]
 for name, title in (("e2e", "JPEG decoded and preprocessed on the GPU (the default; nvJPEG: "
-                     + (os.environ.get("CS_NVJPEG_LIB") or "not found") + ")"),
+                     + (os.environ.get("CS_NVJPEG_LIB") or "not found") + "); overlay + PNG split over "
+                     "the cores (the default)"),
+                    ("e2e_enc1", "as above with --encode-threads 1: overlay + PNG on one core"),
                     ("e2e_cpu", "--gpu-decode off: JPEG decoded and preprocessed on the CPU")):
     e = load(name + ".json")
     L += [f"### {title}", ""]

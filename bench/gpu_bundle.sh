@@ -35,8 +35,8 @@ done
 if [ -f /tmp/camserve-gpu-photo.jpg ]; then cp /tmp/camserve-gpu-photo.jpg "$out/photo.jpg"; else
     root=$(cd "$here/.." && pwd)
     gcc -std=c11 -O2 -D_GNU_SOURCE -I"$root/include" -I"$root/src" \
-        "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" \
-        $(pkg-config --cflags --libs libturbojpeg spng libdeflate libwebp libwebpdemux jansson) -lm \
+        "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" "$root/src/util/text.c" "$root/src/util/team.c" \
+        $(pkg-config --cflags --libs libturbojpeg spng libdeflate zlib libwebp libwebpdemux jansson) -lm -pthread \
         -o "$out/bench_image.tmp"
     "$out/bench_image.tmp" --make "$out/photo.jpg"
     rm -f "$out/bench_image.tmp"

@@ -1,12 +1,15 @@
-/* Why the overlay PNG is deflated by one libdeflate call and not split
- * across cores (docs/architecture.md, "What is not built yet"): a
- * pigz-style split needs a stream that can end a stripe without ending the
- * stream (zlib's Z_SYNC_FLUSH); libdeflate always writes a final block.
- * This times, on the filtered rows of an 800x600 photo crop (what
- * src/imageio/encode.c deflates for an overlay):
+/* How to split a PNG's deflate over threads (src/imageio/encode.c,
+ * cs_img_encode_png): libdeflate always ends the stream it writes, so only
+ * the last part can be libdeflate's; the parts before it need a stream
+ * that ends a part without ending the stream (zlib's Z_SYNC_FLUSH).  This
+ * times, on the filtered rows of an 800x600 photo crop (what encode.c
+ * deflates for an overlay):
  *   libdeflate level 1, one call;
  *   zlib level 1 (default and RLE strategies) split into T stripes on T
- *   threads, T = 1, 2, 4.
+ *   threads, T = 1, 2, 4;
+ *   the hybrid encode.c uses: T - 1 zlib stripes and a last libdeflate
+ *   stripe given 1.5, 2 or 2.5 shares of the rows to the others' one,
+ *   checked to inflate back to the rows.
  *
  *   gcc -O2 bench/png_split.c -o /tmp/png_split -lz -ldeflate -lturbojpeg -lpthread
  *   /tmp/png_split PHOTO.jpg     # e.g. bench/.gpu_bundle/photo.jpg (bench/gpu_bundle.sh
@@ -32,10 +35,15 @@ typedef struct stripe {
     size_t n, cap, len;
     unsigned char *out;
     int last, strategy;
+    struct libdeflate_compressor *ld; /* the last stripe through libdeflate (raw deflate) */
 } stripe;
 
 static void *deflate_stripe(void *arg) {
     stripe *s = arg;
+    if (s->ld) {
+        s->len = libdeflate_deflate_compress(s->ld, s->in, s->n, s->out, s->cap);
+        return NULL;
+    }
     z_stream z;
     memset(&z, 0, sizeof z);
     deflateInit2(&z, 1, Z_DEFLATED, -15, 8, s->strategy);
@@ -108,6 +116,51 @@ int main(int argc, char **argv) {
                 printf("zlib level 1 %-7s %d stripe(s)       %6.2f ms  %zu bytes\n", si ? "RLE" : "default", T,
                        now_ms() - t, tot);
             }
+    /* hybrid: T - 1 zlib stripes end with Z_SYNC_FLUSH (byte-aligned, not
+     * final), the last and largest stripe is one libdeflate call; the last
+     * stripe gets WEIGHT/(T - 1 + WEIGHT) of the rows because libdeflate is
+     * about twice as fast per byte */
+    struct libdeflate_compressor *lds = libdeflate_alloc_compressor(1);
+    for (int T = 2; T <= 4; T *= 2)
+        for (int wq = 3; wq <= 5; wq++) { /* weight = wq / 2 */
+            for (int r = 0; r < 5; r++) {
+                stripe st[4];
+                pthread_t th[4];
+                size_t rows_last = (size_t)((double)h * wq / 2 / (T - 1 + wq / 2.0));
+                size_t rows_each = (h - rows_last) / (T - 1);
+                double t = now_ms();
+                size_t o = 0;
+                for (int i = 0; i < T; i++) {
+                    size_t e = i == T - 1 ? N : o + rows_each * row;
+                    st[i] = (stripe){raw + o, e - o, e - o + 1024, 0, malloc(e - o + 1024), i == T - 1,
+                                     Z_DEFAULT_STRATEGY, i == T - 1 ? lds : NULL};
+                    pthread_create(&th[i], NULL, deflate_stripe, &st[i]);
+                    o = e;
+                }
+                size_t tot = 0;
+                unsigned char *cat = malloc(2 * N);
+                for (int i = 0; i < T; i++) {
+                    pthread_join(th[i], NULL);
+                    memcpy(cat + tot, st[i].out, st[i].len);
+                    tot += st[i].len;
+                    free(st[i].out);
+                }
+                double ms = now_ms() - t;
+                /* check: the concatenation inflates back to the rows */
+                z_stream z;
+                memset(&z, 0, sizeof z);
+                inflateInit2(&z, -15);
+                unsigned char *back = malloc(N + 16);
+                z.next_in = cat, z.avail_in = (uInt)tot, z.next_out = back, z.avail_out = (uInt)N + 16;
+                int zr = inflate(&z, Z_FINISH);
+                int ok = zr == Z_STREAM_END && z.total_out == N && !memcmp(back, raw, N);
+                inflateEnd(&z);
+                free(back), free(cat);
+                printf("hybrid %d stripe(s), last weight %.1f  %6.2f ms  %zu bytes  %s\n", T, wq / 2.0, ms, tot,
+                       ok ? "inflates back" : "BROKEN");
+            }
+        }
+    libdeflate_free_compressor(lds);
     libdeflate_free_compressor(c);
     tjDestroy(tj);
     free(jpg), free(px), free(raw), free(out);

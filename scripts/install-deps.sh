@@ -10,6 +10,7 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev   # ONNX parsing
   libcmocka-dev                                # unit tests
   libturbojpeg0-dev libjpeg62-turbo-dev libspng-dev libdeflate-dev libwebp-dev  # image codecs (libdeflate: PNG output)
+  zlib1g-dev                                   # PNG output split over threads (all parts but the last)
   libjansson-dev libssl-dev libxxhash-dev      # JSON, SHA-256, prepared-model checksums
   libmicrohttpd-dev libcurl4-openssl-dev       # HTTP server, model downloads
   liblmdb-dev libhiredis-dev                   # result caches: disk, replicas

@@ -231,6 +231,24 @@ const char *cs_img_colormap_name(cs_img_colormap c);
 /* 256 RGB triples (768 bytes), static storage. */
 const uint8_t *cs_img_colormap_lut(cs_img_colormap c);
 
+/* ---- lending threads --------------------------------------------------- */
+
+/* Threads a caller lends to the overlay and the PNG encoder (the service
+ * lends its helper team; imageio starts no threads of its own).
+ * run(ctx, n, fn, arg) must call fn(arg, i) once for every i in [0, n), on
+ * any threads, and return when all have returned.  ways (at most
+ * CS_IMG_PAR_MAX) is how many parts to split the work into; a NULL
+ * cs_img_par, a NULL run or ways <= 1 keeps it on the calling thread, and
+ * small images are not split.  The overlay is the same bytes however it is
+ * split; a PNG split N ways holds the same pixels in a stream 2-6 %
+ * larger (see cs_img_encode_png). */
+#define CS_IMG_PAR_MAX 16
+typedef struct cs_img_par {
+    int ways;
+    void (*run)(void *ctx, int n, void (*fn)(void *arg, int i), void *arg);
+    void *ctx;
+} cs_img_par;
+
 /* Blends a CAM onto img, as pytorch-grad-cam's show_cam_on_image does:
  *   heat = lut[uint8(255*cam)] / 255;  v = alpha*heat + (1-alpha)*img/255;
  *   out = uint8(255 * v / max(v))
@@ -242,6 +260,10 @@ const uint8_t *cs_img_colormap_lut(cs_img_colormap c);
 cs_status cs_img_overlay(const cs_image *img, const float *cam01, int cam_h, int cam_w,
                          const float *box, cs_img_colormap cmap, float alpha, int max_side,
                          cs_image *out, cs_error *err);
+/* cs_img_overlay with the blending split over par's threads (NULL: none). */
+cs_status cs_img_overlay_par(const cs_image *img, const float *cam01, int cam_h, int cam_w,
+                             const float *box, cs_img_colormap cmap, float alpha, int max_side,
+                             const cs_img_par *par, cs_image *out, cs_error *err);
 /* The overlay's display size of a w x h image (long side at most max_side,
  * <= 0: 800; rounded like PIL's thumbnail).  Returns 1 when that is smaller,
  * i.e. when cs_img_overlay resizes (bilinear) to *dw x *dh; a caller that
@@ -259,6 +281,14 @@ cs_status cs_img_heatmap(const float *cam01, int cam_h, int cam_w, int out_w, in
  * 90).  *out is malloc()ed, owned by the caller (free()). */
 cs_status cs_img_encode(const cs_image *img, cs_img_format fmt, int quality, uint8_t **out,
                         size_t *len, cs_error *err);
+/* PNG as cs_img_encode writes it, the rows split over par's threads
+ * (NULL: none): each of N parts is filtered and deflated on its own, the
+ * first N - 1 by zlib ending in a sync flush (byte-aligned, not final), the
+ * last and largest by libdeflate, which is 2-3x as fast per byte
+ * (bench/png_split.c); the zlib stream's Adler-32 is combined from the
+ * parts'.  One part is exactly cs_img_encode's PNG. */
+cs_status cs_img_encode_png(const cs_image *img, const cs_img_par *par, uint8_t **out,
+                            size_t *len, cs_error *err);
 
 #ifdef __cplusplus
 }

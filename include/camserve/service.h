@@ -84,6 +84,11 @@ typedef struct cs_svc_params {
                             * for the service's lifetime */
     cs_precision precision; /* cs_model_options.precision (default: the device's) */
     cs_img_limits limits;  /* decode limits (bytes, pixels) */
+    int encode_threads;    /* threads one result's overlay and PNG may be split over
+                            * (imageio's cs_img_par); 1 never splits; 0 (the default): by
+                            * device, 1 when every model runs on the CPU, one per core up to 8
+                            * when they run on a GPU.  Helpers are lent only to cores that
+                            * would idle: on a CPU device, while no network runs or waits */
     int gpu_decode;        /* 1 (the default): for a model on a GPU, JPEGs above the overlay's
                             * display size are decoded and preprocessed there (gpuprep.h) when
                             * nvJPEG loads; 0: always on the CPU */
@@ -239,6 +244,8 @@ void cs_svc_result_release(const cs_svc_result *r);
 
 /* The batch size in use: max_batch, or what 0 resolved to (after start). */
 int cs_svc_max_batch(const cs_svc *s);
+/* Likewise encode_threads. */
+int cs_svc_encode_threads(const cs_svc *s);
 
 /* Called exactly once per queued request, on a service thread; owns *resp
  * (copy it, then clear it when done with the result). */

@@ -22,7 +22,8 @@
 
 enum { O_MODEL, O_HOST, O_PORT, O_WORKERS, O_THREADS, O_MAXBATCH, O_WINDOW, O_QUEUE, O_TIMEOUT,
        O_CACHEDIR, O_CACHEMEM, O_REDIS, O_MAXUPLOAD, O_HTTPTHREADS, O_PREPTHREADS, O_IMAGESTORE,
-       O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_CACHEDISK, O_CACHETTL, O_MAXINFLIGHT, O_PREPCACHE, O_DEVICE, O_PRECISION, O_GPUDECODE, O_N };
+       O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_CACHEDISK, O_CACHETTL, O_MAXINFLIGHT, O_PREPCACHE, O_DEVICE, O_PRECISION, O_GPUDECODE,
+       O_ENCODETHREADS, O_N };
 
 /* --max-batch -> CAMSERVE_MAX_BATCH */
 static const char *env_value(const char *opt) {
@@ -83,7 +84,7 @@ int cs_cli_serve(int argc, char **argv) {
         [O_MAXINFLIGHT] = {"max-inflight-mb", true}, [O_PREPCACHE] = {"prep-cache-mb", true},
         [O_CACHEDISK] = {"cache-disk-mb", true}, [O_CACHETTL] = {"cache-ttl-s", true},
         [O_DEVICE] = {"device", true},         [O_PRECISION] = {"precision", true},
-        [O_GPUDECODE] = {"gpu-decode", true},
+        [O_GPUDECODE] = {"gpu-decode", true}, [O_ENCODETHREADS] = {"encode-threads", true},
     };
     int rc = cli_parse("serve", argc, argv, opts, O_N), ok = 1;
     if (rc) return rc;
@@ -150,6 +151,7 @@ int cs_cli_serve(int argc, char **argv) {
     sp.redis_url = opts[O_REDIS].value;
     sp.cache_ttl_s = (int)num_opt(&opts[O_CACHETTL], 86400, 100L * 365 * 86400, &ok);
     sp.prep_threads = (int)num_opt(&opts[O_PREPTHREADS], 2, 64, &ok);
+    sp.encode_threads = (int)num_opt(&opts[O_ENCODETHREADS], 0, CS_IMG_PAR_MAX, &ok); /* 0: by device */
     long upload_mb = num_opt(&opts[O_MAXUPLOAD], 25, 4096, &ok);
     hp.max_upload_bytes = (size_t)upload_mb << 20;
     hp.inflight_bytes = (size_t)num_opt(&opts[O_MAXINFLIGHT], 64, 1 << 20, &ok) << 20;
@@ -215,8 +217,8 @@ int cs_cli_serve(int argc, char **argv) {
                 mi->name, mi->input_w, mi->input_h, mi->num_classes, mi->digest, cs_model_device(mi->model),
                 cs_precision_name(cs_model_precision(mi->model)), mi->load_ms);
     }
-    fprintf(stderr, "camserve serve: ready (%d worker%s, max batch %d, queue %d)\n", sp.workers,
-            sp.workers > 1 ? "s" : "", cs_svc_max_batch(svc), sp.queue);
+    fprintf(stderr, "camserve serve: ready (%d worker%s, max batch %d, queue %d, encode threads %d)\n",
+            sp.workers, sp.workers > 1 ? "s" : "", cs_svc_max_batch(svc), sp.queue, cs_svc_encode_threads(svc));
     fprintf(stderr, "camserve serve: result cache: memory %zu MB", sp.cache_mem_bytes >> 20);
     if (opts[O_CACHEDIR].value)
         fprintf(stderr, ", disk %s (%zu MB)", opts[O_CACHEDIR].value, sp.cache_disk_bytes >> 20);

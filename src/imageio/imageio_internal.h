@@ -18,4 +18,12 @@ cs_status cs_img_resample_window(const uint8_t *src, int sw, int sh, int channel
                                  int y1, cs_img_interp interp, uint8_t *dst, size_t dst_stride,
                                  cs_error *err);
 
+/* How many ways to split units of work for par: par's ways (1 without
+ * par), at most CS_IMG_PAR_MAX, and no more than leaves each part
+ * unit_min units (0: no minimum); at least 1. */
+int cs_img_par_ways(const cs_img_par *par, size_t units, size_t unit_min);
+/* fn(arg, i) for i in [0, n): through par when it has threads to lend and
+ * n > 1, else in order on this thread. */
+void cs_img_par_run(const cs_img_par *par, int n, void (*fn)(void *arg, int i), void *arg);
+
 #endif

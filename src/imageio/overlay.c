@@ -17,7 +17,7 @@
  *   viridis, inferno  matplotlib's maps through the CC0 degree-6 minimax
  *            fits by Matt Zucker (shadertoy WlfXRN), same rounding.
  * Each table is fully determined by those formulas. */
-#include "camserve/imageio.h"
+#include "imageio/imageio_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -341,16 +341,83 @@ int cs_img_display_size(int w, int h, int max_side, int *dw, int *dh) {
     return 1;
 }
 
+/* The overlay's work over the box, split into stripes of rows that any
+ * thread may take (cs_img_par): pass 1 colours the upsampled CAM and finds
+ * each stripe's maximum of the blend, pass 2 normalises by the maximum over
+ * all stripes.  A maximum does not depend on the order it is taken in, so
+ * the bytes are those of one stripe. */
+typedef struct overlay_job {
+    const float *cam01;
+    int cam_h, cam_w;
+    const uint8_t *lut;
+    taps tx, ty;
+    uint8_t *colour; /* the colormapped CAM over the box, rowlen x bh */
+    uint8_t *disp;   /* display image, W x H x 3, blended in place */
+    float *crow;     /* cam_w floats per stripe: a CAM row upsampled vertically */
+    size_t rowlen, stride;
+    int x0, y0, bh, nstripes;
+    float ka, ki, norm;
+    float vmax[CS_IMG_PAR_MAX];
+} overlay_job;
+
+static void stripe_rows(const overlay_job *o, int i, int *r0, int *r1) {
+    *r0 = (int)((long long)o->bh * i / o->nstripes);
+    *r1 = (int)((long long)o->bh * (i + 1) / o->nstripes);
+}
+
+static void overlay_pass1(void *arg, int i) {
+    overlay_job *o = arg;
+    int r0, r1;
+    stripe_rows(o, i, &r0, &r1);
+    float *crow = o->crow + (size_t)i * o->cam_w;
+    const int bw = (int)(o->rowlen / 3), cam_w = o->cam_w, cam_h = o->cam_h;
+    float vmax = 0.0f;
+    for (int ky = r0; ky < r1; ky++) {
+        const int cy0 = o->ty.i0[ky], cy1 = cy0 + 1 < cam_h ? cy0 + 1 : cy0;
+        const float fy = o->ty.w1[ky];
+        for (int k = 0; k < cam_w; k++)
+            crow[k] = o->cam01[cy0 * cam_w + k] * (1 - fy) + o->cam01[cy1 * cam_w + k] * fy;
+        uint8_t *crgb = o->colour + (size_t)ky * o->rowlen;
+        for (int kx = 0; kx < bw; kx++) {
+            const int cx0 = o->tx.i0[kx], cx1 = cx0 + 1 < cam_w ? cx0 + 1 : cx0;
+            const float fx = o->tx.w1[kx];
+            float m = crow[cx0] * (1 - fx) + crow[cx1] * fx;
+            if (!(m > 0.0f)) m = 0.0f; /* also maps NaN to 0 */
+            if (m > 1.0f) m = 1.0f;
+            const int id = (int)(255.0f * m); /* np.uint8 truncates */
+            memcpy(crgb + kx * 3, o->lut + id * 3, 3);
+        }
+        const uint8_t *row = o->disp + (size_t)(o->y0 + ky) * o->stride + (size_t)o->x0 * 3;
+        vmax = blend_max(crgb, row, o->rowlen, o->ka, o->ki, vmax);
+    }
+    o->vmax[i] = vmax;
+}
+
+static void overlay_pass2(void *arg, int i) {
+    overlay_job *o = arg;
+    int r0, r1;
+    stripe_rows(o, i, &r0, &r1);
+    for (int ky = r0; ky < r1; ky++)
+        blend_row(o->colour + (size_t)ky * o->rowlen,
+                  o->disp + (size_t)(o->y0 + ky) * o->stride + (size_t)o->x0 * 3, o->rowlen, o->ka,
+                  o->ki, o->norm);
+}
+
 cs_status cs_img_overlay(const cs_image *img, const float *cam01, int cam_h, int cam_w,
                          const float *box, cs_img_colormap cmap, float alpha, int max_side,
                          cs_image *out, cs_error *err) {
+    return cs_img_overlay_par(img, cam01, cam_h, cam_w, box, cmap, alpha, max_side, NULL, out, err);
+}
+
+cs_status cs_img_overlay_par(const cs_image *img, const float *cam01, int cam_h, int cam_w,
+                             const float *box, cs_img_colormap cmap, float alpha, int max_side,
+                             const cs_img_par *par, cs_image *out, cs_error *err) {
     cs_status st = check_cam(cam01, cam_h, cam_w, err);
     if (st != CS_OK) return st;
     if (!img || !img->rgb || img->channels != 3 || img->width <= 0 || img->height <= 0)
         return cs_errorf(err, CS_EINVAL, "overlay needs an RGB image");
     if (!(alpha >= 0.0f && alpha <= 1.0f))
         return cs_errorf(err, CS_EINVAL, "overlay alpha %g not in [0, 1]", (double)alpha);
-    const uint8_t *lut = cs_img_colormap_lut(cmap);
 
     int w = img->width, h = img->height, dw, dh;
     cs_image disp = {0};
@@ -394,50 +461,32 @@ cs_status cs_img_overlay(const cs_image *img, const float *cam01, int cam_h, int
         return CS_OK;
     }
     const int bw = x1 - x0, bh = y1 - y0;
-    const size_t rowlen = (size_t)bw * 3;
-    taps tx = {0}, ty = {0};
-    uint8_t *colour = malloc(rowlen * (size_t)bh); /* the colormapped CAM over the box */
-    float *crow = malloc(sizeof(float) * (size_t)cam_w);
-    if (!colour || !crow || taps_make(&tx, bw, x0, b[0], b[2], cam_w) ||
-        taps_make(&ty, bh, y0, b[1], b[3], cam_h)) {
-        free(colour);
-        free(crow);
-        taps_free(&tx);
-        taps_free(&ty);
+    overlay_job o = {.cam01 = cam01, .cam_h = cam_h, .cam_w = cam_w, .lut = cs_img_colormap_lut(cmap),
+                     .disp = disp.rgb, .rowlen = (size_t)bw * 3, .stride = (size_t)W * 3,
+                     .x0 = x0, .y0 = y0, .bh = bh,
+                     .ka = alpha / 255.0f, .ki = (1.0f - alpha) / 255.0f};
+    /* a stripe is at least 32 rows: below that a thread costs more than it saves */
+    o.nstripes = cs_img_par_ways(par, (size_t)bh, 32);
+    o.colour = malloc(o.rowlen * (size_t)bh);
+    o.crow = malloc(sizeof(float) * (size_t)cam_w * (size_t)o.nstripes);
+    const int nomem = !o.colour || !o.crow || taps_make(&o.tx, bw, x0, b[0], b[2], cam_w) ||
+                      taps_make(&o.ty, bh, y0, b[1], b[3], cam_h);
+    if (!nomem) {
+        cs_img_par_run(par, o.nstripes, overlay_pass1, &o);
+        float vmax = 0.0f;
+        for (int i = 0; i < o.nstripes; i++)
+            if (o.vmax[i] > vmax) vmax = o.vmax[i];
+        o.norm = vmax > 0.0f ? 255.0f / vmax : 0.0f;
+        cs_img_par_run(par, o.nstripes, overlay_pass2, &o);
+    }
+    free(o.colour);
+    free(o.crow);
+    taps_free(&o.tx);
+    taps_free(&o.ty);
+    if (nomem) {
         cs_img_free(&disp);
         return cs_errorf(err, CS_ENOMEM, "out of memory for the overlay");
     }
-    /* pass 1: upsample the CAM (rows first, it is separable), pick colours,
-     * find the maximum of the blend that show_cam_on_image divides by */
-    const float ka = alpha / 255.0f, ki = (1.0f - alpha) / 255.0f;
-    float vmax = 0.0f;
-    for (int ky = 0; ky < bh; ky++) {
-        const int cy0 = ty.i0[ky], cy1 = cy0 + 1 < cam_h ? cy0 + 1 : cy0;
-        const float fy = ty.w1[ky];
-        for (int i = 0; i < cam_w; i++)
-            crow[i] = cam01[cy0 * cam_w + i] * (1 - fy) + cam01[cy1 * cam_w + i] * fy;
-        uint8_t *crgb = colour + (size_t)ky * rowlen;
-        for (int kx = 0; kx < bw; kx++) {
-            const int cx0 = tx.i0[kx], cx1 = cx0 + 1 < cam_w ? cx0 + 1 : cx0;
-            const float fx = tx.w1[kx];
-            float m = crow[cx0] * (1 - fx) + crow[cx1] * fx;
-            if (!(m > 0.0f)) m = 0.0f; /* also maps NaN to 0 */
-            if (m > 1.0f) m = 1.0f;
-            const int id = (int)(255.0f * m); /* np.uint8 truncates */
-            memcpy(crgb + kx * 3, lut + id * 3, 3);
-        }
-        const uint8_t *row = disp.rgb + ((size_t)(y0 + ky) * W + x0) * 3;
-        vmax = blend_max(crgb, row, rowlen, ka, ki, vmax);
-    }
-    /* pass 2: normalise */
-    const float norm = vmax > 0.0f ? 255.0f / vmax : 0.0f;
-    for (int ky = 0; ky < bh; ky++)
-        blend_row(colour + (size_t)ky * rowlen, disp.rgb + ((size_t)(y0 + ky) * W + x0) * 3,
-                  rowlen, ka, ki, norm);
-    free(colour);
-    free(crow);
-    taps_free(&tx);
-    taps_free(&ty);
     *out = disp;
     return CS_OK;
 }

@@ -20,6 +20,7 @@
 #include "camserve/gpuprep.h"
 #include "service/service_internal.h"
 #include "util/histogram.h"
+#include "util/team.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -247,6 +248,12 @@ struct cs_svc {
     job *prep_head, *prep_tail, *infer_head, *infer_tail, *post_head, *post_tail;
     int prep_len, infer_len, post_len, running;
     int prepping; /* jobs a prep thread is decoding right now */
+    int posting;  /* jobs a prep thread is encoding (do_post) right now */
+    int ncores;   /* omp_get_num_procs() at create */
+    /* Helpers that split a result's overlay and PNG (encode_threads - 1 of
+     * them, shared by the prep threads; NULL when it is 1).  Lent only to
+     * spare cores: see post_ways. */
+    cs_team *team;
     /* Decoded jobs waiting for a worker, at most: an admitted job waits as
      * its compressed upload, and is decoded (pixels + tensor, ~3 MB for a
      * photo) only when a worker will want it soon.  Decoding the whole
@@ -372,9 +379,12 @@ cs_status cs_svc_create(const cs_svc_params *p, cs_svc **out, cs_error *err) {
         if (q.threads < 1) q.threads = 1;
     }
     if (q.overlay_max_side <= 0) q.overlay_max_side = 800;
+    if (q.encode_threads < 0 || q.encode_threads > CS_IMG_PAR_MAX)
+        return cs_errorf(err, CS_EINVAL, "bad service parameters: encode_threads 0..%d", CS_IMG_PAR_MAX);
     cs_svc *s = calloc(1, sizeof *s);
     if (!s) return cs_errorf(err, CS_ENOMEM, "out of memory");
     s->p = q;
+    s->ncores = omp_get_num_procs();
     s->gpu_device = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->mmu, NULL);
@@ -657,6 +667,8 @@ const cs_svc_model_info *cs_svc_model_at(const cs_svc *s, int i) {
 }
 
 int cs_svc_max_batch(const cs_svc *s) { return s->p.max_batch; }
+
+int cs_svc_encode_threads(const cs_svc *s) { return s->p.encode_threads; }
 
 int cs_svc_ready(const cs_svc *s) { return atomic_load(&((cs_svc *)s)->ready); }
 
@@ -1197,10 +1209,6 @@ static void fill_predictions(const svc_model *sm, const float *logits, int topk,
     free(v);
 }
 
-static cs_status encode_png(const cs_image *img, uint8_t **out, size_t *len, cs_error *err) {
-    return cs_img_encode(img, CS_IMG_FORMAT_PNG, 0, out, len, err);
-}
-
 static cs_status base64(const uint8_t *buf, size_t len, char **out, size_t *out_len, cs_error *err) {
     if (len > (size_t)INT32_MAX / 2) return cs_errorf(err, CS_ELIMIT, "image too large to encode");
     *out = malloc(4 * ((len + 2) / 3) + 1);
@@ -1209,7 +1217,32 @@ static cs_status base64(const uint8_t *buf, size_t len, char **out, size_t *out_
     return CS_OK;
 }
 
-static result_box *do_post(cs_svc *s, job *j) {
+static void team_run(void *ctx, int n, void (*fn)(void *arg, int i), void *arg) {
+    cs_team_run(ctx, n, fn, arg);
+}
+
+/* How many ways to split the next result's overlay and PNG (under s->mu,
+ * before this post counts in s->posting): this thread and the team's idle
+ * helpers, up to the cores nothing else is using.  On the CPU a network
+ * run takes every core (workers x threads), so a run in progress or
+ * waiting means no split; a GPU run leaves the cores to decoding and
+ * encoding.  Splitting a PNG costs more CPU in all (zlib codes the parts
+ * but the last at half libdeflate's rate), so it is done only for latency
+ * on cores that would idle. */
+static int post_ways(cs_svc *s) {
+    if (!s->team) return 1;
+    int spare = s->ncores - s->prepping - s->posting;
+    if (s->gpu_device < 0) {
+        if (s->running > 0 || s->infer_len > 0) return 1;
+    } else {
+        spare -= s->p.workers;
+    }
+    int ways = 1 + cs_team_idle(s->team);
+    if (ways > spare) ways = spare;
+    return ways < 1 ? 1 : ways;
+}
+
+static result_box *do_post(cs_svc *s, job *j, int ways) {
     svc_model *sm = j->model;
     result_box *b = calloc(1, sizeof *b);
     if (!b) {
@@ -1243,15 +1276,16 @@ static result_box *do_post(cs_svc *s, job *j) {
         r->colormap = cs_img_colormap_name(j->cmap);
         r->alpha = j->alpha;
         cs_image over = {0}, heat = {0};
-        cs_status st = cs_img_overlay(&j->img, j->cam, j->cam_h, j->cam_w, j->box, j->cmap,
-                                      (float)j->alpha, s->p.overlay_max_side, &over, &j->err);
+        const cs_img_par par = {.ways = ways, .run = team_run, .ctx = s->team};
+        cs_status st = cs_img_overlay_par(&j->img, j->cam, j->cam_h, j->cam_w, j->box, j->cmap,
+                                          (float)j->alpha, s->p.overlay_max_side, &par, &over, &j->err);
         /* the heatmap at the CAM's own resolution (the model input): a
          * browser scales it for free, and encoding it at overlay size cost
          * more than the network on 2 cores */
         if (st == CS_OK)
             st = cs_img_heatmap(j->cam, j->cam_h, j->cam_w, j->cam_w, j->cam_h, j->cmap, &heat, &j->err);
-        if (st == CS_OK) st = encode_png(&over, &r->overlay_png, &r->overlay_len, &j->err);
-        if (st == CS_OK) st = encode_png(&heat, &r->heatmap_png, &r->heatmap_len, &j->err);
+        if (st == CS_OK) st = cs_img_encode_png(&over, &par, &r->overlay_png, &r->overlay_len, &j->err);
+        if (st == CS_OK) st = cs_img_encode_png(&heat, NULL, &r->heatmap_png, &r->heatmap_len, &j->err);
         if (st == CS_OK) st = base64(r->overlay_png, r->overlay_len, &r->overlay_b64, &r->overlay_b64_len, &j->err);
         if (st == CS_OK) st = base64(r->heatmap_png, r->heatmap_len, &r->heatmap_b64, &r->heatmap_b64_len, &j->err);
         r->overlay_w = over.width;
@@ -1315,8 +1349,13 @@ static void *prep_main(void *arg) {
         job *j = list_pop(&s->post_head, &s->post_tail);
         if (j) {
             s->post_len--;
+            const int ways = post_ways(s);
+            s->posting++;
             pthread_mutex_unlock(&s->mu);
-            result_box *b = j->outcome == CS_SVC_OK ? do_post(s, j) : NULL;
+            result_box *b = j->outcome == CS_SVC_OK ? do_post(s, j, ways) : NULL;
+            pthread_mutex_lock(&s->mu);
+            s->posting--;
+            pthread_mutex_unlock(&s->mu);
             uint8_t key[32];
             memcpy(key, j->key, 32);
             if (b) svc_lru_put(s->results, j->key, b, b->bytes);
@@ -1767,6 +1806,20 @@ cs_status cs_svc_start(cs_svc *s, cs_error *err) {
             return cs_errorf(err, CS_EINTERNAL, "cannot start threads");
         s->reloader_started = true;
     }
+    if (s->p.encode_threads == 0) {
+        /* By device: a GPU leaves the cores to images, so a result's
+         * overlay and PNG are split over up to 8 of them (beyond 8 parts
+         * the split's own costs -- zlib's slower rate for all parts but the
+         * last, waking helpers -- outweigh what a part saves).  On the CPU
+         * the network owns the cores, and on this project's 2-core machine
+         * a split measured no faster in the server (docs/benchmarks.md). */
+        s->p.encode_threads = 1;
+        if (s->gpu_device >= 0) s->p.encode_threads = s->ncores < 8 ? s->ncores : 8;
+    }
+    if (s->p.encode_threads > 1) {
+        cs_status st = cs_team_create(s->p.encode_threads - 1, &s->team, err);
+        if (st != CS_OK) return st;
+    }
     for (int i = 0; i < np; i++) {
         if (pthread_create(&s->preps[i], NULL, prep_main, s) != 0)
             return cs_errorf(err, CS_EINTERNAL, "cannot start threads");
@@ -1856,6 +1909,7 @@ void cs_svc_free(cs_svc *s) {
     free(s->sess_model);
     free(s->workers);
     free(s->preps);
+    cs_team_destroy(s->team); /* after the prep threads, its only callers, were joined */
     for (int i = 0; i < s->nmodels; i++) model_destroy(s->slots[i].cur);
     while (s->retired) {
         svc_model *m = s->retired;

@@ -19,6 +19,8 @@ png=$src/tests/data/images/resize_src.png
 photo=$(photo_image)
 
 start_server api --model "$model:golden" --workers 1 --max-batch 4 || exit 1
+grep -q "encode threads 1)" "$SERVER_LOG" && ok "a CPU server encodes on one thread by default" \
+    || fail "CPU default encode threads: $(grep ready "$SERVER_LOG")"
 
 # ---- liveness, readiness, models, UI ----
 req "healthz" 200 "$BASE/healthz" && jcheck "healthz says ok" '.status == "ok"'
@@ -277,6 +279,50 @@ else
     echo "skip: ScoreCAM costs ${sc}s and GradCAM ${gc}s per run in this build, too slow or too close to separate under a 60 ms timeout"
 fi
 stop_server TERM
+
+# ---- the overlay and its PNG split over threads (--encode-threads) ----
+# The 1200x900 image's 800x600 overlay is split 4 ways (a CPU server lends
+# helpers while no network runs: these requests come one at a time): the
+# PNG's bytes differ from the CLI's one-part PNG -- its stream holds the
+# parts' sync flushes -- and its inflated rows (filter bytes and filtered
+# pixels, which both write alike) are the same, Adler-32 checked by zlib.
+if [ -f "$tmp/big.png" ] && [ -f "$tmp/big_gradcam/big.overlay.png" ]; then
+    if start_server split --model "$model" --encode-threads 4; then
+        grep -q "encode threads 4)" "$SERVER_LOG" && ok "the log names 4 encode threads" \
+            || fail "no 'encode threads 4' in: $(grep ready "$SERVER_LOG")"
+        if req "1200x900 PNG, format=png, --encode-threads 4" 200 -H "Content-Type: image/png" \
+            --data-binary @"$tmp/big.png" "$BASE/v1/explain?format=png&method=gradcam"; then
+            cp "$tmp/body" "$tmp/split.png"
+            verdict=$(python3 - "$tmp/split.png" "$tmp/big_gradcam/big.overlay.png" <<'PY'
+import struct, sys, zlib
+def rows(path):
+    b = open(path, "rb").read()
+    i, idat = 8, b""
+    while i < len(b):
+        n, t = struct.unpack(">I4s", b[i:i + 8])
+        if t == b"IDAT":
+            idat += b[i + 8:i + 8 + n]
+        i += 12 + n
+    return b, zlib.decompress(idat)  # raises on a bad stream or Adler-32
+split, one = rows(sys.argv[1]), rows(sys.argv[2])
+print("same-rows" if split[1] == one[1] else "rows-differ", "same-bytes" if split[0] == one[0] else "bytes-differ")
+PY
+)
+            case "$verdict" in
+            "same-rows bytes-differ") ok "split overlay PNG: the CLI's pixels in a stream of parts" ;;
+            "same-rows same-bytes")
+                if [ "$(nproc)" -ge 2 ]; then fail "--encode-threads 4: the overlay PNG was not split"
+                else echo "skip: one core, nothing to split over"; fi ;;
+            *) fail "split overlay PNG: $verdict" ;;
+            esac
+        fi
+        check_log
+        stop_server TERM
+    fi
+fi
+"$bin" serve --model "$model" --encode-threads 17 >"$tmp/et.out" 2>&1
+[ $? -eq 2 ] && grep -q -- "--encode-threads must be an integer 0..16" "$tmp/et.out" && ok "--encode-threads 17 refused" \
+    || fail "--encode-threads 17: $(cat "$tmp/et.out")"
 
 # ---- flags from the environment; a flag wins ----
 CAMSERVE_WORKERS=abc "$bin" serve --model "$model" >"$tmp/env.out" 2>&1

@@ -46,6 +46,7 @@ int main(void) {
 #include "unit/gpuprep_fixture.h"
 
 #include <dlfcn.h>
+#include <omp.h>
 #include <turbojpeg.h>
 
 #include <cublas_v2.h>
@@ -1225,6 +1226,8 @@ static void test_gpuprep_service(void **state) {
     if (cs_svc_add_model(s, "default", CS_SOURCE_DIR "/models/default/model.onnx", &err) != CS_OK)
         fail_msg("model: %s", err.msg);
     assert_int_equal(cs_svc_start(s, &err), CS_OK);
+    /* a GPU leaves the cores to images: the encode is split over up to 8 */
+    assert_int_equal(cs_svc_encode_threads(s), omp_get_num_procs() < 8 ? omp_get_num_procs() : 8);
     size_t len;
     uint8_t *jpg = make_jpeg(1203, 905, 6, &len);
     cs_svc_request rq = {.kind = CS_SVC_EXPLAIN, .image = jpg, .image_len = len};

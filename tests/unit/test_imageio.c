@@ -23,6 +23,9 @@
 #include "camserve/imageio.h"
 #include "camserve/npy.h"
 #include "imageio/imageio_internal.h"
+#include "util/team.h"
+
+#include <zlib.h>
 
 #ifndef CS_SOURCE_DIR
 #define CS_SOURCE_DIR "."
@@ -1057,6 +1060,140 @@ static void test_heatmap_and_encode(void **state) {
     assert_int_equal(cs_img_format_parse("gif", &fmt, &err), CS_EINVAL);
 }
 
+/* ---- splitting over threads (cs_img_par) --------------------------------- */
+
+static void team_run(void *ctx, int n, void (*fn)(void *arg, int i), void *arg) {
+    cs_team_run(ctx, n, fn, arg);
+}
+
+/* The parts in order on the calling thread: the same split, no threads. */
+static void serial_run(void *ctx, int n, void (*fn)(void *arg, int i), void *arg) {
+    (void)ctx;
+    for (int i = n - 1; i >= 0; i--) fn(arg, i); /* any order must do */
+}
+
+/* The IDAT payload of a PNG written by cs_img_encode_png, inflated by zlib
+ * (which checks the Adler-32), or NULL when it does not inflate. */
+static uint8_t *png_rows(const uint8_t *png, size_t len, size_t raw_len) {
+    size_t i = 8, n = 0;
+    uint8_t *idat = malloc(len);
+    assert_non_null(idat);
+    while (i + 12 <= len) {
+        const size_t cl = (size_t)png[i] << 24 | (size_t)png[i + 1] << 16 | (size_t)png[i + 2] << 8 | png[i + 3];
+        if (!memcmp(png + i + 4, "IDAT", 4)) {
+            memcpy(idat + n, png + i + 8, cl);
+            n += cl;
+        }
+        i += 12 + cl;
+    }
+    uint8_t *rows = malloc(raw_len + 1);
+    uLongf got = (uLongf)raw_len + 1;
+    const int r = uncompress(rows, &got, idat, (uLong)n);
+    free(idat);
+    if (r != Z_OK || got != raw_len) {
+        free(rows);
+        return NULL;
+    }
+    return rows;
+}
+
+static void test_png_split(void **state) {
+    (void)state;
+    cs_error err = {0};
+    cs_team *team = NULL;
+    assert_int_equal(cs_team_create(3, &team, &err), CS_OK);
+    /* 800x600: split as asked; 700x513 grey: 359 KB of rows, at most 2
+     * parts of 128 KB; 2000x3: a few wide rows, at most 3; 1x1: never */
+    const struct { int w, h, c; } sizes[] = {{800, 600, 3}, {700, 513, 1}, {2000, 3, 3}, {1, 1, 1}, {257, 4000, 3}};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        const int w = sizes[k].w, h = sizes[k].h, C = sizes[k].c;
+        cs_image img = {.width = w, .height = h, .channels = C, .rgb = make_pattern(w, h)};
+        if (C == 1)
+            for (size_t i = 0; i < (size_t)w * h; i++) img.rgb[i] = img.rgb[3 * i + 1];
+        const size_t raw_len = ((size_t)w * C + 1) * h;
+        uint8_t *one = NULL, *via_encode = NULL;
+        size_t one_len = 0, enc_len = 0;
+        assert_int_equal(cs_img_encode_png(&img, NULL, &one, &one_len, &err), CS_OK);
+        assert_int_equal(cs_img_encode(&img, CS_IMG_FORMAT_PNG, 0, &via_encode, &enc_len, &err), CS_OK);
+        assert_int_equal(one_len, enc_len);
+        assert_memory_equal(one, via_encode, one_len);
+        uint8_t *want = png_rows(one, one_len, raw_len);
+        assert_non_null(want);
+        static const int ways[] = {1, 2, 3, 4, 8, 16};
+        for (int run = 0; run < 2; run++)
+            for (size_t wi = 0; wi < sizeof ways / sizeof *ways; wi++) {
+                const cs_img_par par = {.ways = ways[wi], .run = run ? serial_run : team_run, .ctx = team};
+                uint8_t *png = NULL;
+                size_t len = 0;
+                assert_int_equal(cs_img_encode_png(&img, &par, &png, &len, &err), CS_OK);
+                uint8_t *rows = png_rows(png, len, raw_len);
+                if (!rows) fail_msg("%dx%dx%d in %d ways: the stream does not inflate", w, h, C, ways[wi]);
+                assert_memory_equal(rows, want, raw_len);
+                /* the split happened where there was room for it */
+                const int split = cs_img_par_ways(&par, raw_len, 128 << 10) > 1 && h > 1;
+                if (split != (len != one_len || memcmp(png, one, len) != 0))
+                    fail_msg("%dx%dx%d in %d ways: %s", w, h, C, ways[wi], split ? "not split" : "split");
+                cs_image d = {0};
+                assert_int_equal(cs_img_decode(png, len, NULL, 0, 0, &d, &err), CS_OK);
+                assert_int_equal(d.width, w);
+                assert_int_equal(d.height, h);
+                for (size_t i = 0; i < (size_t)w * h; i++)
+                    if (d.rgb[3 * i] != img.rgb[C * i]) fail_msg("%dx%d: pixel %zu differs", w, h, i);
+                cs_img_free(&d);
+                free(rows);
+                free(png);
+            }
+        free(want);
+        free(one);
+        free(via_encode);
+        cs_img_free(&img);
+    }
+    cs_team_destroy(team);
+}
+
+static void test_overlay_split(void **state) {
+    (void)state;
+    cs_error err = {0};
+    cs_team *team = NULL;
+    assert_int_equal(cs_team_create(2, &team, &err), CS_OK);
+    cs_image img = {.width = 800, .height = 600, .channels = 3, .rgb = make_pattern(800, 600)};
+    cs_image tiny = {.width = 37, .height = 23, .channels = 3, .rgb = make_pattern(37, 23)};
+    float c7[49], c35[15];
+    for (int i = 0; i < 49; i++) c7[i] = (float)((i * 37) % 49) / 48.0f;
+    for (int i = 0; i < 15; i++) c35[i] = (float)i / 10.0f - 0.2f;
+    c35[7] = NAN;
+    const float crop[4] = {112.5f, 0.0f, 687.5f, 600.0f}, part[4] = {-5.5f, 3.25f, 20.0f, 40.0f};
+    const struct {
+        const cs_image *img;
+        const float *cam;
+        int ch, cw;
+        const float *box;
+    } cases[] = {{&img, c7, 7, 7, crop}, {&img, c35, 3, 5, NULL}, {&tiny, c35, 3, 5, part}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        cs_image want = {0};
+        assert_int_equal(cs_img_overlay(cases[k].img, cases[k].cam, cases[k].ch, cases[k].cw, cases[k].box,
+                                        CS_IMG_CMAP_JET, 0.4f, 800, &want, &err),
+                         CS_OK);
+        for (int ways = 2; ways <= 9; ways++) {
+            const cs_img_par par = {.ways = ways, .run = ways % 2 ? serial_run : team_run, .ctx = team};
+            cs_image got = {0};
+            assert_int_equal(cs_img_overlay_par(cases[k].img, cases[k].cam, cases[k].ch, cases[k].cw,
+                                                cases[k].box, CS_IMG_CMAP_JET, 0.4f, 800, &par, &got, &err),
+                             CS_OK);
+            assert_int_equal(got.width, want.width);
+            assert_int_equal(got.height, want.height);
+            /* the maximum the blend is normalised by is taken over all
+             * stripes: the same bytes however it is split */
+            assert_memory_equal(got.rgb, want.rgb, (size_t)want.width * want.height * 3);
+            cs_img_free(&got);
+        }
+        cs_img_free(&want);
+    }
+    cs_img_free(&img);
+    cs_img_free(&tiny);
+    cs_team_destroy(team);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sniff),
@@ -1085,6 +1222,8 @@ int main(void) {
         cmocka_unit_test(test_overlay),
         cmocka_unit_test(test_overlay_unchanged),
         cmocka_unit_test(test_heatmap_and_encode),
+        cmocka_unit_test(test_png_split),
+        cmocka_unit_test(test_overlay_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
