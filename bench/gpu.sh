@@ -171,6 +171,7 @@ e2e() { # $1: result name, then serve's extra arguments
         > "$W/$name.json" 2> "$W/$name.err" || echo "{\"error\": \"exit $?\"}" >> "$W/$name.err"
     python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$port/metrics', timeout=2).read().decode())" 2>/dev/null \
         | grep '^camserve_gpu_decode_total' > "$W/${name}_metrics.txt"
+    grep -m1 'ready (' "$W/serve_$name.txt" > "$W/${name}_ready.txt" 2>/dev/null
     kill -TERM $spid 2>/dev/null
     wait $spid 2>/dev/null
 }
@@ -310,6 +311,12 @@ for name, title in (("e2e", "JPEG decoded and preprocessed on the GPU (the defau
             L.append(f"| server {k} | {v['median']:.2f} | {v['p90']:.2f} |")
     else:
         L.append(f"no result: {e.get('error', e)}")
+    try:
+        ready = open(os.path.join(W, name + "_ready.txt")).read().strip()
+        if ready:
+            L += ["", f"Server: `{ready}`"]
+    except Exception:
+        pass
     try:
         met = open(os.path.join(W, name + "_metrics.txt")).read().strip()
         L += ["", "Which path prepared the images (/metrics):", "", "```", met or "(no camserve_gpu_decode_total)", "```", ""]
