@@ -1226,9 +1226,9 @@ static void team_run(void *ctx, int n, void (*fn)(void *arg, int i), void *arg) 
  * helpers, up to the cores nothing else is using.  On the CPU a network
  * run takes every core (workers x threads), so a run in progress or
  * waiting means no split; a GPU run leaves the cores to decoding and
- * encoding.  Splitting a PNG costs more CPU in all (zlib codes the parts
- * but the last at half libdeflate's rate), so it is done only for latency
- * on cores that would idle. */
+ * encoding.  Splitting a PNG costs more CPU in all (zlib codes every part
+ * but the last at a third to a half of libdeflate's rate), so it is done
+ * only for latency, on cores that would idle. */
 static int post_ways(cs_svc *s) {
     if (!s->team) return 1;
     int spare = s->ncores - s->prepping - s->posting;
@@ -1808,11 +1808,12 @@ cs_status cs_svc_start(cs_svc *s, cs_error *err) {
     }
     if (s->p.encode_threads == 0) {
         /* By device: a GPU leaves the cores to images, so a result's
-         * overlay and PNG are split over up to 8 of them (beyond 8 parts
-         * the split's own costs -- zlib's slower rate for all parts but the
-         * last, waking helpers -- outweigh what a part saves).  On the CPU
-         * the network owns the cores, and on this project's 2-core machine
-         * a split measured no faster in the server (docs/benchmarks.md). */
+         * overlay and PNG are split over up to 8 of them (a cap, not a
+         * measured optimum: at 8 parts the last, libdeflate part holds a
+         * quarter of the rows and each zlib part a tenth, and every part
+         * adds a wake-up).  On the CPU the network owns the cores, and on
+         * this project's 2-core machine a split measured no faster in the
+         * server (docs/benchmarks.md). */
         s->p.encode_threads = 1;
         if (s->gpu_device >= 0) s->p.encode_threads = s->ncores < 8 ? s->ncores : 8;
     }
