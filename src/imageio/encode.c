@@ -117,10 +117,11 @@ static void sub_row(const uint8_t *src, uint8_t *dst, size_t row, size_t C) {
  * boundary without ending the stream.  zlib level 1 is 2-3x slower per
  * byte than libdeflate's, so the last part gets 2.5 shares of the rows and
  * each other part one (PNG_SHARE_LAST / PNG_SHARE: bench/png_split.c, the
- * 800x600 overlay on 2 threads: 4.6-4.8 ms at 2.5 shares, 4.7-5.1 at 2,
- * 5.4-5.8 at 1.5, against 6.2-7.0 ms in one libdeflate call).  No part
- * starts with a dictionary: the stream is 2-6 % larger (an 800x600 photo:
- * 507 KB in one part, 519 KB in 2, 538 KB in 8), the pixels the same. */
+ * 800x600 overlay on 2 threads, 5 runs each: 4.6-4.8 ms at 2.5 shares,
+ * 4.7-5.1 at 2, 5.4-8.1 at 1.5, against 6.2-7.0 ms in one libdeflate call).
+ * No part starts with a dictionary: the stream is 2-6 % larger, the pixels
+ * the same (bench_image --encode PHOTO 3 WAYS, built by
+ * bench/bench_image.sh: 536 KB in one part, 549 / 561 / 570 KB in 2 / 4 / 8). */
 enum { PNG_SHARE = 2, PNG_SHARE_LAST = 5, PNG_PART_MIN = 128 << 10 };
 
 typedef struct png_part {

@@ -248,7 +248,7 @@ struct cs_svc {
     job *prep_head, *prep_tail, *infer_head, *infer_tail, *post_head, *post_tail;
     int prep_len, infer_len, post_len, running;
     int prepping; /* jobs a prep thread is decoding right now */
-    int posting;  /* jobs a prep thread is encoding (do_post) right now */
+    int posting;  /* jobs a prep thread is encoding or storing (do_post, tier_store) right now */
     int ncores;   /* omp_get_num_procs() at create */
     /* Helpers that split a result's overlay and PNG (encode_threads - 1 of
      * them, shared by the prep threads; NULL when it is 1).  Lent only to
@@ -1353,9 +1353,6 @@ static void *prep_main(void *arg) {
             s->posting++;
             pthread_mutex_unlock(&s->mu);
             result_box *b = j->outcome == CS_SVC_OK ? do_post(s, j, ways) : NULL;
-            pthread_mutex_lock(&s->mu);
-            s->posting--;
-            pthread_mutex_unlock(&s->mu);
             uint8_t key[32];
             memcpy(key, j->key, 32);
             if (b) svc_lru_put(s->results, j->key, b, b->bytes);
@@ -1366,6 +1363,7 @@ static void *prep_main(void *arg) {
                 result_release(b);
             }
             pthread_mutex_lock(&s->mu);
+            s->posting--;
             continue;
         }
         j = s->infer_len + s->prepping < s->prep_ahead ? list_pop(&s->prep_head, &s->prep_tail) : NULL;
