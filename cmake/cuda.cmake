@@ -125,5 +125,8 @@ if(TARGET test_cuda_emul)
     target_link_libraries(fake_nvjpeg PRIVATE PkgConfig::TURBOJPEG)
     add_dependencies(test_cuda_emul fake_nvjpeg)
     target_compile_definitions(test_cuda_emul PRIVATE CS_FAKE_NVJPEG="$<TARGET_FILE:fake_nvjpeg>")
+    # emul_gpuprep_cli: the CLI's image reader (cli_pool) on the emulated GPU
+    target_sources(test_cuda_emul PRIVATE ${CMAKE_SOURCE_DIR}/src/cli/images.c ${CMAKE_SOURCE_DIR}/src/cli/input.c
+                   ${CMAKE_SOURCE_DIR}/src/cli/model_arg.c ${CMAKE_SOURCE_DIR}/src/cli/util.c)
   endif()
 endif()

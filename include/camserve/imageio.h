@@ -85,6 +85,11 @@ cs_status cs_img_decode(const void *buf, size_t len, const cs_img_limits *lim, i
 /* Reads a whole file (refusing more than lim->max_bytes) and decodes it. */
 cs_status cs_img_load(const char *path, const cs_img_limits *lim, int need_w, int need_h,
                       cs_image *out, cs_error *err);
+/* Reads a whole file into a malloc()ed buffer (the caller frees it); more
+ * than max_bytes is CS_ELIMIT.  For callers that look at the bytes before
+ * choosing a decoder (the CLI's GPU image path). */
+cs_status cs_img_read_file(const char *path, size_t max_bytes, uint8_t **out, size_t *len,
+                           cs_error *err);
 
 /* EXIF orientation (1..8) found in a JPEG's APP1 segment, 1 when absent or
  * malformed.  Exposed for tests and the fuzzer. */

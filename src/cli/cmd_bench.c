@@ -106,7 +106,8 @@ int cs_cli_bench(int argc, char **argv) {
     double t0 = cs_now_ms();
     if (cli_load_model(opts[0].value, &mo, &m, &err) != CS_OK) goto out;
     double load_ms = cs_now_ms() - t0;
-    if (cli_input_load(m, &opts[1], &opts[2], &in, &err) != CS_OK) goto out;
+    /* one thread, the CPU: the decode stage is the CPU decoder's own time */
+    if (cli_input_load(m, NULL, &opts[1], &opts[2], &in, &err) != CS_OK) goto out;
     cs_model_info info;
     cs_model_get_info(m, &info);
     if (batch == 0) batch = in.batch;

@@ -75,12 +75,14 @@ int cs_cli_classify(int argc, char **argv) {
     cs_session *s = NULL;
     cli_input in = {0};
     cli_labels labels = {0};
+    cli_pool pool = {0};
     float *logits = NULL;
     cs_model_options mo = {.num_threads = threads};
     rc = 1;
     if (cli_device_options(opts[8].value, opts[9].value, &mo, &err) != CS_OK) goto out;
     if (cli_load_model(opts[0].value, &mo, &m, &err) != CS_OK) goto out;
-    if (cli_input_load(m, &opts[1], &opts[2], &in, &err) != CS_OK) goto out;
+    if (cli_pool_open(m, threads, false, &pool, &err) != CS_OK) goto out;
+    if (cli_input_load(m, &pool, &opts[1], &opts[2], &in, &err) != CS_OK) goto out;
     if (cli_model_labels(m, opts[3].value, &labels, &err) != CS_OK) goto out;
     cs_model_info info;
     cs_model_get_info(m, &info);
@@ -127,6 +129,7 @@ out:
     free(logits);
     cs_session_free(s);
     cli_input_free(&in);
+    cli_pool_close(&pool);
     cli_labels_free(&labels);
     cs_model_free(m);
     cli_free(opts, nopts);

@@ -118,6 +118,7 @@ typedef struct run_ctx {
     int mh, mw;
     int nbad, ndone, total;
     bool progress;       /* a bar on stderr (a terminal) */
+    cli_pool pool;       /* decodes the images, encodes the overlays */
 } run_ctx;
 
 static void emit(run_ctx *c, json_t *o) {
@@ -152,6 +153,42 @@ static void bad_image(void *vctx, const char *path, const cs_error *e) {
     progress(c);
 }
 
+typedef struct encode_batch {
+    run_ctx *c;
+    const cli_input *in;
+    const cs_explain_output *ex;
+    cs_status *st;  /* per task: image t / k, class t % k */
+    cs_error *errs;
+    double *ms;
+} encode_batch;
+
+/* A team task: the heatmap and overlay PNGs of one image and class. */
+static void encode_one(void *arg, int t) {
+    encode_batch *b = arg;
+    const cs_explain_output *ex = b->ex;
+    const cli_input *in = b->in;
+    int i = t / ex->k;
+    double t0 = cs_now_ms();
+    const float *mi = ex->maps_input + (int64_t)t * ex->in_h * ex->in_w;
+    char stem[1200], path[1300];
+    out_stem(stem, sizeof stem, b->c->outdir, in->names ? in->names[i] : NULL, ex->class_idx[t], ex->k);
+    cs_image heat = {0}, over = {0};
+    cs_error *err = &b->errs[t];
+    cs_status st = cs_img_heatmap(mi, ex->in_h, ex->in_w, ex->in_w, ex->in_h, b->c->cmap, &heat, err);
+    snprintf(path, sizeof path, "%s.heatmap.png", stem);
+    if (st == CS_OK) st = save_png(&heat, path, err);
+    if (st == CS_OK && in->images) {
+        st = cs_img_overlay(&in->images[i], mi, ex->in_h, ex->in_w, in->info[i].box, b->c->cmap, b->c->alpha,
+                            800, &over, err);
+        snprintf(path, sizeof path, "%s.overlay.png", stem);
+        if (st == CS_OK) st = save_png(&over, path, err);
+    }
+    cs_img_free(&heat);
+    cs_img_free(&over);
+    b->ms[t] = cs_now_ms() - t0;
+    b->st[t] = st;
+}
+
 static cs_status run_batch(run_ctx *c, cli_input *in, cs_error *err) {
     if (in->batch == 0) return CS_OK;
     cs_explain_output ex;
@@ -176,29 +213,21 @@ static cs_status run_batch(run_ctx *c, cli_input *in, cs_error *err) {
         memcpy(c->saved + c->nsaved * msz, maps, (size_t)(nm * msz) * sizeof(float));
         c->nsaved += nm;
     }
+    /* every (image, class) pair's PNGs at once, over the pool's team; what
+     * failed first in image order ends the run after the images before it */
+    int nenc = c->outdir ? ex.batch * ex.k : 0;
+    encode_batch eb = {.c = c, .in = in, .ex = &ex, .st = calloc((size_t)nenc + 1, sizeof(cs_status)),
+                       .errs = calloc((size_t)nenc + 1, sizeof(cs_error)),
+                       .ms = calloc((size_t)nenc + 1, sizeof(double))};
+    if (!eb.st || !eb.errs || !eb.ms) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+    else cs_team_run(c->pool.team, nenc, encode_one, &eb);
     for (int i = 0; i < ex.batch && st == CS_OK; i++) {
-        double t_enc = cs_now_ms();
-        for (int j = 0; j < ex.k && c->outdir && st == CS_OK; j++) {
-            const float *mi = ex.maps_input + ((int64_t)i * ex.k + j) * ex.in_h * ex.in_w;
-            char stem[1200], path[1300];
-            out_stem(stem, sizeof stem, c->outdir, in->names ? in->names[i] : NULL,
-                     ex.class_idx[i * ex.k + j], ex.k);
-            cs_image heat = {0}, over = {0};
-            st = cs_img_heatmap(mi, ex.in_h, ex.in_w, ex.in_w, ex.in_h, c->cmap, &heat, err);
-            snprintf(path, sizeof path, "%s.heatmap.png", stem);
-            if (st == CS_OK) st = save_png(&heat, path, err);
-            if (st == CS_OK && in->images) {
-                float box[4];
-                cs_img_preproc_crop_box(&in->pp, &in->images[i], box);
-                st = cs_img_overlay(&in->images[i], mi, ex.in_h, ex.in_w, box, c->cmap, c->alpha, 800,
-                                    &over, err);
-                snprintf(path, sizeof path, "%s.overlay.png", stem);
-                if (st == CS_OK) st = save_png(&over, path, err);
-            }
-            cs_img_free(&heat);
-            cs_img_free(&over);
+        double enc_ms = 0;
+        for (int t = i * ex.k; t < (i + 1) * ex.k && t < nenc && st == CS_OK; t++) {
+            enc_ms += eb.ms[t];
+            if ((st = eb.st[t]) != CS_OK && err) *err = eb.errs[t];
         }
-        double enc_ms = cs_now_ms() - t_enc;
+        if (st != CS_OK) break;
         json_t *preds = cli_predictions_json(ex.logits + i * ex.num_classes, ex.num_classes,
                                              c->topk < ex.num_classes ? c->topk : (int)ex.num_classes,
                                              &c->labels);
@@ -216,8 +245,9 @@ static cs_status run_batch(run_ctx *c, cli_input *in, cs_error *err) {
                                                   "height", c->mh, "width", c->mw));
         }
         if (c->json || c->report) {
-            json_t *timings = json_pack("{s:f, s:f, s:f, s:f, s:f}", "decode", in->decode_ms / in->batch,
-                                        "preprocess", in->preprocess_ms / in->batch, "forward",
+            const cli_image_info *inf = in->info ? &in->info[i] : &(cli_image_info){0};
+            json_t *timings = json_pack("{s:f, s:f, s:f, s:f, s:f}", "decode", inf->decode_ms,
+                                        "preprocess", inf->preprocess_ms, "forward",
                                         ex.forward_ms / ex.batch, "cam",
                                         (ex.backward_ms + ex.cam_ms) / ex.batch, "encode", enc_ms);
             json_t *o = json_pack("{s:s?, s:O, s:O, s:o}", "image", in->names ? in->names[i] : NULL,
@@ -252,6 +282,9 @@ static cs_status run_batch(run_ctx *c, cli_input *in, cs_error *err) {
     if (!c->json && st == CS_OK)
         printf("timings (%d image%s): forward %.1f ms, cam %.1f ms (backward %.1f)\n", ex.batch,
                ex.batch > 1 ? "s" : "", ex.forward_ms, ex.backward_ms + ex.cam_ms, ex.backward_ms);
+    free(eb.st);
+    free(eb.errs);
+    free(eb.ms);
     cs_explain_output_free(&ex);
     return st;
 }
@@ -327,8 +360,9 @@ int cs_cli_explain(int argc, char **argv) {
             goto out;
         }
     }
+    if (cli_pool_open(m, threads, c.outdir != NULL, &c.pool, &err) != CS_OK) goto out;
     if (opts[O_TENSOR].value) {
-        if (cli_input_load(m, &opts[O_IMAGE], &opts[O_TENSOR], &in, &err) != CS_OK) goto out;
+        if (cli_input_load(m, &c.pool, &opts[O_IMAGE], &opts[O_TENSOR], &in, &err) != CS_OK) goto out;
         if (run_batch(&c, &in, &err) != CS_OK) goto out;
     } else {
         /* images a chunk at a time, so memory stays flat for big folders;
@@ -346,7 +380,7 @@ int cs_cli_explain(int argc, char **argv) {
         for (int i = 0; i < npaths; i += chunk) {
             int n = npaths - i < chunk ? npaths - i : chunk;
             cli_input_free(&in);
-            if (cli_input_paths(m, (const char *const *)paths + i, n, &in, bad_image, &c, &err) != CS_OK)
+            if (cli_input_paths(m, &c.pool, (const char *const *)paths + i, n, &in, bad_image, &c, &err) != CS_OK)
                 goto out;
             if (run_batch(&c, &in, &err) != CS_OK) goto out;
         }
@@ -365,6 +399,7 @@ out:
     cs_free_names(paths, npaths);
     cs_session_free(c.s);
     cli_input_free(&in);
+    cli_pool_close(&c.pool);
     cli_labels_free(&c.labels);
     cs_model_free(m);
     cli_free(opts, O_N);

@@ -55,7 +55,7 @@ int cs_cli_preprocess(int argc, char **argv) {
     cli_input in = {0};
     rc = 1;
     if (cli_load_model(opts[O_MODEL].value, NULL, &m, &err) != CS_OK) goto out;
-    if (cli_input_images(m, &opts[O_IMAGE], &in, &err) != CS_OK) goto out;
+    if (cli_input_images(m, NULL, &opts[O_IMAGE], &in, &err) != CS_OK) goto out;
     cs_model_info info;
     cs_model_get_info(m, &info);
     int64_t dims[4] = {in.batch, 3, in.pp.crop_h, in.pp.crop_w};

@@ -1,8 +1,11 @@
 /* Image inputs and labels for the CLI: each --image is decoded (DCT-scaled
- * for JPEG) and preprocessed with the model's own config. */
+ * for JPEG, or by the GPU image path) and preprocessed with the model's own
+ * config, several files at once (cli_pool). */
 #include "cli/input.h"
 #include "cli/model_arg.h"
 
+#include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,7 +13,100 @@ static cs_status model_preproc(const cs_model *m, cs_preproc *pp, char **labels,
     return cli_model_preproc(m, pp, labels, err);
 }
 
-cs_status cli_input_paths(const cs_model *m, const char *const *paths, int n, cli_input *out,
+/* ---- the pool ------------------------------------------------------------------ */
+
+enum { POOL_MAX_THREADS = 16, DISPLAY_MAX_SIDE = 800 /* explain's overlays */ };
+
+cs_status cli_pool_open(const cs_model *m, int threads, bool display, cli_pool *p, cs_error *err) {
+    memset(p, 0, sizeof *p);
+    p->display = display;
+    if (threads <= 0) threads = omp_get_max_threads();
+    if (threads > POOL_MAX_THREADS) threads = POOL_MAX_THREADS;
+    if (threads > 1) {
+        cs_status st = cs_team_create(threads - 1, &p->team, err);
+        if (st != CS_OK) return st;
+    }
+    const char *dev = cs_model_device(m);
+    if (!strncmp(dev, "cuda", 4)) {
+        cs_error e = {0};
+        if (cs_gpuprep_open(dev[4] == ':' ? atoi(dev + 5) : 0, &p->gp, &e) != CS_OK)
+            fprintf(stderr, "camserve: GPU image path unavailable: %s; decoding on the CPU\n", e.msg);
+    }
+    return CS_OK;
+}
+
+void cli_pool_close(cli_pool *p) {
+    cs_gpuprep_close(p->gp);
+    cs_team_destroy(p->team);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---- decoding a batch --------------------------------------------------------------- */
+
+typedef struct load_batch {
+    const char *const *paths;
+    cli_input *out;
+    cs_img_limits lim;
+    int need_w, need_h;
+    int64_t per;    /* floats per image */
+    cs_status *st;  /* per path */
+    cs_error *errs; /* per path */
+} load_batch;
+
+/* Path i on the GPU image path (the calling thread's, cli_pool.gp); false
+ * leaves it to the CPU, which also reports any error.  A GPU that fails
+ * (CS_EBACKEND) is not asked again. */
+static bool load_on_gpu(cli_pool *pool, load_batch *b, int i) {
+    cli_input *o = b->out;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    cs_error e = {0};
+    double t0 = cs_now_ms();
+    if (cs_img_read_file(b->paths[i], b->lim.max_bytes, &buf, &len, &e) != CS_OK) return false;
+    cs_status st = CS_EUNSUPPORTED;
+    cs_gpuprep_out g = {.tensor = o->data + i * b->per, .want_display = pool->display,
+                        .display_max_side = DISPLAY_MAX_SIDE};
+    if (cs_img_sniff(buf, len) == CS_IMG_FORMAT_JPEG)
+        st = cs_gpuprep_run(pool->gp, buf, len, &b->lim, &o->pp, &g, &e);
+    free(buf);
+    if (st == CS_EBACKEND) {
+        fprintf(stderr, "camserve: GPU image path failed: %s; decoding on the CPU\n", e.msg);
+        cs_gpuprep_close(pool->gp);
+        pool->gp = NULL;
+    }
+    if (st != CS_OK) return false;
+    if (pool->display) {
+        o->images[i] = g.display;
+    } else {
+        o->images[i].orig_width = g.frame_w;
+        o->images[i].orig_height = g.frame_h;
+    }
+    cli_image_info *inf = &o->info[i];
+    memcpy(inf->box, g.box, sizeof inf->box);
+    inf->decode_ms = cs_now_ms() - t0;
+    inf->on_gpu = true;
+    b->st[i] = CS_OK;
+    return true;
+}
+
+/* A team task: path i on the CPU, unless the GPU has done it. */
+static void load_on_cpu(void *arg, int i) {
+    load_batch *b = arg;
+    cli_input *o = b->out;
+    cli_image_info *inf = &o->info[i];
+    if (inf->on_gpu) return;
+    double t0 = cs_now_ms();
+    cs_status st = cs_img_load(b->paths[i], &b->lim, b->need_w, b->need_h, &o->images[i], &b->errs[i]);
+    double t1 = cs_now_ms();
+    if (st == CS_OK) st = cs_img_preprocess(&o->images[i], &o->pp, o->data + i * b->per, &b->errs[i]);
+    if (st == CS_OK) cs_img_preproc_crop_box(&o->pp, &o->images[i], inf->box);
+    else cs_img_free(&o->images[i]);
+    inf->decode_ms = t1 - t0;
+    inf->preprocess_ms = cs_now_ms() - t1;
+    b->st[i] = st;
+}
+
+cs_status cli_input_paths(const cs_model *m, cli_pool *pool, const char *const *paths, int n, cli_input *out,
                           cli_bad_image_fn report, void *ctx, cs_error *err) {
     memset(out, 0, sizeof *out);
     cs_model_info info;
@@ -22,40 +118,57 @@ cs_status cli_input_paths(const cs_model *m, const char *const *paths, int n, cl
         return cs_errorf(err, CS_EINVAL, "the model's preprocessing makes %dx%d images; its input is %lldx%lldx%lld",
                          out->pp.crop_h, out->pp.crop_w, (long long)info.input_dims[1],
                          (long long)info.input_dims[2], (long long)info.input_dims[3]);
-    int64_t per = 3 * info.input_dims[2] * info.input_dims[3];
-    out->data = malloc((size_t)((n ? n : 1) * per) * sizeof(float));
-    out->images = calloc((size_t)(n ? n : 1), sizeof(cs_image));
-    out->names = malloc((size_t)(n ? n : 1) * sizeof(char *));
-    if (!out->data || !out->images || !out->names) return cs_errorf(err, CS_ENOMEM, "out of memory");
-    int need_w, need_h;
-    cs_img_preproc_need(&out->pp, &need_w, &need_h);
-    cs_img_limits lim = cs_img_limits_default();
+    size_t slots = (size_t)(n ? n : 1);
+    load_batch b = {.paths = paths, .out = out, .lim = cs_img_limits_default(),
+                    .per = 3 * info.input_dims[2] * info.input_dims[3]};
+    out->data = malloc(slots * (size_t)b.per * sizeof(float));
+    out->images = calloc(slots, sizeof(cs_image));
+    out->info = calloc(slots, sizeof(cli_image_info));
+    out->names = malloc(slots * sizeof(char *));
+    b.st = malloc(slots * sizeof *b.st);
+    b.errs = calloc(slots, sizeof *b.errs);
+    if (!out->data || !out->images || !out->info || !out->names || !b.st || !b.errs) {
+        st = cs_errorf(err, CS_ENOMEM, "out of memory");
+        goto done;
+    }
+    cs_img_preproc_need(&out->pp, &b.need_w, &b.need_h);
+    for (int i = 0; i < n && pool && pool->gp; i++) load_on_gpu(pool, &b, i);
+    cs_team_run(pool ? pool->team : NULL, n, load_on_cpu, &b);
+
+    /* in path order: bad files reported (or the first one fails), good ones
+     * packed to the front */
     for (int i = 0; i < n; i++) {
-        int k = out->batch;
-        double t0 = cs_now_ms();
-        cs_error ierr = {0};
-        st = cs_img_load(paths[i], &lim, need_w, need_h, &out->images[k], &ierr);
-        double t1 = cs_now_ms();
-        if (st == CS_OK) st = cs_img_preprocess(&out->images[k], &out->pp, out->data + k * per, &ierr);
-        out->decode_ms += t1 - t0;
-        out->preprocess_ms += cs_now_ms() - t1;
-        if (st != CS_OK) {
-            cs_img_free(&out->images[k]);
-            if (!report) {
-                if (err) *err = ierr;
-                return cs_error_prefix(err, "%s", paths[i]);
+        if (b.st[i] != CS_OK) {
+            if (report) {
+                report(ctx, paths[i], &b.errs[i]);
+                continue;
             }
-            report(ctx, paths[i], &ierr); /* a bad file is reported and skipped */
-            continue;
+            if (err) *err = b.errs[i];
+            st = cs_error_prefix(err, "%s", paths[i]);
+            for (int j = i + 1; j < n; j++) /* not packed: freed here */
+                if (b.st[j] == CS_OK) cs_img_free(&out->images[j]);
+            goto done;
+        }
+        int k = out->batch++;
+        if (k != i) {
+            memcpy(out->data + k * b.per, out->data + i * b.per, (size_t)b.per * sizeof(float));
+            out->images[k] = out->images[i];
+            out->info[k] = out->info[i];
+            memset(&out->images[i], 0, sizeof out->images[i]);
         }
         out->names[k] = (char *)paths[i];
-        out->batch++;
+        out->decode_ms += out->info[k].decode_ms;
+        out->preprocess_ms += out->info[k].preprocess_ms;
     }
-    return CS_OK;
+done:
+    free(b.st);
+    free(b.errs);
+    return st;
 }
 
-cs_status cli_input_images(const cs_model *m, const cli_opt *image, cli_input *out, cs_error *err) {
-    return cli_input_paths(m, image->values, image->count, out, NULL, NULL, err);
+cs_status cli_input_images(const cs_model *m, cli_pool *pool, const cli_opt *image, cli_input *out,
+                           cs_error *err) {
+    return cli_input_paths(m, pool, image->values, image->count, out, NULL, NULL, err);
 }
 
 cs_status cli_model_labels(const cs_model *m, const char *path, cli_labels *out, cs_error *err) {

@@ -25,19 +25,20 @@ static cs_status load_tensor(const cs_model *m, const char *path, cli_input *out
     return CS_OK;
 }
 
-cs_status cli_input_load(const cs_model *m, const cli_opt *image, const cli_opt *tensor,
+cs_status cli_input_load(const cs_model *m, cli_pool *pool, const cli_opt *image, const cli_opt *tensor,
                          cli_input *out, cs_error *err) {
     memset(out, 0, sizeof *out);
     if ((image->value != NULL) == (tensor->value != NULL))
         return cs_errorf(err, CS_EINVAL, "give exactly one of --image or --tensor");
     if (tensor->value) return load_tensor(m, tensor->value, out, err);
-    return cli_input_images(m, image, out, err);
+    return cli_input_images(m, pool, image, out, err);
 }
 
 void cli_input_free(cli_input *in) {
     if (in->images)
         for (int i = 0; i < in->batch; i++) cs_img_free(&in->images[i]);
     free(in->images);
+    free(in->info);
     free(in->data);
     free(in->names);
     memset(in, 0, sizeof *in);

@@ -4,11 +4,6 @@
 
 #include "camserve/imageio.h"
 
-/* Reads a whole file into a malloc()ed buffer (caller frees); more than
- * max_bytes is CS_ELIMIT. */
-cs_status cs_img_read_file(const char *path, size_t max_bytes, uint8_t **out, size_t *len,
-                           cs_error *err);
-
 /* PIL-compatible resample of the output window [x0,x1) x [y0,y1) of an
  * rw x rh resize of src, where box (x0,y0,x1,y1 in src pixels, float as in
  * PIL) is the source region mapped onto the whole output.  dst receives

@@ -14,7 +14,9 @@
  * a while after each region, on cores the inference may need).
  *
  * The service owns one team, shared by its prep threads, to split a
- * result's overlay and PNG encoding (imageio's cs_img_par). */
+ * result's overlay and PNG encoding (imageio's cs_img_par); the CLI's image
+ * reader (src/cli/input.h, cli_pool) owns one to decode and encode several
+ * files at once. */
 #ifndef CS_UTIL_TEAM_H
 #define CS_UTIL_TEAM_H
 

@@ -44,6 +44,7 @@ int main(void) {
 #include "camserve/service.h"
 #include "unit/gpuprep_exec.h"
 #include "unit/gpuprep_fixture.h"
+#include "cli/input.h"
 
 #include <dlfcn.h>
 #include <omp.h>
@@ -58,6 +59,7 @@ int main(void) {
 #include <string.h>
 #include <time.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- storage types ------------------------------------------------------------------ */
 
@@ -1256,6 +1258,96 @@ static void test_gpuprep_service(void **state) {
     free(jpg);
 }
 
+static void write_bytes(const char *path, const void *buf, size_t len) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+typedef struct reported {
+    int n;
+    char path[256];
+} reported;
+
+static void note_bad(void *ctx, const char *path, const cs_error *e) {
+    (void)e;
+    reported *r = ctx;
+    r->n++;
+    snprintf(r->path, sizeof r->path, "%s", path);
+}
+
+/* The CLI's reader (src/cli/images.c) for a model on the GPU: the large
+ * JPEG is prepared on the GPU path, exactly as cs_gpuprep_run makes it; a
+ * small JPEG goes to the CPU (its team), a cut one is reported from there;
+ * the results are packed in path order. */
+static void test_gpuprep_cli(void **state) {
+    (void)state;
+    cs_error err = {0};
+    cs_model_options mo = {.device = "cuda"};
+    cs_model *m = NULL;
+    if (cs_model_load(CS_SOURCE_DIR "/models/default/model.onnx", &mo, &m, &err) != CS_OK)
+        fail_msg("model: %s", err.msg);
+    char dir[] = "/tmp/cs_emul_cli_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char pa[64], pb[64], pc[64];
+    snprintf(pa, sizeof pa, "%s/a.jpg", dir);
+    snprintf(pb, sizeof pb, "%s/b.jpg", dir);
+    snprintf(pc, sizeof pc, "%s/c.jpg", dir);
+    size_t la, lc;
+    uint8_t *ja = make_jpeg(1203, 905, 6, &la), *jc = make_jpeg(300, 200, 1, &lc);
+    write_bytes(pa, ja, la);
+    write_bytes(pb, ja, la - 500);
+    write_bytes(pc, jc, lc);
+
+    cli_pool pool;
+    assert_int_equal(cli_pool_open(m, 2, true, &pool, &err), CS_OK);
+    assert_non_null(pool.gp);
+    assert_non_null(pool.team);
+    const char *paths[] = {pa, pb, pc};
+    cli_input in;
+    reported rep = {0};
+    if (cli_input_paths(m, &pool, paths, 3, &in, note_bad, &rep, &err) != CS_OK) fail_msg("%s", err.msg);
+    assert_int_equal(rep.n, 1);
+    assert_string_equal(rep.path, pb);
+    assert_int_equal(in.batch, 2);
+    assert_string_equal(in.names[0], pa);
+    assert_string_equal(in.names[1], pc);
+    assert_true(in.info[0].on_gpu && !in.info[1].on_gpu);
+    assert_int_equal(in.images[0].width, 602); /* orientation 6: 905 x 1203 shown at 602 x 800 */
+    assert_int_equal(in.images[0].height, 800);
+    int64_t per = 3 * (int64_t)in.pp.crop_h * in.pp.crop_w;
+    float *want = malloc((size_t)per * sizeof(float));
+    assert_non_null(want);
+    cs_gpuprep *g = NULL;
+    assert_int_equal(cs_gpuprep_open(0, &g, &err), CS_OK);
+    cs_gpuprep_out o = {.tensor = want, .want_display = 1};
+    cs_img_limits lim = cs_img_limits_default();
+    assert_int_equal(cs_gpuprep_run(g, ja, la, &lim, &in.pp, &o, &err), CS_OK);
+    assert_memory_equal(in.data, want, (size_t)per * sizeof(float));
+    assert_memory_equal(in.info[0].box, o.box, sizeof o.box);
+    cs_img_free(&o.display);
+    cs_gpuprep_close(g);
+    int nw, nh;
+    cs_img_preproc_need(&in.pp, &nw, &nh);
+    cs_image ic;
+    assert_int_equal(cs_img_decode(jc, lc, &lim, nw, nh, &ic, &err), CS_OK);
+    assert_int_equal(cs_img_preprocess(&ic, &in.pp, want, &err), CS_OK);
+    assert_memory_equal(in.data + per, want, (size_t)per * sizeof(float));
+    cs_img_free(&ic);
+
+    free(want);
+    cli_input_free(&in);
+    cli_pool_close(&pool);
+    cs_model_free(m);
+    remove(pa);
+    remove(pb);
+    remove(pc);
+    rmdir(dir);
+    free(ja);
+    free(jc);
+}
+
 static void test_no_leaks(void **state) {
     (void)state;
     if (g_alloc != 0) fail_msg("%d emulated device/pinned allocations were not freed", g_alloc);
@@ -1269,14 +1361,15 @@ int main(void) {
     setenv("CS_CUDNN_FIND", "1", 1); /* the timed algorithm search too (see cudnnFind* above) */
     setenv("CS_NVJPEG_LIB", CS_FAKE_NVJPEG, 1); /* tests/unit/fake_nvjpeg.c, for test_gpuprep */
     int n = golden_parity_families(g_fam, MAX_FAMILIES);
-    struct CMUnitTest tests[MAX_FAMILIES + 3];
+    struct CMUnitTest tests[MAX_FAMILIES + 4];
     for (int i = 0; i < n; i++) {
         snprintf(g_names[i], sizeof g_names[i], "emul_%.200s", g_fam[i].name);
         tests[i] = (struct CMUnitTest){.name = g_names[i], .test_func = test_family, .initial_state = &g_fam[i]};
     }
     tests[n] = (struct CMUnitTest){.name = "emul_gpuprep", .test_func = test_gpuprep};
     tests[n + 1] = (struct CMUnitTest){.name = "emul_gpuprep_service", .test_func = test_gpuprep_service};
-    tests[n + 2] = (struct CMUnitTest){.name = "emul_no_leaks", .test_func = test_no_leaks};
-    return _cmocka_run_group_tests("cuda_emul", tests, (size_t)n + 3, NULL, NULL);
+    tests[n + 2] = (struct CMUnitTest){.name = "emul_gpuprep_cli", .test_func = test_gpuprep_cli};
+    tests[n + 3] = (struct CMUnitTest){.name = "emul_no_leaks", .test_func = test_no_leaks};
+    return _cmocka_run_group_tests("cuda_emul", tests, (size_t)n + 4, NULL, NULL);
 }
 #endif
