@@ -26,7 +26,8 @@
 #   4. end to end in the server: the 4000x3000 photo, new bytes per request
 #      (bench/gpu_e2e.py), with the GPU image path (nvJPEG + resize kernels,
 #      the default), with --encode-threads 1 (overlay + PNG on one core) and
-#      with --gpu-decode off;
+#      with --gpu-decode off; camserve explain over a folder of 8 photos on
+#      cuda and on the CPU;
 #   5. the PyTorch peers in the same run (eager autocast, hook GradCAM,
 #      host-to-host batch 64, torch.compile with CUDA graphs) and
 #      torch.autocast's own fp16/bf16 error on the golden families
@@ -182,6 +183,25 @@ if [ -f "$M" ] && [ -f "$B/photo.jpg" ] && [ "$(left)" -gt 60 ]; then
     e2e e2e_cpu --gpu-decode off
 fi
 
+# 4b. the CLI over a folder (8 copies of the photo): explain --out on cuda
+# (large JPEGs through the GPU image path, cli_pool) and on this machine's
+# CPU; wall time, each image's decode time, top-1 agreement
+cli_folder() { # $1: device
+    local d=$1
+    rm -rf "$W/cli_out_$d"
+    local a=$(date +%s%N)
+    cs timeout 60 "$B/camserve" explain --model "$M" --device "$d" --image "$W/folder" --out "$W/cli_out_$d" --json \
+        > "$W/cli_$d.jsonl" 2> "$W/cli_$d.err"
+    echo "{\"rc\": $?, \"wall_ms\": $(( ($(date +%s%N) - a) / 1000000 ))}" > "$W/cli_$d.json"
+}
+if [ -f "$M" ] && [ -f "$B/photo.jpg" ] && [ "$(left)" -gt 60 ]; then
+    log "CLI over a folder"
+    mkdir -p "$W/folder"
+    for i in 1 2 3 4 5 6 7 8; do cp "$B/photo.jpg" "$W/folder/p$i.jpg"; done
+    cli_folder cuda
+    cli_folder cpu
+fi
+
 # 5. PyTorch peers: eager first (its numbers must not wait on compiling)
 if [ "$(left)" -gt 40 ]; then
     log "pytorch eager ($(left) s left)"
@@ -322,6 +342,21 @@ for name, title in (("e2e", "JPEG decoded and preprocessed on the GPU (the defau
         L += ["", "Which path prepared the images (/metrics):", "", "```", met or "(no camserve_gpu_decode_total)", "```", ""]
     except Exception:
         pass
+L += ["", "## The CLI over a folder (camserve explain --out, 8 copies of the photo, ResNet-50, default precision)", "",
+      "| device | exit | wall ms (start, load, 8 photos) | decode ms per image (median) | top-1 |", "|---|---|---|---|---|"]
+tops = {}
+for d in ("cuda", "cpu"):
+    r = load(f"cli_{d}.json")
+    try:
+        rows = [json.loads(l) for l in open(os.path.join(W, f"cli_{d}.jsonl"))]
+    except Exception:
+        rows = []
+    dec = sorted(x["timings_ms"]["decode"] for x in rows if "timings_ms" in x)
+    tops[d] = [x["predictions"][0]["index"] for x in rows if "predictions" in x]
+    med = f"{dec[len(dec) // 2]:.2f}" if dec else "—"
+    L.append(f"| {d} | {r.get('rc', r.get('error'))} | {r.get('wall_ms', '—')} | {med} | {tops[d][0] if tops[d] else '—'} |")
+if tops.get("cuda") and tops.get("cpu"):
+    L += ["", f"Same top-1 on {sum(a == b for a, b in zip(tops['cuda'], tops['cpu']))} of {len(tops['cpu'])} images."]
 tc = open(os.path.join(W, "test_cuda.txt")).read().strip().splitlines()
 # precision: camserve (test_cuda's summary lines) next to torch.autocast on the same families
 ours = {}
@@ -353,7 +388,7 @@ try:
 except Exception:
     pass
 errs = []
-for f in [os.path.join(W, n) for n in ("export.txt", "torch_eager.err", "torch_compile.err", "torch_precision.err", "e2e.err", "e2e_cpu.err", "serve_e2e.txt")] + sorted(glob.glob(os.path.join(W, "cs_*.err"))):
+for f in [os.path.join(W, n) for n in ("export.txt", "torch_eager.err", "torch_compile.err", "torch_precision.err", "e2e.err", "e2e_cpu.err", "serve_e2e.txt", "cli_cuda.err")] + sorted(glob.glob(os.path.join(W, "cs_*.err"))):
     if not os.path.exists(f):
         continue
     s = open(f).read().strip()

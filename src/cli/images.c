@@ -53,16 +53,18 @@ typedef struct load_batch {
     cs_error *errs; /* per path */
 } load_batch;
 
-/* Path i on the GPU image path (the calling thread's, cli_pool.gp); false
- * leaves it to the CPU, which also reports any error.  A GPU that fails
- * (CS_EBACKEND) is not asked again. */
-static bool load_on_gpu(cli_pool *pool, load_batch *b, int i) {
+/* Path i on the GPU image path (the calling thread's, cli_pool.gp).  What
+ * it declines or cannot read is left to the CPU, which also words any
+ * error; a GPU that fails (CS_EBACKEND) is not asked again.  Every eligible
+ * JPEG goes to the GPU, none to the CPU by chance, so the answers do not
+ * depend on thread timing. */
+static void load_on_gpu(cli_pool *pool, load_batch *b, int i) {
     cli_input *o = b->out;
     uint8_t *buf = NULL;
     size_t len = 0;
     cs_error e = {0};
     double t0 = cs_now_ms();
-    if (cs_img_read_file(b->paths[i], b->lim.max_bytes, &buf, &len, &e) != CS_OK) return false;
+    if (cs_img_read_file(b->paths[i], b->lim.max_bytes, &buf, &len, &e) != CS_OK) return;
     cs_status st = CS_EUNSUPPORTED;
     cs_gpuprep_out g = {.tensor = o->data + i * b->per, .want_display = pool->display,
                         .display_max_side = DISPLAY_MAX_SIDE};
@@ -74,7 +76,7 @@ static bool load_on_gpu(cli_pool *pool, load_batch *b, int i) {
         cs_gpuprep_close(pool->gp);
         pool->gp = NULL;
     }
-    if (st != CS_OK) return false;
+    if (st != CS_OK) return;
     if (pool->display) {
         o->images[i] = g.display;
     } else {
@@ -86,7 +88,6 @@ static bool load_on_gpu(cli_pool *pool, load_batch *b, int i) {
     inf->decode_ms = cs_now_ms() - t0;
     inf->on_gpu = true;
     b->st[i] = CS_OK;
-    return true;
 }
 
 /* A team task: path i on the CPU, unless the GPU has done it. */
