@@ -6,8 +6,10 @@
  * One thread per output byte of a pass: the horizontal pass of a
  * 4000x3000 frame to a 341-pixel-wide crop window is ~3,000 rows x 672
  * bytes, ~2 M threads of ~25 taps each, reading rows that neighbouring
- * threads share through L1/L2.  The frame is read once per pass output,
- * not staged: at these sizes the passes are small next to the decode. */
+ * threads share through L1/L2 (in an order that keeps a warp's reads along
+ * stored rows whatever the EXIF orientation: cs_gp_hpass_at).  The frame
+ * is read once per pass output, not staged: at these sizes the passes are
+ * small next to the decode. */
 #include "cuda/gpuprep_internal.h"
 #include "cuda/gpuprep_math.h"
 #include "cuda/launch.cuh"
@@ -25,8 +27,10 @@ __global__ void k_hpass(const uint8_t *src, size_t pitch, int W, int H, int o, i
                         int ow, const int32_t *hfirst, const int32_t *hw, int hk, uint8_t *tmp) {
     const int64_t rowb = (int64_t)ow * 3, n = rowb * rows;
     GRID_LOOP(i, n) {
-        const int r = (int)(i / rowb), b = (int)(i - (int64_t)r * rowb), x = b / 3, c = b - x * 3;
-        tmp[i] = cs_gp_hpass(src, pitch, W, H, o, ylo + r, hfirst[x], hw + (size_t)x * hk, hk, c);
+        int r, b;
+        cs_gp_hpass_at(i, o, rows, ow, &r, &b);
+        const int x = b / 3, c = b - x * 3;
+        tmp[r * rowb + b] = cs_gp_hpass(src, pitch, W, H, o, ylo + r, hfirst[x], hw + (size_t)x * hk, hk, c);
     }
 }
 

@@ -66,6 +66,34 @@ CS_GP_FN uint8_t cs_gp_hpass(const uint8_t *src, size_t pitch, int W, int H, int
     return cs_gp_clip8(s);
 }
 
+/* Which byte of the horizontal pass's output (rows x ow*3 bytes) the i-th
+ * thread computes: *r, the row, and *b, the byte within it.
+ *
+ * A tap's source pixel lies along a displayed row.  On a frame stored
+ * upright (o < 5) that is a stored row, so consecutive threads take
+ * consecutive bytes of one output row and a warp's taps read neighbouring
+ * bytes of one stored row.  On a frame stored on its side (o >= 5: every
+ * portrait photo from a phone that tags rather than rotates) a displayed
+ * row is a stored column; with that order a warp would read ~10 stored rows
+ * per tap, down the column.  So there consecutive threads take the three
+ * channels of consecutive rows of one output column instead: their
+ * displayed rows are neighbouring stored columns, and each tap of a warp
+ * reads neighbouring bytes of one stored row again.  Either order covers
+ * every output byte exactly once, and the byte's value does not depend on
+ * it (test_gpuprep_math checks both). */
+CS_GP_FN void cs_gp_hpass_at(int64_t i, int o, int rows, int ow, int *r, int *b) {
+    if (o < 5) {
+        const int64_t rowb = (int64_t)ow * 3;
+        *r = (int)(i / rowb);
+        *b = (int)(i - (int64_t)*r * rowb);
+    } else {
+        const int64_t q = i / 3; /* i = (x * rows + r) * 3 + c */
+        const int x = (int)(q / rows);
+        *r = (int)(q - (int64_t)x * rows);
+        *b = x * 3 + (int)(i - q * 3);
+    }
+}
+
 /* Vertical pass, one byte: column byte b of n rows from tmp row r0
  * (tstride bytes a row). */
 CS_GP_FN uint8_t cs_gp_vpass(const uint8_t *tmp, size_t tstride, int r0, int n, const int32_t *w,

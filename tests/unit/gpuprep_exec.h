@@ -12,10 +12,13 @@
 
 static inline void gp_exec_hpass(const uint8_t *src, size_t pitch, int W, int H, int o, int ylo, int rows,
                                  int ow, const int32_t *hfirst, const int32_t *hw, int hk, uint8_t *tmp) {
-    for (int r = 0; r < rows; r++)
-        for (int b = 0; b < ow * 3; b++)
-            tmp[(size_t)r * ow * 3 + b] =
-                cs_gp_hpass(src, pitch, W, H, o, ylo + r, hfirst[b / 3], hw + (size_t)(b / 3) * hk, hk, b % 3);
+    /* the kernel's thread order (cs_gp_hpass_at), so its index maths runs here too */
+    for (int64_t i = 0; i < (int64_t)rows * ow * 3; i++) {
+        int r, b;
+        cs_gp_hpass_at(i, o, rows, ow, &r, &b);
+        tmp[(size_t)r * ow * 3 + b] =
+            cs_gp_hpass(src, pitch, W, H, o, ylo + r, hfirst[b / 3], hw + (size_t)(b / 3) * hk, hk, b % 3);
+    }
 }
 
 static inline void gp_exec_vpass(const uint8_t *tmp, int ow, int ylo, int oh, const int32_t *vfirst,

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,42 @@ static void test_orientation_on_read(void **state) {
     }
 }
 
+/* Both thread orders of the horizontal pass give every output byte to
+ * exactly one thread, and in the order promised: along output rows for a
+ * frame stored upright, down output columns (channels fastest) for one
+ * stored on its side. */
+static void test_hpass_thread_order(void **state) {
+    (void)state;
+    const int sizes[][2] = {{1, 1}, {1, 7}, {5, 1}, {13, 7}, {341, 333}, {37, 64}};
+    for (int o = 1; o <= 8; o++)
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            const int rows = sizes[k][0], ow = sizes[k][1];
+            const int64_t n = (int64_t)rows * ow * 3;
+            uint8_t *seen = calloc((size_t)n, 1);
+            int pr = -1, pb = -1;
+            for (int64_t i = 0; i < n; i++) {
+                int r, b;
+                cs_gp_hpass_at(i, o, rows, ow, &r, &b);
+                if (r < 0 || r >= rows || b < 0 || b >= ow * 3)
+                    fail_msg("o %d, %dx%d: thread %lld -> row %d byte %d, outside", o, rows, ow, (long long)i, r, b);
+                if (seen[(size_t)r * ow * 3 + b]++)
+                    fail_msg("o %d, %dx%d: row %d byte %d computed twice", o, rows, ow, r, b);
+                if (i > 0) {
+                    bool next = o < 5 ? (r == pr && b == pb + 1) || (r == pr + 1 && b == 0 && pb == ow * 3 - 1)
+                                      : (b / 3 == pb / 3 && ((r == pr && b == pb + 1) ||
+                                                             (r == pr + 1 && b % 3 == 0 && pb % 3 == 2))) ||
+                                            (b / 3 == pb / 3 + 1 && r == 0 && pr == rows - 1 && b % 3 == 0);
+                    if (!next)
+                        fail_msg("o %d, %dx%d: thread %lld -> (%d, %d) does not follow (%d, %d)", o, rows, ow,
+                                 (long long)i, r, b, pr, pb);
+                }
+                pr = r;
+                pb = b;
+            }
+            free(seen);
+        }
+}
+
 static void test_taps_refuses_bad_windows(void **state) {
     (void)state;
     const float box[4] = {0, 0, 10, 10};
@@ -181,6 +218,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plans_match_resampler),
         cmocka_unit_test(test_orientation_on_read),
+        cmocka_unit_test(test_hpass_thread_order),
         cmocka_unit_test(test_taps_refuses_bad_windows),
         cmocka_unit_test(test_lut_is_preprocess),
     };
