@@ -26,7 +26,8 @@
 #   4. end to end in the server: the 4000x3000 photo, new bytes per request
 #      (bench/gpu_e2e.py), with the GPU image path (nvJPEG + resize kernels,
 #      the default), with --encode-threads 1 (overlay + PNG on one core) and
-#      with --gpu-decode off; camserve explain over a folder of 8 photos on
+#      with --gpu-decode off, and for the photo tagged EXIF orientation 6;
+#      camserve explain over a folder of 8 photos on
 #      cuda and on the CPU;
 #   5. the PyTorch peers in the same run (eager autocast, hook GradCAM,
 #      host-to-host batch 64, torch.compile with CUDA graphs) and
@@ -154,7 +155,8 @@ fi
 # PNG (ResNet-50, GradCAM at the default layer, fp16), new bytes each time;
 # with the GPU image path and the overlay + PNG split over the cores (the
 # defaults, e2e.json), without the split (e2e_enc1.json) and without the
-# GPU image path (e2e_cpu.json)
+# GPU image path (e2e_cpu.json); and the photo tagged EXIF orientation 6
+# (e2e_rot6.json)
 e2e() { # $1: result name, then serve's extra arguments
     local name=$1 port=18931
     shift
@@ -168,7 +170,7 @@ e2e() { # $1: result name, then serve's extra arguments
         python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/readyz', timeout=1)" 2>/dev/null && break
         sleep 0.3
     done
-    timeout 60 python3 "$here/gpu_e2e.py" --port $port --photo "$B/photo.jpg" --n 30 --warmup 5 \
+    timeout 60 python3 "$here/gpu_e2e.py" --port $port --photo "$B/photo.jpg" --n 30 --warmup 5 ${E2E_CLIENT:-} \
         > "$W/$name.json" 2> "$W/$name.err" || echo "{\"error\": \"exit $?\"}" >> "$W/$name.err"
     python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$port/metrics', timeout=2).read().decode())" 2>/dev/null \
         | grep '^camserve_gpu_decode_total' > "$W/${name}_metrics.txt"
@@ -181,6 +183,7 @@ if [ -f "$M" ] && [ -f "$B/photo.jpg" ] && [ "$(left)" -gt 60 ]; then
     e2e e2e
     e2e e2e_enc1 --encode-threads 1
     e2e e2e_cpu --gpu-decode off
+    E2E_CLIENT="--orientation 6" e2e e2e_rot6
 fi
 
 # 4b. the CLI over a folder (8 copies of the photo): explain --out on cuda
@@ -319,7 +322,9 @@ for name, title in (("e2e", "JPEG decoded and preprocessed on the GPU (the defau
                      + (os.environ.get("CS_NVJPEG_LIB") or "not found") + "); overlay + PNG split over "
                      "the cores (the default)"),
                     ("e2e_enc1", "as above with --encode-threads 1: overlay + PNG on one core"),
-                    ("e2e_cpu", "--gpu-decode off: JPEG decoded and preprocessed on the CPU")):
+                    ("e2e_cpu", "--gpu-decode off: JPEG decoded and preprocessed on the CPU"),
+                    ("e2e_rot6", "as the default, the photo tagged EXIF orientation 6 (a portrait phone photo: "
+                     "the GPU resize reads the frame on its side)")):
     e = load(name + ".json")
     L += [f"### {title}", ""]
     if "client_ms" in e:

@@ -8,6 +8,7 @@ capture) are not counted.  Prints one JSON object: client-side wall time and
 the server's own timings_ms, median and p90 of each.
 
     python3 bench/gpu_e2e.py --port P --photo photo.jpg [--n 30] [--warmup 5] [--query 'method=gradcam']
+                             [--orientation 6]
 """
 import argparse
 import http.client
@@ -24,6 +25,15 @@ def variant(jpeg, i):
     return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
 
 
+def with_orientation(jpeg, o):
+    """The JPEG with an APP1 Exif segment saying EXIF orientation o, right
+    after SOI: big-endian TIFF, one IFD entry (0x0112, SHORT, 1, o)."""
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) + \
+        struct.pack(">HHIHH", 0x0112, 3, 1, o, 0) + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
 def q(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]
@@ -36,8 +46,12 @@ def main():
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--query", default="")
+    ap.add_argument("--orientation", type=int, default=0,
+                    help="tag the photo with this EXIF orientation (6: a portrait photo from a phone)")
     a = ap.parse_args()
     jpeg = open(a.photo, "rb").read()
+    if a.orientation:
+        jpeg = with_orientation(jpeg, a.orientation)
     conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=60)
     wall, server, errors, cache = [], {}, [], {}
     path = "/v1/explain" + (f"?{a.query}" if a.query else "")
