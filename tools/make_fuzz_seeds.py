@@ -6,7 +6,8 @@
 Writes
   tests/data/onnx/*.onnx             models the unit tests load on purpose
                                      (unsupported op, non-4-D input, a valid
-                                     tiny conv net, ...), each a few KB;
+                                     tiny conv net and the same with a fixed
+                                     batch of 2, ...), each a few KB;
   tests/fuzz/corpus/fuzz_onnx/*.onnx seeds for fuzz_onnx: small valid graphs
                                      that reach every loader branch and many of
                                      the engine's ops (the fuzzer mutates from
@@ -330,6 +331,18 @@ def save(m, folder, name):
     return len(data)
 
 
+def fixed_batch(m, n):
+    """m with its input and output batch fixed at n (no new weights: the
+    generator's random stream, and so every other file, stays the same)."""
+    f = onnx.ModelProto()
+    f.CopyFrom(m)
+    for vi in (f.graph.input[0], f.graph.output[0]):
+        d = vi.type.tensor_type.shape.dim[0]
+        d.ClearField("dim_param")
+        d.dim_value = n
+    return f
+
+
 def main():
     total = 0
     data = {
@@ -340,6 +353,8 @@ def main():
         "not_sorted.onnx": not_sorted(),
         "bad_opset.onnx": bad_opset(),
     }
+    # the CLI's runs of a model exported with a fixed batch (cli/explain_files)
+    data["tiny_conv_b2.onnx"] = fixed_batch(data["tiny_conv.onnx"], 2)
     for name, m in data.items():
         total += save(m, DATA, name)
     print(f"tests/data/onnx: {len(data)} models, {total} bytes")

@@ -4,8 +4,11 @@
 #include "cli/cli.h"
 #include "cli/input.h"
 #include "cli/model_arg.h"
+#include "util/files.h"
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <string.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +53,74 @@ done:
     return arr;
 }
 
+/* What classify prints, and how many images it could not read. */
+typedef struct classify_ctx {
+    const cli_labels *labels;
+    int k;
+    bool json;
+    int nbad, total;
+} classify_ctx;
+
+static void bad_image(void *vctx, const char *path, const cs_error *e) {
+    classify_ctx *c = vctx;
+    c->nbad++;
+    fprintf(stderr, "camserve classify: %s: %s\n", path, e->msg);
+    if (c->json) {
+        json_t *o = json_pack("{s:s, s:s}", "image", path, "error", e->msg);
+        json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(o);
+    }
+}
+
+static void print_predictions(const classify_ctx *c, const char *name, const float *logits, int64_t classes,
+                              bool heading) {
+    json_t *preds = cli_predictions_json(logits, classes, c->k, c->labels);
+    if (c->json) {
+        json_t *o = json_pack("{s:s?, s:o}", "image", name, "predictions", preds);
+        json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(o);
+        return;
+    }
+    if (heading) printf("%s:\n", name ? name : "image");
+    size_t i;
+    json_t *p;
+    json_array_foreach(preds, i, p) {
+        const char *lab = json_string_value(json_object_get(p, "label"));
+        printf("  %5lld  %.4f  %s\n", (long long)json_integer_value(json_object_get(p, "index")),
+               json_real_value(json_object_get(p, "score")), lab ? lab : "");
+    }
+    json_decref(preds);
+}
+
+/* Logits of in's images, run `step` at a time for a model exported with a
+ * fixed batch (the last run padded with copies of its first image), all at
+ * once otherwise.  logits holds in->batch rows. */
+static cs_status run_logits(cs_session *s, const cs_model_info *info, const cli_input *in, float *logits,
+                            cs_error *err) {
+    int step = info->input_dims[0] > 0 ? (int)info->input_dims[0] : in->batch;
+    int64_t per = info->input_dims[1] * info->input_dims[2] * info->input_dims[3], nc = info->num_classes;
+    for (int b = 0; b < in->batch; b += step) {
+        int n = in->batch - b < step ? in->batch - b : step;
+        if (n == step) {
+            cs_status st = cs_session_run(s, in->data + b * per, step, logits + b * nc, err);
+            if (st != CS_OK) return st;
+            continue;
+        }
+        float *x = malloc((size_t)(step * per) * sizeof(float)), *y = malloc((size_t)(step * nc) * sizeof(float));
+        cs_status st = x && y ? CS_OK : cs_errorf(err, CS_ENOMEM, "out of memory");
+        for (int j = 0; j < step && st == CS_OK; j++)
+            memcpy(x + j * per, in->data + (b + (j < n ? j : 0)) * per, (size_t)per * sizeof(float));
+        if (st == CS_OK) st = cs_session_run(s, x, step, y, err);
+        if (st == CS_OK) memcpy(logits + b * nc, y, (size_t)(n * nc) * sizeof(float));
+        free(x);
+        free(y);
+        if (st != CS_OK) return st;
+    }
+    return CS_OK;
+}
+
 int cs_cli_classify(int argc, char **argv) {
     cli_opt opts[] = {{"model", true},  {"image", true},       {"tensor", true},
                       {"labels", true}, {"topk", true},        {"json", false},
@@ -64,8 +135,8 @@ int cs_cli_classify(int argc, char **argv) {
         cli_free(opts, nopts);
         return 2;
     }
-    if (!opts[1].value && !opts[2].value) {
-        fprintf(stderr, "camserve classify: one of --image / --tensor is required\n");
+    if (!opts[1].value == !opts[2].value) {
+        fprintf(stderr, "camserve classify: give --image (files or folders) or --tensor\n");
         cli_free(opts, nopts);
         return 2;
     }
@@ -76,57 +147,72 @@ int cs_cli_classify(int argc, char **argv) {
     cli_input in = {0};
     cli_labels labels = {0};
     cli_pool pool = {0};
-    float *logits = NULL;
+    char **paths = NULL;
+    int npaths = 0;
+    float *logits = NULL, *saved = NULL;
+    int64_t nsaved = 0;
     cs_model_options mo = {.num_threads = threads};
     rc = 1;
     if (cli_device_options(opts[8].value, opts[9].value, &mo, &err) != CS_OK) goto out;
     if (cli_load_model(opts[0].value, &mo, &m, &err) != CS_OK) goto out;
-    if (cli_pool_open(m, threads, false, &pool, &err) != CS_OK) goto out;
-    if (cli_input_load(m, &pool, &opts[1], &opts[2], &in, &err) != CS_OK) goto out;
     if (cli_model_labels(m, opts[3].value, &labels, &err) != CS_OK) goto out;
     cs_model_info info;
     cs_model_get_info(m, &info);
     if (k > info.num_classes) k = (int)info.num_classes;
-    logits = malloc((size_t)(in.batch * info.num_classes) * sizeof(float));
-    if (!logits) {
-        cs_errorf(&err, CS_ENOMEM, "out of memory");
-        goto out;
-    }
+    classify_ctx c = {.labels = &labels, .k = k, .json = opts[5].value != NULL};
     if (cs_session_create(m, &s, &err) != CS_OK) goto out;
-    /* a model exported with a fixed batch takes its images that many at a time */
-    int step = info.input_dims[0] > 0 ? (int)info.input_dims[0] : in.batch;
-    int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
-    for (int b = 0; b < in.batch; b += step)
-        if (cs_session_run(s, in.data + b * per, step, logits + b * info.num_classes, &err) != CS_OK)
+    const int64_t nc = info.num_classes;
+    if (opts[2].value) { /* a tensor: one run over its batch */
+        if (cli_input_load(m, NULL, &opts[1], &opts[2], &in, &err) != CS_OK) goto out;
+        if (!(saved = malloc((size_t)(in.batch * nc) * sizeof(float)))) {
+            cs_errorf(&err, CS_ENOMEM, "out of memory");
             goto out;
-    if (opts[7].value) {
-        int64_t dims[2] = {in.batch, info.num_classes};
-        if (cs_npy_save(opts[7].value, logits, 2, dims, &err) != CS_OK) goto out;
-    }
-    for (int b = 0; b < in.batch; b++) {
-        json_t *preds = cli_predictions_json(logits + b * info.num_classes, info.num_classes, k, &labels);
-        if (opts[5].value) {
-            json_t *o = json_pack("{s:s?, s:o}", "image", in.names ? in.names[b] : NULL,
-                                  "predictions", preds);
-            json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
-            fputc('\n', stdout);
-            json_decref(o);
-        } else {
-            if (in.batch > 1 || in.names) printf("%s:\n", in.names ? in.names[b] : "image");
-            size_t i;
-            json_t *p;
-            json_array_foreach(preds, i, p) {
-                const char *lab = json_string_value(json_object_get(p, "label"));
-                printf("  %5lld  %.4f  %s\n", (long long)json_integer_value(json_object_get(p, "index")),
-                       json_real_value(json_object_get(p, "score")), lab ? lab : "");
+        }
+        if (run_logits(s, &info, &in, saved, &err) != CS_OK) goto out;
+        nsaved = in.batch;
+        for (int b = 0; b < in.batch; b++) print_predictions(&c, NULL, saved + b * nc, nc, in.batch > 1);
+    } else {
+        /* images a chunk at a time, so memory stays flat for big folders
+         * (--save-logits keeps every row); a bad file is reported and
+         * skipped, and the exit status says so */
+        if (cli_expand_paths(&opts[1], &paths, &npaths, &err) != CS_OK) goto out;
+        if (npaths == 0) {
+            cs_errorf(&err, CS_EINVAL, "no image files found");
+            goto out;
+        }
+        if (cli_pool_open(m, threads, false, &pool, &err) != CS_OK) goto out;
+        int chunk = info.input_dims[0] > 0 ? (int)info.input_dims[0] : 8;
+        c.total = npaths;
+        for (int i = 0; i < npaths; i += chunk) {
+            int n = npaths - i < chunk ? npaths - i : chunk;
+            cli_input_free(&in);
+            if (cli_input_paths(m, &pool, (const char *const *)paths + i, n, &in, bad_image, &c, &err) != CS_OK)
+                goto out;
+            if (in.batch == 0) continue;
+            float *q = realloc(saved, (size_t)((nsaved + in.batch) * nc) * sizeof(float));
+            if (!q) {
+                cs_errorf(&err, CS_ENOMEM, "out of memory");
+                goto out;
             }
-            json_decref(preds);
+            saved = q;
+            logits = saved + nsaved * nc;
+            if (run_logits(s, &info, &in, logits, &err) != CS_OK) goto out;
+            for (int b = 0; b < in.batch; b++) print_predictions(&c, in.names[b], logits + b * nc, nc, true);
+            fflush(stdout);
+            nsaved += in.batch;
+            if (!opts[7].value) nsaved = 0; /* only --save-logits keeps them */
         }
     }
-    rc = 0;
+    if (opts[7].value) {
+        int64_t dims[2] = {nsaved, info.num_classes};
+        if (cs_npy_save(opts[7].value, saved ? saved : (float[1]){0}, 2, dims, &err) != CS_OK) goto out;
+    }
+    rc = c.nbad ? 1 : 0;
+    if (c.nbad) fprintf(stderr, "camserve classify: %d of %d image(s) could not be read\n", c.nbad, c.total);
 out:
-    if (rc) cli_fail("classify", &err);
-    free(logits);
+    if (rc && err.msg[0]) cli_fail("classify", &err);
+    free(saved);
+    cs_free_names(paths, npaths);
     cs_session_free(s);
     cli_input_free(&in);
     cli_pool_close(&pool);

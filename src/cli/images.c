@@ -3,14 +3,68 @@
  * config, several files at once (cli_pool). */
 #include "cli/input.h"
 #include "cli/model_arg.h"
+#include "util/files.h"
 
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 static cs_status model_preproc(const cs_model *m, cs_preproc *pp, char **labels, cs_error *err) {
     return cli_model_preproc(m, pp, labels, err);
+}
+
+/* ---- files and folders ------------------------------------------------------------ */
+
+static int is_image_name(const char *n) {
+    const char *dot = strrchr(n, '.');
+    if (n[0] == '.' || !dot) return 0;
+    const char *exts[] = {".jpg", ".jpeg", ".png", ".webp"};
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (!strcasecmp(dot, exts[i])) return 1;
+    return 0;
+}
+
+cs_status cli_expand_paths(const cli_opt *image, char ***out, int *n, cs_error *err) {
+    char **v = NULL;
+    int k = 0;
+    cs_status st = CS_OK;
+    for (int i = 0; i < image->count && st == CS_OK; i++) {
+        const char *p = image->values[i];
+        struct stat sb;
+        char **names = NULL;
+        int nn = 1;
+        bool dir = stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+        /* a file, or a missing path that will be reported as bad */
+        if (dir && (st = cs_list_dir(p, is_image_name, &names, &nn, err)) != CS_OK) break;
+        char **nv = realloc(v, (size_t)(k + nn + 1) * sizeof *v);
+        if (!nv) {
+            cs_free_names(names, nn);
+            st = cs_errorf(err, CS_ENOMEM, "out of memory");
+            break;
+        }
+        v = nv;
+        for (int j = 0; j < nn; j++) {
+            size_t len = strlen(p) + (dir ? strlen(names[j]) + 2 : 1);
+            if (!(v[k] = malloc(len))) {
+                st = cs_errorf(err, CS_ENOMEM, "out of memory");
+                break;
+            }
+            if (dir) snprintf(v[k], len, "%s/%s", p, names[j]);
+            else snprintf(v[k], len, "%s", p);
+            k++;
+        }
+        if (dir) cs_free_names(names, nn);
+    }
+    if (st != CS_OK) {
+        cs_free_names(v, k);
+        return st;
+    }
+    *out = v;
+    *n = k;
+    return CS_OK;
 }
 
 /* ---- the pool ------------------------------------------------------------------ */

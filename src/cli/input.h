@@ -48,6 +48,11 @@ typedef struct cli_pool {
 cs_status cli_pool_open(const cs_model *m, int threads, bool display, cli_pool *p, cs_error *err);
 void cli_pool_close(cli_pool *p);
 
+/* --image values expanded: files as given, folders by their image files
+ * (.jpg .jpeg .png .webp, not dot files, not recursed) in name order.
+ * *out is malloc'd strings (cs_free_names, util/files.h). */
+cs_status cli_expand_paths(const cli_opt *image, char ***out, int *n, cs_error *err);
+
 /* Exactly one of image (repeatable) / tensor must be given.  pool may be
  * NULL (one thread, the CPU). */
 cs_status cli_input_load(const cs_model *m, cli_pool *pool, const cli_opt *image, const cli_opt *tensor,

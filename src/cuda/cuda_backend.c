@@ -7,7 +7,7 @@
  * biases and per-channel scales in fp32.  Uploads are memoised by (value,
  * kind) under a mutex, so the pre-BN weights of an unfolded Conv are only
  * uploaded when some explanation asks for that tensor; everything else is
- * uploaded by the batch-1 plan built at load.  All sessions read them.
+ * uploaded by the first plan, built at load.  All sessions read them.
  *
  * Session (cuda_session): a stream, a cuDNN and a cuBLAS handle bound to
  * it, the cuBLAS workspace, and up to 8 plans keyed like the CPU session's
@@ -2605,7 +2605,11 @@ static cs_status m_init(cs_model *m, int device, cs_precision prec, void **out, 
     cm->device = device;
     cm->dt = prec == CS_PRECISION_FP32 ? CS_CUDA_F32 : prec == CS_PRECISION_BF16 ? CS_CUDA_BF16 : CS_CUDA_F16;
     pthread_mutex_init(&cm->lock, NULL);
-    /* the batch-1 plan: every op checked, every weight uploaded */
+    /* the plan at the smallest batch the graph takes (1, or the batch it
+     * was exported with): every op checked, every weight uploaded */
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    const int b0 = info.input_dims[0] > 0 ? (int)info.input_dims[0] : 1;
     cudnnHandle_t dnn = NULL;
     cudnnStatus_t ds = cudnnCreate(&dnn);
     if (ds != CUDNN_STATUS_SUCCESS) {
@@ -2613,7 +2617,7 @@ static cs_status m_init(cs_model *m, int device, cs_precision prec, void **out, 
         return cs_errorf(err, CS_EBACKEND, "cuDNN: handle: %s", cudnnGetErrorString(ds));
     }
     cplan *p = NULL;
-    cs_status st = cplan_build(cm, dnn, 1, NULL, 0, -1, &p, err);
+    cs_status st = cplan_build(cm, dnn, b0, NULL, 0, -1, &p, err);
     cplan_free(p);
     cudnnDestroy(dnn);
     if (st != CS_OK) {

@@ -1,8 +1,9 @@
 /* Models and sessions.
  *
- * cs_model_load = parse → load-time passes → a batch-1 plan that validates
- * every shape, packs the weights into the model and finds the Grad-CAM layer
- * candidates.  After it returns, nothing in the model is written again. */
+ * cs_model_load = parse → load-time passes → a first plan (batch 1, or the
+ * batch the graph was exported with) that validates every shape, packs the
+ * weights into the model and finds the Grad-CAM layer candidates.  After it
+ * returns, nothing in the model is written again. */
 #include "engine/engine_internal.h"
 #include "onnx/onnx_load.h"
 #ifdef CS_HAVE_CUDA
@@ -240,7 +241,7 @@ static cs_status model_init(cs_model *m, const cs_model_options *opt, cs_error *
 }
 
 /* The part of loading shared with the prepared-model path: engine, the
- * batch-1 plan (validation, packing when pack is set), layers, counts. */
+ * first plan (validation, packing when pack is set), layers, counts. */
 static cs_status model_finish(cs_model *m, int pack, cs_error *err) {
     cs_graph *g = &m->g;
     cs_status st;
@@ -259,12 +260,14 @@ static cs_status model_finish(cs_model *m, int pack, cs_error *err) {
     m->bwd_packed = calloc((size_t)g->nnodes + 1, sizeof(cs_packed));
     if (!m->packed || !m->bwd_packed) return cs_errorf(err, CS_ENOMEM, "out of memory");
 
-    /* The batch-1 plan: validates shapes, packs weights into the model. */
+    /* The plan at the smallest batch the graph takes (1, or the batch it
+     * was exported with): validates shapes, packs weights into the model. */
+    const int b0 = in->shape.dims[0] > 0 ? (int)in->shape.dims[0] : 1;
     cs_plan *p;
-    st = cs_plan_build(m, 1, NULL, 0, pack, -1, &p, err);
+    st = cs_plan_build(m, b0, NULL, 0, pack, -1, &p, err);
     if (st != CS_OK) return st;
     const cs_shape *os = cs_plan_shape(p, g->outputs[0]);
-    if (!os || os->ndim < 2 || os->dtype != CS_DT_FLOAT || os->dims[0] != 1) {
+    if (!os || os->ndim < 2 || os->dtype != CS_DT_FLOAT || os->dims[0] != b0) {
         cs_plan_free(p);
         return cs_errorf(err, CS_EUNSUPPORTED, "model output '%s' must be a float tensor of N x classes",
                          out->name);

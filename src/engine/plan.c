@@ -1598,8 +1598,8 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
         }
         if (s.dims[0] < 0 || s.dims[0] == batch) s.dims[0] = batch;
         else {
-            st = cs_errorf(err, CS_EINVAL, "model '%s' has a fixed batch of %lld; got %d",
-                           m->path ? m->path : "", (long long)s.dims[0], batch);
+            st = cs_errorf(err, CS_EINVAL, "the model's input '%s' has a fixed batch of %lld; got %d",
+                           iv->name, (long long)s.dims[0], batch);
             goto fail;
         }
         for (int i = 1; i < s.ndim; i++)

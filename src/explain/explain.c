@@ -203,16 +203,34 @@ cs_status cs_explain_run(cs_session *s, const cs_model *m, const float *input, i
     cs_model_get_info(m, &info);
     int b0 = (int)info.input_dims[0];
     if (b0 <= 0 || batch == b0) return explain_batch(s, m, input, batch, opt, out, err);
-    /* A model exported with a fixed batch: explain it b0 images at a time. */
+    /* A model exported with a fixed batch: explain it b0 images at a time,
+     * the last run padded with copies of its last image (their results are
+     * dropped: each image's explanation is its own). */
     if (opt && opt->aug_smooth)
         return cs_errorf(err, CS_EUNSUPPORTED, "aug_smooth needs a model with a dynamic batch; this one is fixed at %d", b0);
-    if (batch % b0)
-        return cs_errorf(err, CS_EINVAL, "the model takes %d image(s) at a time; got %d", b0, batch);
+    if (batch < 1) return cs_errorf(err, CS_EINVAL, "batch must be >= 1");
     int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
+    float *pad = NULL;
     for (int i = 0; i < batch; i += b0) {
+        const int cnt = batch - i < b0 ? batch - i : b0;
+        const float *x = input + i * per;
+        if (cnt < b0) {
+            if (!(pad = malloc((size_t)(b0 * per) * sizeof(float)))) {
+                if (i > 0) cs_explain_output_free(out);
+                return cs_errorf(err, CS_ENOMEM, "out of memory");
+            }
+            for (int j = 0; j < b0; j++)
+                memcpy(pad + j * per, x + (j < cnt ? j : cnt - 1) * per, (size_t)per * sizeof(float));
+            x = pad;
+        }
         cs_explain_output c;
-        cs_status st = explain_batch(s, m, input + i * per, b0, opt, &c, err);
-        if (st == CS_OK) st = append_chunk(out, &c, i, batch, err);
+        cs_status st = explain_batch(s, m, x, b0, opt, &c, err);
+        free(pad);
+        pad = NULL;
+        if (st == CS_OK) {
+            c.batch = cnt; /* the padding's rows follow the images' and are not copied */
+            st = append_chunk(out, &c, i, batch, err);
+        }
         if (i > 0 || st != CS_OK) cs_explain_output_free(&c);
         if (st != CS_OK) {
             if (i > 0) cs_explain_output_free(out);

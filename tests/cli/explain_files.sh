@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# camserve explain over files and folders: overlays and a JSON-lines report
-# per image, a bad file reported and skipped (non-zero exit at the end),
-# no progress bar when stderr is not a terminal.
+# camserve explain (and classify) over files and folders: overlays and a
+# JSON-lines report per image, a bad file reported and skipped (non-zero
+# exit at the end), no progress bar when stderr is not a terminal; the same
+# answers whatever the thread count; a fixed-batch model fed in padded runs.
 #   bash tests/cli/explain_files.sh CAMSERVE_BIN SOURCE_DIR SHARED_DIR
 set -u
 bin=$1 src=$2
@@ -76,6 +77,70 @@ for f in "$tmp"/many_out1/*.png; do
   cmp -s "$f" "$tmp/many_out2/$(basename "$f")" || fail "$(basename "$f") differs between --threads 1 and 2"
 done
 [ "$(ls "$tmp"/many_out2/*.png | wc -l)" -eq 10 ] || fail "--threads 2: $(ls "$tmp"/many_out2/*.png | wc -l) PNGs, want 10"
+
+# classify takes folders too, keeps going past a bad file (reported in
+# path order, exit 1), and answers each good file as it does alone
+"$bin" classify --image "$tmp/many" --threads 2 --json >"$tmp/cls.json" 2>"$tmp/cls.err"
+[ $? -eq 1 ] || fail "classify: a folder with one bad file did not exit 1"
+grep -q "f3.jpg: invalid image" "$tmp/cls.err" || fail "classify: bad file not reported: $(cat "$tmp/cls.err")"
+grep -q "1 of 6 image(s) could not be read" "$tmp/cls.err" || fail "classify: no count of bad files: $(cat "$tmp/cls.err")"
+"$bin" classify --image "$tmp/many/f5.jpg" --json >"$tmp/cls5.json" 2>/dev/null || fail "classify one good file: non-zero exit"
+python3 - "$tmp/cls.json" "$tmp/cls5.json" <<'PY' || fail "classify over a folder"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+names = [r["image"].rsplit("/", 1)[1] for r in rows]
+assert names == ["f3.jpg", "f1.jpg", "f2.jpg", "f4.jpg", "f5.jpg", "f6.jpg"], names
+assert "error" in rows[0] and all(len(r["predictions"]) == 5 for r in rows[1:])
+alone = json.loads(open(sys.argv[2]).read())
+# the same classes; scores within float noise (a batch of 5 runs other kernels than a batch of 1)
+got, want = rows[4]["predictions"], alone["predictions"]
+assert [p["index"] for p in got] == [p["index"] for p in want], (got, want)
+assert all(abs(p["score"] - q["score"]) < 1e-5 for p, q in zip(got, want)), (got, want)
+PY
+
+# a model exported with a fixed batch of 2 takes 5 images as 2 + 2 + 1
+# (the last run padded), with the answers of the same model at any batch
+mkdir -p "$tmp/b2"
+cp "$src/tests/data/onnx/tiny_conv.onnx" "$src/tests/data/onnx/tiny_conv_b2.onnx" "$tmp/b2/"
+for m in tiny_conv tiny_conv_b2; do
+  printf '{"resize": 8, "crop": 8}\n' > "$tmp/b2/$m.json"
+done
+good=("$tmp/many/f1.jpg" "$tmp/many/f2.jpg" "$tmp/many/f4.jpg" "$tmp/many/f5.jpg" "$tmp/many/f6.jpg")
+args=()
+for f in "${good[@]}"; do args+=(--image "$f"); done
+for m in tiny_conv tiny_conv_b2; do
+  "$bin" classify --model "$tmp/b2/$m.onnx" "${args[@]}" --topk 4 --save-logits "$tmp/b2/$m.npy" --json \
+    >"$tmp/b2/$m.out" 2>"$tmp/b2/$m.err" || fail "classify with $m: $(cat "$tmp/b2/$m.err")"
+  "$bin" explain --model "$tmp/b2/$m.onnx" "${args[@]}" --save-cam "$tmp/b2/$m.cam.npy" --json \
+    >"$tmp/b2/$m.explain" 2>"$tmp/b2/$m.err" || fail "explain with $m: $(cat "$tmp/b2/$m.err")"
+done
+python3 - "$tmp/b2" <<'PY' || fail "fixed batch of 2: answers differ from the dynamic-batch model"
+import json, sys
+d = sys.argv[1]
+a = [json.loads(l) for l in open(d + "/tiny_conv.out")]
+b = [json.loads(l) for l in open(d + "/tiny_conv_b2.out")]
+assert len(a) == len(b) == 5, (len(a), len(b))
+for x, y in zip(a, b):
+    assert x["image"] == y["image"]
+    assert [p["index"] for p in x["predictions"]] == [p["index"] for p in y["predictions"]], (x, y)
+    for p, q in zip(x["predictions"], y["predictions"]):
+        assert abs(p["score"] - q["score"]) < 1e-5, (p, q)
+a, b = open(d + "/tiny_conv.npy", "rb").read(), open(d + "/tiny_conv_b2.npy", "rb").read()
+assert b"(5, 4)" in a and b"(5, 4)" in b, (a[:80], b[:80])
+# explain: the same classes, and the same maps within float noise (npy:
+# a header, then float32 little-endian)
+import array
+def maps(p):
+    raw = open(p, "rb").read()
+    n = int.from_bytes(raw[8:10], "little")
+    assert b"(5, " in raw[10:10 + n], raw[:10 + n]
+    return array.array("f", raw[10 + n:])
+ea = [json.loads(l) for l in open(d + "/tiny_conv.explain")]
+eb = [json.loads(l) for l in open(d + "/tiny_conv_b2.explain")]
+assert [x["cam"]["class_index"] for x in ea] == [y["cam"]["class_index"] for y in eb] and len(eb) == 5
+ma, mb = maps(d + "/tiny_conv.cam.npy"), maps(d + "/tiny_conv_b2.cam.npy")
+assert len(ma) == len(mb) > 0 and max(abs(p - q) for p, q in zip(ma, mb)) < 1e-4
+PY
 
 # all good: exit 0
 "$bin" explain --image "$tmp/in/a.jpg" --image "$tmp/in/b.jpg" >/dev/null 2>&1 || fail "two good files: non-zero exit"

@@ -1348,6 +1348,30 @@ static void test_gpuprep_cli(void **state) {
     free(jc);
 }
 
+/* A graph exported with a fixed batch of 2: the backend's first plan (which
+ * uploads the weights) is built at that batch, and answers as the CPU. */
+static void test_fixed_batch(void **state) {
+    (void)state;
+    cs_error err = {0};
+    cs_model_options mg_o = {.device = "cuda"}, mc_o = {.device = "cpu"};
+    cs_model *mg = NULL, *mc = NULL;
+    if (cs_model_load(CS_SOURCE_DIR "/tests/data/onnx/tiny_conv_b2.onnx", &mg_o, &mg, &err) != CS_OK)
+        fail_msg("cuda: %s", err.msg);
+    assert_int_equal(cs_model_load(CS_SOURCE_DIR "/tests/data/onnx/tiny_conv_b2.onnx", &mc_o, &mc, &err), CS_OK);
+    float x[2 * 3 * 8 * 8], yg[8], yc[8];
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)((i * 37) % 17) / 17.f - 0.5f;
+    cs_session *sg, *sc;
+    assert_int_equal(cs_session_create(mg, &sg, &err), CS_OK);
+    assert_int_equal(cs_session_create(mc, &sc, &err), CS_OK);
+    if (cs_session_run(sg, x, 2, yg, &err) != CS_OK) fail_msg("cuda batch 2: %s", err.msg);
+    assert_int_equal(cs_session_run(sc, x, 2, yc, &err), CS_OK);
+    for (int i = 0; i < 8; i++) assert_float_equal(yg[i], yc[i], 1e-3f * (1.f + fabsf(yc[i])));
+    cs_session_free(sg);
+    cs_session_free(sc);
+    cs_model_free(mg);
+    cs_model_free(mc);
+}
+
 static void test_no_leaks(void **state) {
     (void)state;
     if (g_alloc != 0) fail_msg("%d emulated device/pinned allocations were not freed", g_alloc);
@@ -1361,7 +1385,7 @@ int main(void) {
     setenv("CS_CUDNN_FIND", "1", 1); /* the timed algorithm search too (see cudnnFind* above) */
     setenv("CS_NVJPEG_LIB", CS_FAKE_NVJPEG, 1); /* tests/unit/fake_nvjpeg.c, for test_gpuprep */
     int n = golden_parity_families(g_fam, MAX_FAMILIES);
-    struct CMUnitTest tests[MAX_FAMILIES + 4];
+    struct CMUnitTest tests[MAX_FAMILIES + 5];
     for (int i = 0; i < n; i++) {
         snprintf(g_names[i], sizeof g_names[i], "emul_%.200s", g_fam[i].name);
         tests[i] = (struct CMUnitTest){.name = g_names[i], .test_func = test_family, .initial_state = &g_fam[i]};
@@ -1369,7 +1393,8 @@ int main(void) {
     tests[n] = (struct CMUnitTest){.name = "emul_gpuprep", .test_func = test_gpuprep};
     tests[n + 1] = (struct CMUnitTest){.name = "emul_gpuprep_service", .test_func = test_gpuprep_service};
     tests[n + 2] = (struct CMUnitTest){.name = "emul_gpuprep_cli", .test_func = test_gpuprep_cli};
-    tests[n + 3] = (struct CMUnitTest){.name = "emul_no_leaks", .test_func = test_no_leaks};
-    return _cmocka_run_group_tests("cuda_emul", tests, (size_t)n + 4, NULL, NULL);
+    tests[n + 3] = (struct CMUnitTest){.name = "emul_fixed_batch", .test_func = test_fixed_batch};
+    tests[n + 4] = (struct CMUnitTest){.name = "emul_no_leaks", .test_func = test_no_leaks};
+    return _cmocka_run_group_tests("cuda_emul", tests, (size_t)n + 5, NULL, NULL);
 }
 #endif

@@ -438,6 +438,33 @@ static void test_nan_input(void **state) {
     cs_model_free(m);
 }
 
+/* A graph exported with a fixed batch above 1 loads (its first plan is at
+ * that batch), runs at that batch as the same graph with a dynamic batch
+ * does, and refuses another batch saying which. */
+static void test_fixed_batch_2(void **state) {
+    (void)state;
+    cs_model *m2 = load_ok(DATA_ONNX "/tiny_conv_b2.onnx"), *md = load_ok(DATA_ONNX "/tiny_conv.onnx");
+    cs_model_info info;
+    cs_model_get_info(m2, &info);
+    assert_int_equal(info.input_dims[0], 2);
+    assert_int_equal(info.num_classes, 4);
+    float x[2 * 3 * 8 * 8], y2[8], yd[8];
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)((i * 37) % 17) / 17.f - 0.5f;
+    cs_session *s2, *sd;
+    cs_error err = {0};
+    assert_int_equal(cs_session_create(m2, &s2, &err), CS_OK);
+    assert_int_equal(cs_session_create(md, &sd, &err), CS_OK);
+    if (cs_session_run(s2, x, 2, y2, &err) != CS_OK) fail_msg("batch 2: %s", err.msg);
+    assert_int_equal(cs_session_run(sd, x, 2, yd, &err), CS_OK);
+    for (int i = 0; i < 8; i++) assert_float_equal(y2[i], yd[i], 1e-5f);
+    assert_int_equal(cs_session_run(s2, x, 1, y2, &err), CS_EINVAL);
+    if (!strstr(err.msg, "fixed batch of 2; got 1")) fail_msg("message: %s", err.msg);
+    cs_session_free(s2);
+    cs_session_free(sd);
+    cs_model_free(m2);
+    cs_model_free(md);
+}
+
 static void test_wrong_batch_fixed_model(void **state) {
     (void)state;
     const char *path = SHARED_MODELS "/mobilenetv2-fp32.onnx";
@@ -766,6 +793,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_info_mobilenet_v2),
         cmocka_unit_test(test_nan_input),
         cmocka_unit_test(test_wrong_batch_fixed_model),
+        cmocka_unit_test(test_fixed_batch_2),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_session_moves_between_threads),
         cmocka_unit_test(test_fuzz_regressions),
