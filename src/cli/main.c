@@ -16,12 +16,12 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"inspect", cs_cli_inspect, "inspect [--model M] [--json] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16]"},
     {"classify", cs_cli_classify,
-     "classify [--model M] (--image I | --tensor X.npy) [--labels L] [--topk 5] [--json] "
+     "classify [--model M] (--image FILE|DIR... | --tensor X.npy) [--labels L] [--topk 5] [--json] "
      "[--save-logits OUT.npy] [--threads T] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16]"},
     {"explain", cs_cli_explain,
-     "explain [--model M] (--image I... | --tensor X.npy) [--method gradcam] [--layer auto|NAME[,NAME]] "
+     "explain [--model M] (--image FILE|DIR... | --tensor X.npy) [--method gradcam] [--layer auto|NAME[,NAME]] "
      "[--class top|K|topk:K] [--out DIR] [--json] [--save-cam CAM.npy] [--cam-size layer|input] "
-     "[--aug-smooth] [--eigen-smooth] [--colormap jet|turbo|viridis|inferno] [--alpha A] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16]"},
+     "[--aug-smooth] [--eigen-smooth] [--colormap jet|turbo|viridis|inferno] [--alpha A] [--threads T] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16]"},
     {"preprocess", cs_cli_preprocess, "preprocess [--model M] --image I --save-tensor X.npy"},
     {"bench", cs_cli_bench,
      "bench [--model M] (--image I | --tensor X.npy) [--batch B] [--iters N] [--warmup W] "
