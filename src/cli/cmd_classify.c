@@ -53,6 +53,16 @@ done:
     return arr;
 }
 
+void cli_predictions_print(const json_t *preds) {
+    size_t i;
+    json_t *p;
+    json_array_foreach(preds, i, p) {
+        const char *lab = json_string_value(json_object_get(p, "label"));
+        printf("  %5lld  %.4f  %s\n", (long long)json_integer_value(json_object_get(p, "index")),
+               json_real_value(json_object_get(p, "score")), lab ? lab : "");
+    }
+}
+
 /* What classify prints, and how many images it could not read. */
 typedef struct classify_ctx {
     const cli_labels *labels;
@@ -84,13 +94,7 @@ static void print_predictions(const classify_ctx *c, const char *name, const flo
         return;
     }
     if (heading) printf("%s:\n", name ? name : "image");
-    size_t i;
-    json_t *p;
-    json_array_foreach(preds, i, p) {
-        const char *lab = json_string_value(json_object_get(p, "label"));
-        printf("  %5lld  %.4f  %s\n", (long long)json_integer_value(json_object_get(p, "index")),
-               json_real_value(json_object_get(p, "score")), lab ? lab : "");
-    }
+    cli_predictions_print(preds);
     json_decref(preds);
 }
 

@@ -205,13 +205,7 @@ static cs_status run_batch(run_ctx *c, cli_input *in, cs_error *err) {
         if (!c->json) {
             if (c->progress) fputc('\n', stderr);
             printf("%s:\n", in->names ? in->names[i] : "image");
-            size_t q;
-            json_t *p;
-            json_array_foreach(preds, q, p) {
-                const char *lab = json_string_value(json_object_get(p, "label"));
-                printf("  %5lld  %.4f  %s\n", (long long)json_integer_value(json_object_get(p, "index")),
-                       json_real_value(json_object_get(p, "score")), lab ? lab : "");
-            }
+            cli_predictions_print(preds);
             for (int j = 0; j < ex.k; j++) {
                 int cl = ex.class_idx[i * ex.k + j];
                 const char *lab = cli_label(&c->labels, cl);

@@ -75,5 +75,7 @@ cs_status cli_model_labels(const cs_model *m, const char *path, cli_labels *out,
 
 void cli_softmax(const float *x, int64_t n, float *out);
 json_t *cli_predictions_json(const float *logits, int64_t classes, int k, const cli_labels *labels);
+/* Each prediction of cli_predictions_json's array as a line on stdout. */
+void cli_predictions_print(const json_t *preds);
 
 #endif
