@@ -185,7 +185,7 @@ int cs_cli_classify(int argc, char **argv) {
             goto out;
         }
         if (cli_pool_open(m, threads, false, &pool, &err) != CS_OK) goto out;
-        int chunk = info.input_dims[0] > 0 ? (int)info.input_dims[0] : 8;
+        int chunk = cli_chunk_size(&info);
         c.total = npaths;
         for (int i = 0; i < npaths; i += chunk) {
             int n = npaths - i < chunk ? npaths - i : chunk;

@@ -314,7 +314,7 @@ int cs_cli_explain(int argc, char **argv) {
         }
         cs_model_info info;
         cs_model_get_info(m, &info);
-        int chunk = info.input_dims[0] > 0 ? (int)info.input_dims[0] : 8;
+        int chunk = cli_chunk_size(&info);
         c.total = npaths;
         c.progress = isatty(2) && npaths > 1;
         for (int i = 0; i < npaths; i += chunk) {

@@ -67,6 +67,11 @@ cs_status cli_expand_paths(const cli_opt *image, char ***out, int *n, cs_error *
     return CS_OK;
 }
 
+int cli_chunk_size(const cs_model_info *info) {
+    const int want = 8, b0 = info->input_dims[0] > 0 ? (int)info->input_dims[0] : 1;
+    return (want + b0 - 1) / b0 * b0;
+}
+
 /* ---- the pool ------------------------------------------------------------------ */
 
 enum { POOL_MAX_THREADS = 16, DISPLAY_MAX_SIDE = 800 /* explain's overlays */ };

@@ -53,6 +53,11 @@ void cli_pool_close(cli_pool *p);
  * *out is malloc'd strings (cs_free_names, util/files.h). */
 cs_status cli_expand_paths(const cli_opt *image, char ***out, int *n, cs_error *err);
 
+/* How many files the CLI reads before it runs the model: 8, or the smallest
+ * multiple of a fixed batch that is at least 8 (a model exported with a
+ * fixed batch of 1 still gets its files decoded side by side). */
+int cli_chunk_size(const cs_model_info *info);
+
 /* Exactly one of image (repeatable) / tensor must be given.  pool may be
  * NULL (one thread, the CPU). */
 cs_status cli_input_load(const cs_model *m, cli_pool *pool, const cli_opt *image, const cli_opt *tensor,
