@@ -324,6 +324,40 @@ fi
 [ $? -eq 2 ] && grep -q -- "--encode-threads must be an integer 0..16" "$tmp/et.out" && ok "--encode-threads 17 refused" \
     || fail "--encode-threads 17: $(cat "$tmp/et.out")"
 
+# ---- a model exported with a fixed batch of 2 beside the same graph with a
+# dynamic batch: every answer padded to the fixed batch, the same answers ----
+mkdir -p "$tmp/b2"
+cp "$src/tests/data/onnx/tiny_conv.onnx" "$src/tests/data/onnx/tiny_conv_b2.onnx" "$tmp/b2/"
+for m in tiny_conv tiny_conv_b2; do printf '{"resize": 8, "crop": 8}\n' >"$tmp/b2/$m.json"; done
+if start_server fixedbatch --model "$tmp/b2/tiny_conv.onnx:dyn" --model "$tmp/b2/tiny_conv_b2.onnx:b2" \
+    --workers 1 --max-batch 4 --batch-window-ms 200 --cache-mem-mb 0; then
+    for m in dyn b2; do
+        curl -s -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?model=$m&topk=4" >"$tmp/b2/$m.json.out"
+        curl -s -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/classify?model=$m&topk=4" >"$tmp/b2/$m.cls.out"
+    done
+    # three at once: a batch of 3, run as 4 (two runs of the fixed 2)
+    urls=()
+    for i in 1 2 3; do urls+=(-o "$tmp/b2/par$i.out" "$BASE/v1/explain?model=b2&topk=4&alpha=0.$i"); done
+    curl -s --max-time 30 --parallel --parallel-max 3 -H "Content-Type: image/png" --data-binary @"$png" "${urls[@]}"
+    python3 - "$tmp/b2" <<'PY' && ok "fixed batch of 2: the dynamic graph's answers, alone and with three requests at once" \
+        || fail "fixed batch of 2: answers differ (see above)"
+import json, sys
+d = sys.argv[1]
+def preds(n):
+    r = json.load(open(f"{d}/{n}"))
+    return [(p["index"], p["score"]) for p in r["predictions"]], r.get("cam", {}).get("class_index")
+ref = preds("dyn.json.out")
+for n in ["b2.json.out", "par1.out", "par2.out", "par3.out"]:
+    got = preds(n)
+    assert [i for i, _ in got[0]] == [i for i, _ in ref[0]] and got[1] == ref[1], (n, got, ref)
+    assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(got[0], ref[0])), (n, got, ref)
+a, b = preds("dyn.cls.out"), preds("b2.cls.out")
+assert [i for i, _ in a[0]] == [i for i, _ in b[0]], (a, b)
+PY
+    check_log
+    stop_server TERM
+fi
+
 # ---- flags from the environment; a flag wins ----
 CAMSERVE_WORKERS=abc "$bin" serve --model "$model" >"$tmp/env.out" 2>&1
 [ $? -eq 2 ] && grep -q -- "--workers" "$tmp/env.out" && ok "CAMSERVE_WORKERS is read (bad value: usage error)" \
