@@ -13,10 +13,7 @@ work=${TMPDIR:-/tmp}/camserve-bench-image.$$
 mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT INT TERM
 
-gcc -std=c11 -O2 -D_GNU_SOURCE -I"$root/include" -I"$root/src" \
-    "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" "$root/src/util/text.c" "$root/src/util/team.c" \
-    $(pkg-config --cflags --libs libturbojpeg spng libdeflate zlib libwebp libwebpdemux jansson) -lm -pthread \
-    -o "$work/bench_image"
+sh "$root/bench/build_bench_image.sh" "$work/bench_image"
 "$work/bench_image" --make "$work/photo.jpg"
 # pin both to one core so "one core" means the same thing for each
 pin=""

@@ -23,10 +23,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/camserve-bench-cache.XXXXXX")
 pid=
 trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null; rm -rf "$work"' EXIT
 
-gcc -std=c11 -O2 -D_GNU_SOURCE -I"$root/include" -I"$root/src" \
-    "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" "$root/src/util/text.c" "$root/src/util/team.c" \
-    $(pkg-config --cflags --libs libturbojpeg spng libdeflate zlib libwebp libwebpdemux jansson) -lm -pthread \
-    -o "$work/bench_image"
+sh "$root/bench/build_bench_image.sh" "$work/bench_image"
 "$work/bench_image" --make "$work/photo.jpg" >/dev/null
 photo=$work/photo.jpg
 bytes=$(stat -c %s "$photo")

@@ -23,11 +23,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT INT TERM
 folder=${FOLDER:-}
 if [ -z "$folder" ]; then
-  gcc -std=c11 -O2 -D_GNU_SOURCE -I"$root/include" -I"$root/src" \
-      "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" "$root/src/util/text.c" \
-      "$root/src/util/team.c" \
-      $(pkg-config --cflags --libs libturbojpeg spng libdeflate zlib libwebp libwebpdemux jansson) -lm -pthread \
-      -o "$work/bench_image"
+  sh "$root/bench/build_bench_image.sh" "$work/bench_image"
   folder=$work/photos
   mkdir -p "$folder"
   "$work/bench_image" --make "$folder/p01.jpg" >/dev/null

@@ -34,10 +34,7 @@ done
 # the 4000x3000 quality-92 JPEG of bench/bench_image.sh, for the server's end-to-end step
 if [ -f /tmp/camserve-gpu-photo.jpg ]; then cp /tmp/camserve-gpu-photo.jpg "$out/photo.jpg"; else
     root=$(cd "$here/.." && pwd)
-    gcc -std=c11 -O2 -D_GNU_SOURCE -I"$root/include" -I"$root/src" \
-        "$root/bench/bench_image.c" "$root"/src/imageio/*.c "$root/src/util/error.c" "$root/src/util/text.c" "$root/src/util/team.c" \
-        $(pkg-config --cflags --libs libturbojpeg spng libdeflate zlib libwebp libwebpdemux jansson) -lm -pthread \
-        -o "$out/bench_image.tmp"
+    sh "$root/bench/build_bench_image.sh" "$out/bench_image.tmp"
     "$out/bench_image.tmp" --make "$out/photo.jpg"
     rm -f "$out/bench_image.tmp"
 fi

@@ -121,6 +121,11 @@ void cs_session_free(cs_session *s);
 /* Forward pass: input is batch x C x H x W, logits batch x num_classes. */
 cs_status cs_session_run(cs_session *s, const float *input, int batch, float *logits,
                          cs_error *err);
+/* cs_session_run for any number n >= 1 of inputs: a model exported with a
+ * fixed batch B runs B at a time, the last run padded with copies of the
+ * last input (their logits dropped); one with a dynamic batch runs all n at
+ * once. */
+cs_status cs_session_run_padded(cs_session *s, const float *input, int n, float *logits, cs_error *err);
 
 /* ---- explanations ----
  * cs_session_forward_keep runs the forward pass keeping the activations of

@@ -98,33 +98,6 @@ static void print_predictions(const classify_ctx *c, const char *name, const flo
     json_decref(preds);
 }
 
-/* Logits of in's images, run `step` at a time for a model exported with a
- * fixed batch (the last run padded with copies of its first image), all at
- * once otherwise.  logits holds in->batch rows. */
-static cs_status run_logits(cs_session *s, const cs_model_info *info, const cli_input *in, float *logits,
-                            cs_error *err) {
-    int step = info->input_dims[0] > 0 ? (int)info->input_dims[0] : in->batch;
-    int64_t per = info->input_dims[1] * info->input_dims[2] * info->input_dims[3], nc = info->num_classes;
-    for (int b = 0; b < in->batch; b += step) {
-        int n = in->batch - b < step ? in->batch - b : step;
-        if (n == step) {
-            cs_status st = cs_session_run(s, in->data + b * per, step, logits + b * nc, err);
-            if (st != CS_OK) return st;
-            continue;
-        }
-        float *x = malloc((size_t)(step * per) * sizeof(float)), *y = malloc((size_t)(step * nc) * sizeof(float));
-        cs_status st = x && y ? CS_OK : cs_errorf(err, CS_ENOMEM, "out of memory");
-        for (int j = 0; j < step && st == CS_OK; j++)
-            memcpy(x + j * per, in->data + (b + (j < n ? j : 0)) * per, (size_t)per * sizeof(float));
-        if (st == CS_OK) st = cs_session_run(s, x, step, y, err);
-        if (st == CS_OK) memcpy(logits + b * nc, y, (size_t)(n * nc) * sizeof(float));
-        free(x);
-        free(y);
-        if (st != CS_OK) return st;
-    }
-    return CS_OK;
-}
-
 int cs_cli_classify(int argc, char **argv) {
     cli_opt opts[] = {{"model", true},  {"image", true},       {"tensor", true},
                       {"labels", true}, {"topk", true},        {"json", false},
@@ -172,7 +145,7 @@ int cs_cli_classify(int argc, char **argv) {
             cs_errorf(&err, CS_ENOMEM, "out of memory");
             goto out;
         }
-        if (run_logits(s, &info, &in, saved, &err) != CS_OK) goto out;
+        if (cs_session_run_padded(s, in.data, in.batch, saved, &err) != CS_OK) goto out;
         nsaved = in.batch;
         for (int b = 0; b < in.batch; b++) print_predictions(&c, NULL, saved + b * nc, nc, in.batch > 1);
     } else {
@@ -200,7 +173,7 @@ int cs_cli_classify(int argc, char **argv) {
             }
             saved = q;
             logits = saved + nsaved * nc;
-            if (run_logits(s, &info, &in, logits, &err) != CS_OK) goto out;
+            if (cs_session_run_padded(s, in.data, in.batch, logits, &err) != CS_OK) goto out;
             for (int b = 0; b < in.batch; b++) print_predictions(&c, in.names[b], logits + b * nc, nc, true);
             fflush(stdout);
             nsaved += in.batch;

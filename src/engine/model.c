@@ -186,7 +186,7 @@ static cs_status find_layers(cs_model *m, cs_plan *p, cs_error *err) {
             const cs_shape *s = o < 0 ? cs_plan_shape(p, n->outputs[0]) : cs_plan_shape(p, v);
             if (!s || s->ndim != 4 || s->dtype != CS_DT_FLOAT || s->dims[2] * s->dims[3] <= 1)
                 continue;
-            m->layer_dims[m->nlayers][0] = s->dims[0];
+            m->layer_dims[m->nlayers][0] = 1; /* per image, whatever batch the first plan had */
             m->layer_dims[m->nlayers][1] = s->dims[1];
             m->layer_dims[m->nlayers][2] = s->dims[2];
             m->layer_dims[m->nlayers][3] = s->dims[3];
@@ -715,6 +715,29 @@ cs_status cs_session_run(cs_session *s, const float *input, int batch, float *lo
     if (st == CS_OK) st = session_scratch(s, cs_plan_scratch_size(sl->plan), err);
     if (st != CS_OK) return st;
     return cs_plan_run(sl->plan, s->stream, s->scratch, input, NULL, logits, err);
+}
+
+cs_status cs_session_run_padded(cs_session *s, const float *input, int n, float *logits, cs_error *err) {
+    if (n < 1) return cs_errorf(err, CS_EINVAL, "batch must be >= 1, got %d", n);
+    const cs_model_info *info = &s->m->info;
+    const int B = info->input_dims[0] > 0 ? (int)info->input_dims[0] : n;
+    const size_t per = (size_t)(info->input_dims[1] * info->input_dims[2] * info->input_dims[3]),
+                 nc = (size_t)info->num_classes;
+    const int whole = n / B * B, cnt = n - whole;
+    for (int b = 0; b < whole; b += B) {
+        cs_status st = cs_session_run(s, input + b * per, B, logits + b * nc, err);
+        if (st != CS_OK) return st;
+    }
+    if (cnt == 0) return CS_OK;
+    float *pad = malloc((size_t)B * per * sizeof(float)), *plog = malloc((size_t)B * nc * sizeof(float));
+    cs_status st = pad && plog ? CS_OK : cs_errorf(err, CS_ENOMEM, "out of memory");
+    for (int i = 0; i < B && st == CS_OK; i++)
+        memcpy(pad + i * per, input + (whole + (i < cnt ? i : cnt - 1)) * per, per * sizeof(float));
+    if (st == CS_OK) st = cs_session_run(s, pad, B, plog, err);
+    if (st == CS_OK) memcpy(logits + whole * nc, plog, cnt * nc * sizeof(float));
+    free(pad);
+    free(plog);
+    return st;
 }
 
 cs_status cs_session_run_with_layer(cs_session *s, const float *input, int batch, int layer,

@@ -391,37 +391,6 @@ void cs_models_eval_result_free(cs_models_eval_result *r) {
     r->class_n = r->class_correct = NULL;
 }
 
-/* Forward of n inputs; a model with a fixed batch B runs B at a time, the
- * last chunk padded with copies of the last input. */
-static cs_status run_many(cs_session *s, const cs_model_info *info, const float *x, int n,
-                          float *logits, cs_error *err) {
-    int64_t per = info->input_dims[1] * info->input_dims[2] * info->input_dims[3];
-    int B = info->input_dims[0] > 0 ? (int)info->input_dims[0] : n;
-    float *pad = NULL, *plog = NULL;
-    cs_status st = CS_OK;
-    for (int b = 0; b < n && st == CS_OK; b += B) {
-        int cnt = n - b < B ? n - b : B;
-        if (cnt == B) {
-            st = cs_session_run(s, x + (size_t)b * per, B, logits + (size_t)b * info->num_classes, err);
-            continue;
-        }
-        pad = malloc((size_t)B * per * sizeof(float));
-        plog = malloc((size_t)B * info->num_classes * sizeof(float));
-        if (!pad || !plog) {
-            st = cs_errorf(err, CS_ENOMEM, "out of memory");
-            break;
-        }
-        for (int i = 0; i < B; i++)
-            memcpy(pad + (size_t)i * per, x + (size_t)(b + (i < cnt ? i : cnt - 1)) * per, per * sizeof(float));
-        st = cs_session_run(s, pad, B, plog, err);
-        if (st == CS_OK)
-            memcpy(logits + (size_t)b * info->num_classes, plog, (size_t)cnt * info->num_classes * sizeof(float));
-    }
-    free(pad);
-    free(plog);
-    return st;
-}
-
 static double softmax_at(const float *z, int64_t n, int64_t k) {
     float mx = z[0];
     for (int64_t i = 1; i < n; i++) mx = z[i] > mx ? z[i] : mx;
@@ -514,7 +483,7 @@ cs_status cs_models_eval_run(const cs_model *m, cs_session *s, const cs_preproc 
             float sx = (float)mw / img.width, sy = (float)mh / img.height;
             box[0] *= sx, box[2] *= sx, box[1] *= sy, box[3] *= sy;
         }
-        if (st == CS_OK && o.nmethods == 0) st = run_many(s, &info, x, 1, logits, err);
+        if (st == CS_OK && o.nmethods == 0) st = cs_session_run_padded(s, x, 1, logits, err);
         for (int j = 0; j < o.nmethods && st == CS_OK; j++) {
             cs_explain_options eo = o.explain;
             eo.method = o.methods[j];
@@ -535,7 +504,7 @@ cs_status cs_models_eval_run(const cs_model *m, cs_session *s, const cs_preproc 
                 st = cs_models_perturb(x, C, H, W, ex.maps_input, o.steps, 0, pert, err);
                 if (st == CS_OK)
                     st = cs_models_perturb(x, C, H, W, ex.maps_input, o.steps, 1, pert + (size_t)nsteps * chw, err);
-                if (st == CS_OK) st = run_many(s, &info, pert, 2 * nsteps, plog, err);
+                if (st == CS_OK) st = cs_session_run_padded(s, pert, 2 * nsteps, plog, err);
                 if (st == CS_OK) {
                     for (int q = 0; q < 2; q++)
                         for (int k = 0; k < nsteps; k++)

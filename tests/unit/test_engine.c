@@ -459,6 +459,13 @@ static void test_fixed_batch_2(void **state) {
     for (int i = 0; i < 8; i++) assert_float_equal(y2[i], yd[i], 1e-5f);
     assert_int_equal(cs_session_run(s2, x, 1, y2, &err), CS_EINVAL);
     if (!strstr(err.msg, "fixed batch of 2; got 1")) fail_msg("message: %s", err.msg);
+    /* any count through cs_session_run_padded: 2 + (1 padded to 2) */
+    float x3[3 * 3 * 8 * 8], y3[12], yd3[12];
+    for (size_t i = 0; i < sizeof x3 / sizeof *x3; i++) x3[i] = (float)((i * 29) % 13) / 13.f - 0.5f;
+    if (cs_session_run_padded(s2, x3, 3, y3, &err) != CS_OK) fail_msg("padded 3: %s", err.msg);
+    assert_int_equal(cs_session_run(sd, x3, 3, yd3, &err), CS_OK);
+    for (int i = 0; i < 12; i++) assert_float_equal(y3[i], yd3[i], 1e-5f);
+    assert_int_equal(cs_session_run_padded(s2, x3, 0, y3, &err), CS_EINVAL);
     cs_session_free(s2);
     cs_session_free(sd);
     cs_model_free(m2);
