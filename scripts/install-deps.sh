@@ -7,6 +7,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git
   libdnnl-dev                                  # CPU kernels (oneDNN)
+  ocl-icd-opencl-dev                           # only a Recommends of libdnnl-dev, but its dnnl-config.cmake fails without OpenCL
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev   # ONNX parsing
   libcmocka-dev                                # unit tests
   libturbojpeg0-dev libjpeg62-turbo-dev libspng-dev libdeflate-dev libwebp-dev  # image codecs (libdeflate: PNG output)
