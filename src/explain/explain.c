@@ -99,15 +99,23 @@ void cs_explain_output_free(cs_explain_output *out) {
 
 /* ---- ScoreCAM / AblationCAM forwards -------------------------------------- */
 
+/* The CAM module hands the callbacks up to `batch` items at a time (16 or
+ * 32, pytorch-grad-cam's batching, which AblationCAM's results depend on).
+ * A model exported with a fixed batch B runs them B at a time instead, the
+ * last run padded with copies of its last item, so maxk is rounded up to a
+ * multiple of B and the buffers hold a whole padded run. */
 typedef struct fwd_ctx {
     cs_session *s;
     int64_t ncls;
     int64_t in_per;       /* floats per model input */
+    int64_t act_per;      /* floats per image of the layer's activations */
     const float *input;   /* the (augmented) batch the maps explain */
     int layer;
+    int fixed;            /* the model's fixed batch, or 0 */
     int maxk;
     float *logits;        /* maxk x ncls */
     float *rep;           /* maxk copies of one input */
+    float *pad;           /* fixed x act_per: AblationCAM's padded last run */
 } fwd_ctx;
 
 static cs_status score_inputs(void *vctx, const float *items, int k, int image, int cls,
@@ -115,9 +123,30 @@ static cs_status score_inputs(void *vctx, const float *items, int k, int image, 
     fwd_ctx *c = vctx;
     (void)image;
     if (k > c->maxk) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->maxk);
-    cs_status st = cs_session_run(c->s, items, k, c->logits, err);
+    cs_status st = c->fixed ? cs_session_run_padded(c->s, items, k, c->logits, err)
+                            : cs_session_run(c->s, items, k, c->logits, err);
     if (st != CS_OK) return st;
     for (int j = 0; j < k; j++) scores[j] = c->logits[(int64_t)j * c->ncls + cls];
+    return CS_OK;
+}
+
+/* cs_session_run_with_layer over k items, B at a time for a fixed batch B;
+ * every run's input is the same image, so rep serves each of them. */
+static cs_status run_with_layer(fwd_ctx *c, const float *items, int k, cs_error *err) {
+    const int B = c->fixed ? c->fixed : k;
+    for (int b = 0; b < k; b += B) {
+        const int cnt = k - b < B ? k - b : B;
+        const float *vals = items + (int64_t)b * c->act_per;
+        if (cnt < B) {
+            for (int j = 0; j < B; j++)
+                memcpy(c->pad + (int64_t)j * c->act_per, vals + (int64_t)(j < cnt ? j : cnt - 1) * c->act_per,
+                       (size_t)c->act_per * sizeof(float));
+            vals = c->pad;
+        }
+        cs_status st = cs_session_run_with_layer(c->s, c->rep, B, c->layer, vals,
+                                                 c->logits + (int64_t)b * c->ncls, err);
+        if (st != CS_OK) return st;
+    }
     return CS_OK;
 }
 
@@ -125,10 +154,10 @@ static cs_status score_activations(void *vctx, const float *items, int k, int im
                                    float *scores, cs_error *err) {
     fwd_ctx *c = vctx;
     if (k > c->maxk) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->maxk);
-    for (int j = 0; j < k; j++)
+    for (int j = 0; j < (c->fixed ? c->fixed : k); j++)
         memcpy(c->rep + (int64_t)j * c->in_per, c->input + (int64_t)image * c->in_per,
                (size_t)c->in_per * sizeof(float));
-    cs_status st = cs_session_run_with_layer(c->s, c->rep, k, c->layer, items, c->logits, err);
+    cs_status st = run_with_layer(c, items, k, err);
     if (st != CS_OK) return st;
     for (int j = 0; j < k; j++) scores[j] = c->logits[(int64_t)j * c->ncls + cls];
     return CS_OK;
@@ -354,10 +383,14 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         fc.in_per = per;
         fc.input = x;
         fc.layer = o.layers[0];
+        fc.act_per = lsz[0];
+        fc.fixed = info.input_dims[0] > 0 ? (int)info.input_dims[0] : 0;
         fc.maxk = o.batch_size > 0 ? o.batch_size : 32;
+        if (fc.fixed) fc.maxk = (fc.maxk + fc.fixed - 1) / fc.fixed * fc.fixed;
         fc.logits = malloc((size_t)(fc.maxk * ncls) * sizeof(float));
         fc.rep = malloc((size_t)(fc.maxk * per) * sizeof(float));
-        if (!fc.logits || !fc.rep) goto oom;
+        if (fc.fixed) fc.pad = malloc((size_t)(fc.fixed * fc.act_per) * sizeof(float));
+        if (!fc.logits || !fc.rep || (fc.fixed && !fc.pad)) goto oom;
     }
 
     cs_cam_options co = cs_cam_default_options();
@@ -443,6 +476,7 @@ done:
     free(tmp_in);
     free(fc.logits);
     free(fc.rep);
+    free(fc.pad);
     for (int l = 0; l < CS_EXPLAIN_MAX_LAYERS; l++) free(raws[l]);
     return st;
 }

@@ -82,6 +82,34 @@ for model, cases in e["top1"].items():
     else
         fail "explain mobilenetv2 dog.jpg: $(cat "$tmp/err")"
     fi
+    # ScoreCAM and AblationCAM hand the model 16 and 32 inputs at a time;
+    # these models fix their batch at 1 (until the eleventh session both
+    # methods failed on them with "has a fixed batch of 1; got 16").  Their
+    # maps must put the malamute where Grad-CAM does (0.96 and 0.99 here).
+    for meth in gradcam scorecam ablationcam; do
+        "$bin" explain --model "$models/mobilenetv2-fp32.onnx" --image "$photos/dog.jpg" --method $meth \
+            --cam-size layer --save-cam "$tmp/$meth.npy" >/dev/null 2>"$tmp/err" ||
+            fail "explain --method $meth mobilenetv2 dog.jpg: $(cat "$tmp/err")"
+    done
+    python3 - "$tmp" <<'EOF' || fail "scorecam/ablationcam maps do not agree with gradcam's"
+import array, sys
+def load(p):
+    raw = open(p, "rb").read()
+    n = int.from_bytes(raw[8:10], "little")
+    assert b"(1, 7, 7)" in raw[10:10 + n], raw[:10 + n]
+    return array.array("f", raw[10 + n:])
+def corr(a, b):
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    va = sum((x - ma) ** 2 for x in a)
+    vb = sum((y - mb) ** 2 for y in b)
+    return cov / (va * vb) ** 0.5
+g = load(sys.argv[1] + "/gradcam.npy")
+for meth in ("scorecam", "ablationcam"):
+    r = corr(g, load(sys.argv[1] + "/" + meth + ".npy"))
+    assert r >= 0.8, (meth, r)
+    print(f"ok:   {meth} mobilenetv2 dog.jpg: correlation with gradcam {r:.3f}")
+EOF
 else
     echo "note: $photos or expected.json absent; photo checks skipped"
 fi
