@@ -33,7 +33,8 @@ typedef struct cs_explain_options {
     int class_index; /* CS_CLASS_INDEX */
     int topk;        /* CS_CLASS_TOPK */
     /* pytorch-grad-cam's aug_smooth: horizontal flip x intensity 0.9/1/1.1,
-     * six forwards in one batch, maps flipped back and averaged. */
+     * six forwards in one batch (one per variant for a model exported
+     * with a fixed batch), maps flipped back and averaged. */
     int aug_smooth;
     int eigen_smooth;
     int batch_size; /* ScoreCAM / AblationCAM items per forward; 0: defaults */

@@ -235,8 +235,6 @@ cs_status cs_explain_run(cs_session *s, const cs_model *m, const float *input, i
     /* A model exported with a fixed batch: explain it b0 images at a time,
      * the last run padded with copies of its last image (their results are
      * dropped: each image's explanation is its own). */
-    if (opt && opt->aug_smooth)
-        return cs_errorf(err, CS_EUNSUPPORTED, "aug_smooth needs a model with a dynamic batch; this one is fixed at %d", b0);
     if (batch < 1) return cs_errorf(err, CS_EINVAL, "batch must be >= 1");
     int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
     float *pad = NULL;
@@ -334,27 +332,12 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         x = aug;
     }
 
-    double t0 = cs_now_ms();
-    st = cs_session_forward_keep(s, x, nb, o.layers, o.nlayers, alllogits, err);
-    if (st != CS_OK) goto fail;
-    out->forward_ms = cs_now_ms() - t0;
-    /* predictions and classes come from the un-augmented pass (a = 1 is
-     * the identity variant), and are then fixed for every variant, as when
-     * targets are given to pytorch-grad-cam */
-    const float *base = alllogits + (int64_t)(naug > 1 ? 1 : 0) * batch * ncls;
-    memcpy(out->logits, base, (size_t)(batch * ncls) * sizeof(float));
-    for (int i = 0; i < batch; i++) {
-        if (o.class_mode == CS_CLASS_INDEX) out->class_idx[i * k] = o.class_index;
-        else top_classes(base + i * ncls, ncls, k, out->class_idx + i * k);
-    }
-
     int64_t lsz[CS_EXPLAIN_MAX_LAYERS], ldim[CS_EXPLAIN_MAX_LAYERS][4];
     int64_t maxl = 0;
     for (int l = 0; l < o.nlayers; l++) {
         /* the model's dims, not cs_session_layer's: on a GPU that would
          * download the activations, which Grad-CAM there never reads */
         cs_model_layer_dims(m, o.layers[l], ldim[l]);
-        ldim[l][0] = nb;
         if (ldim[l][2] * ldim[l][3] <= 1) {
             st = cs_errorf(err, CS_EINVAL, "layer '%s' has no spatial extent",
                            cs_model_layer_name(m, o.layers[l]));
@@ -364,7 +347,8 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         if (lsz[l] > maxl) maxl = lsz[l];
         lh[l] = (int)ldim[l][2];
         lw[l] = (int)ldim[l][3];
-        raws[l] = malloc((size_t)(nb * lh[l] * lw[l]) * sizeof(float));
+        /* every class rank's maps of every image, combined after the passes */
+        raws[l] = malloc((size_t)(k * nb * lh[l] * lw[l]) * sizeof(float));
         if (!raws[l]) goto oom;
     }
     acts = malloc((size_t)(nb * maxl) * sizeof(float));
@@ -374,14 +358,13 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         out->layer_h = lh[0];
         out->layer_w = lw[0];
         out->maps_layer = calloc((size_t)(batch * k) * (size_t)(lh[0] * lw[0]), sizeof(float));
-        scaled = malloc((size_t)(nb * lh[0] * lw[0]) * sizeof(float));
+        scaled = malloc((size_t)(k * nb * lh[0] * lw[0]) * sizeof(float));
         if (!out->maps_layer || !scaled) goto oom;
     }
     if (needs_fwd) {
         fc.s = s;
         fc.ncls = ncls;
         fc.in_per = per;
-        fc.input = x;
         fc.layer = o.layers[0];
         fc.act_per = lsz[0];
         fc.fixed = info.input_dims[0] > 0 ? (int)info.input_dims[0] : 0;
@@ -393,56 +376,88 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         if (!fc.logits || !fc.rep || (fc.fixed && !fc.pad)) goto oom;
     }
 
+    /* The images go through the network in passes: all nb at once, or, for
+     * a model exported with a fixed batch (cs_explain_run then hands over
+     * exactly that many images), one aug_smooth variant at a time.  The
+     * identity variant (a = 1) runs first: predictions and classes come
+     * from it and are then fixed for every variant, as when targets are
+     * given to pytorch-grad-cam.  Each pass leaves its layer maps for every
+     * class rank in raws/scaled; combining them waits until all passes ran. */
+    const int npass = info.input_dims[0] > 0 && naug > 1 ? naug : 1, pn = nb / npass;
     cs_cam_options co = cs_cam_default_options();
     co.eigen_smooth = o.eigen_smooth;
     if (o.batch_size > 0) co.batch_size = o.batch_size;
-    for (int j = 0; j < k; j++) {
-        for (int a = 0; a < naug; a++)
-            for (int i = 0; i < batch; i++) cls_nb[a * batch + i] = out->class_idx[i * k + j];
-        double tb = cs_now_ms();
-        if (cs_cam_method_uses_gradients(o.method)) {
-            st = cs_session_backward(s, cls_nb, err);
-            if (st != CS_OK) goto fail;
-        }
-        out->backward_ms += cs_now_ms() - tb;
-        double tc = cs_now_ms();
-        for (int l = 0; l < o.nlayers; l++) {
-            const float *a, *g;
-            int64_t d[4];
-            if (o.method == CS_CAM_METHOD_GRADCAM && !o.eigen_smooth) {
-                /* a GPU session computes the map where the tensors are and
-                 * hands back n x h x w floats instead of two layers */
-                const float *map;
-                int64_t md[3];
-                cs_error gerr = {0};
-                if (cs_session_gradcam(s, o.layers[l], &map, md, &gerr) == CS_OK) {
-                    memcpy(raws[l], map, (size_t)(nb * lh[l] * lw[l]) * sizeof(float));
-                    if (l == 0 && scaled) {
-                        memcpy(scaled, map, (size_t)(nb * lh[l] * lw[l]) * sizeof(float));
-                        cs_cam_scale(scaled, nb, lh[l] * lw[l]);
-                    }
-                    continue;
-                }
-                if (gerr.code != CS_EUNSUPPORTED) {
-                    if (err) *err = gerr;
-                    st = gerr.code;
-                    goto fail;
-                }
+    for (int q = 0; q < npass; q++) {
+        const int p = npass == 1 ? 0 : q == 0 ? 1 : q == 1 ? 0 : q;
+        const int64_t p0 = (int64_t)p * pn;
+        const float *xp = x + p0 * per;
+        double t0 = cs_now_ms();
+        st = cs_session_forward_keep(s, xp, pn, o.layers, o.nlayers, alllogits + p0 * ncls, err);
+        if (st != CS_OK) goto fail;
+        out->forward_ms += cs_now_ms() - t0;
+        if (q == 0) {
+            const float *base = alllogits + (int64_t)(naug > 1 ? 1 : 0) * batch * ncls;
+            memcpy(out->logits, base, (size_t)(batch * ncls) * sizeof(float));
+            for (int i = 0; i < batch; i++) {
+                if (o.class_mode == CS_CLASS_INDEX) out->class_idx[i * k] = o.class_index;
+                else top_classes(base + i * ncls, ncls, k, out->class_idx + i * k);
             }
-            st = cs_session_layer(s, o.layers[l], &a, &g, d, err);
-            if (st != CS_OK) goto fail;
-            /* copies: ScoreCAM/AblationCAM run other plans on this session */
-            memcpy(acts, a, (size_t)(nb * lsz[l]) * sizeof(float));
-            if (g) memcpy(grads, g, (size_t)(nb * lsz[l]) * sizeof(float));
-            cs_cam_forward cf = {.ctx = &fc, .score_inputs = score_inputs,
-                                 .score_activations = score_activations, .input = x,
-                                 .in_c = (int)C, .in_h = (int)H, .in_w = (int)W, .class_idx = cls_nb};
-            st = cs_cam_compute_ex(o.method, acts, g ? grads : NULL, nb, (int)d[1], lh[l], lw[l], &co,
-                                   needs_fwd ? &cf : NULL, raws[l], l == 0 && scaled ? scaled : NULL,
-                                   err);
-            if (st != CS_OK) goto fail;
         }
-        const float *const *rp = (const float *const *)raws;
+        fc.input = xp;
+        for (int j = 0; j < k; j++) {
+            for (int i = 0; i < pn; i++) cls_nb[i] = out->class_idx[((p0 + i) % batch) * k + j];
+            double tb = cs_now_ms();
+            if (cs_cam_method_uses_gradients(o.method)) {
+                st = cs_session_backward(s, cls_nb, err);
+                if (st != CS_OK) goto fail;
+            }
+            out->backward_ms += cs_now_ms() - tb;
+            double tc = cs_now_ms();
+            for (int l = 0; l < o.nlayers; l++) {
+                const int64_t lhw = (int64_t)lh[l] * lw[l];
+                float *raw = raws[l] + ((int64_t)j * nb + p0) * lhw;
+                float *sc = l == 0 && scaled ? scaled + ((int64_t)j * nb + p0) * lhw : NULL;
+                const float *a, *g;
+                int64_t d[4];
+                if (o.method == CS_CAM_METHOD_GRADCAM && !o.eigen_smooth) {
+                    /* a GPU session computes the map where the tensors are and
+                     * hands back n x h x w floats instead of two layers */
+                    const float *map;
+                    int64_t md[3];
+                    cs_error gerr = {0};
+                    if (cs_session_gradcam(s, o.layers[l], &map, md, &gerr) == CS_OK) {
+                        memcpy(raw, map, (size_t)(pn * lhw) * sizeof(float));
+                        if (sc) {
+                            memcpy(sc, map, (size_t)(pn * lhw) * sizeof(float));
+                            cs_cam_scale(sc, pn, (int)lhw);
+                        }
+                        continue;
+                    }
+                    if (gerr.code != CS_EUNSUPPORTED) {
+                        if (err) *err = gerr;
+                        st = gerr.code;
+                        goto fail;
+                    }
+                }
+                st = cs_session_layer(s, o.layers[l], &a, &g, d, err);
+                if (st != CS_OK) goto fail;
+                /* copies: ScoreCAM/AblationCAM run other plans on this session */
+                memcpy(acts, a, (size_t)(pn * lsz[l]) * sizeof(float));
+                if (g) memcpy(grads, g, (size_t)(pn * lsz[l]) * sizeof(float));
+                cs_cam_forward cf = {.ctx = &fc, .score_inputs = score_inputs,
+                                     .score_activations = score_activations, .input = xp,
+                                     .in_c = (int)C, .in_h = (int)H, .in_w = (int)W, .class_idx = cls_nb};
+                st = cs_cam_compute_ex(o.method, acts, g ? grads : NULL, pn, (int)d[1], lh[l], lw[l], &co,
+                                       needs_fwd ? &cf : NULL, raw, sc, err);
+                if (st != CS_OK) goto fail;
+            }
+            out->cam_ms += cs_now_ms() - tc;
+        }
+    }
+    double tc = cs_now_ms();
+    for (int j = 0; j < k; j++) {
+        const float *rp[CS_EXPLAIN_MAX_LAYERS];
+        for (int l = 0; l < o.nlayers; l++) rp[l] = raws[l] + (int64_t)j * nb * lh[l] * lw[l];
         st = cs_cam_aggregate(rp, lh, lw, o.nlayers, nb, (int)H, (int)W, tmp_in, err);
         if (st != CS_OK) goto fail;
         /* undo each variant's flip, then average (pytorch-grad-cam averages
@@ -454,14 +469,14 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
                 float *dst = out->maps_input + ((int64_t)i * k + j) * H * W;
                 for (int64_t q = 0; q < H * W; q++) dst[q] += mi[q] / (float)naug;
                 if (scaled) {
-                    float *ml = scaled + ((int64_t)a * batch + i) * lh[0] * lw[0];
+                    float *ml = scaled + ((int64_t)j * nb + (int64_t)a * batch + i) * lh[0] * lw[0];
                     if (AUG_FLIP[a] && naug > 1) flip_rows(ml, lh[0], lw[0]);
                     float *dl = out->maps_layer + ((int64_t)i * k + j) * lh[0] * lw[0];
                     for (int64_t q = 0; q < (int64_t)lh[0] * lw[0]; q++) dl[q] += ml[q] / (float)naug;
                 }
             }
-        out->cam_ms += cs_now_ms() - tc;
     }
+    out->cam_ms += cs_now_ms() - tc;
     goto done;
 oom:
     st = cs_errorf(err, CS_ENOMEM, "out of memory explaining");

@@ -441,6 +441,91 @@ static void test_slice_gradient(void **state) {
     cs_model_free(m);
 }
 
+/* aug_smooth against its definition, spelled out with plain explanations:
+ * for each of the six variants (flip x 0.9/1/1.1) the map of the class the
+ * un-augmented image picked, flipped back, then the mean.  Both on a graph
+ * with a dynamic batch (the variants go through as one batch) and on its
+ * twin exported with a fixed batch of 2 (one pass per variant; 3 images, so
+ * the second run is padded).  Until the eleventh session a fixed batch
+ * refused aug_smooth. */
+static void test_aug_smooth(void **state) {
+    (void)state;
+    enum { N = 3, K = 2, C = 3, H = 8, W = 8 };
+    static const float mul[6] = {0.9f, 1.0f, 1.1f, 0.9f, 1.0f, 1.1f};
+    static const int flip[6] = {0, 0, 0, 1, 1, 1};
+    cs_error err = {0};
+    cs_model *md, *m2;
+    cs_session *sd, *s2;
+    assert_int_equal(cs_model_load(CS_SOURCE_DIR "/tests/data/onnx/tiny_conv.onnx", NULL, &md, &err), CS_OK);
+    assert_int_equal(cs_model_load(CS_SOURCE_DIR "/tests/data/onnx/tiny_conv_b2.onnx", NULL, &m2, &err), CS_OK);
+    assert_int_equal(cs_session_create(md, &sd, &err), CS_OK);
+    assert_int_equal(cs_session_create(m2, &s2, &err), CS_OK);
+    static float x[N * C * H * W], xa[C * H * W];
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)((i * 37) % 19) / 19.f - 0.4f;
+    const cs_cam_method methods[] = {CS_CAM_METHOD_GRADCAM, CS_CAM_METHOD_GRADCAMPP, CS_CAM_METHOD_SCORECAM};
+    for (size_t mi = 0; mi < sizeof methods / sizeof *methods; mi++) {
+        cs_explain_options eo = cs_explain_default_options();
+        eo.method = methods[mi];
+        eo.class_mode = CS_CLASS_TOPK;
+        eo.topk = K;
+        eo.aug_smooth = 1;
+        cs_explain_output got[2];
+        if (cs_explain_run(sd, md, x, N, &eo, &got[0], &err) != CS_OK) fail_msg("dynamic: %s", err.msg);
+        if (cs_explain_run(s2, m2, x, N, &eo, &got[1], &err) != CS_OK) fail_msg("fixed batch 2: %s", err.msg);
+        const int lhw = got[0].layer_h * got[0].layer_w;
+        assert_true(lhw > 1);
+        static float want_in[N * K * H * W];
+        float *want_l = calloc((size_t)N * K * lhw, sizeof(float));
+        assert_non_null(want_l);
+        memset(want_in, 0, sizeof want_in);
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < K; j++)
+                for (int a = 0; a < 6; a++) {
+                    const float *src = x + i * C * H * W;
+                    for (int r = 0; r < C * H; r++)
+                        for (int q = 0; q < W; q++) xa[r * W + q] = mul[a] * src[r * W + (flip[a] ? W - 1 - q : q)];
+                    cs_explain_options one = cs_explain_default_options();
+                    one.method = methods[mi];
+                    one.class_mode = CS_CLASS_INDEX;
+                    one.class_index = got[0].class_idx[i * K + j];
+                    cs_explain_output e;
+                    assert_int_equal(cs_explain_run(sd, md, xa, 1, &one, &e, &err), CS_OK);
+                    for (int y = 0; y < H; y++)
+                        for (int q = 0; q < W; q++)
+                            want_in[(i * K + j) * H * W + y * W + q] +=
+                                e.maps_input[y * W + (flip[a] ? W - 1 - q : q)] / 6.f;
+                    for (int y = 0; y < e.layer_h; y++)
+                        for (int q = 0; q < e.layer_w; q++)
+                            want_l[(i * K + j) * lhw + y * e.layer_w + q] +=
+                                e.maps_layer[y * e.layer_w + (flip[a] ? e.layer_w - 1 - q : q)] / 6.f;
+                    cs_explain_output_free(&e);
+                }
+        for (int t = 0; t < 2; t++) {
+            assert_int_equal(got[t].batch, N);
+            assert_int_equal(got[t].k, K);
+            assert_memory_equal(got[t].class_idx, got[0].class_idx, sizeof(int) * N * K);
+            double worst = 0, peak = 0;
+            for (int q = 0; q < N * K * H * W; q++) {
+                worst = fmax(worst, fabs((double)got[t].maps_input[q] - want_in[q]));
+                peak = fmax(peak, want_in[q]);
+            }
+            for (int q = 0; q < N * K * lhw; q++)
+                worst = fmax(worst, fabs((double)got[t].maps_layer[q] - want_l[q]));
+            printf("aug_smooth %s, %s batch: max |diff| from the six plain maps %.3g\n",
+                   cs_cam_method_name(methods[mi]), t ? "fixed" : "dynamic", worst);
+            assert_true(peak > 0.5);
+            assert_true(worst < 1e-5);
+        }
+        free(want_l);
+        cs_explain_output_free(&got[0]);
+        cs_explain_output_free(&got[1]);
+    }
+    cs_session_free(sd);
+    cs_session_free(s2);
+    cs_model_free(md);
+    cs_model_free(m2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_maps),
@@ -448,6 +533,7 @@ int main(void) {
         cmocka_unit_test(test_every_layer),
         cmocka_unit_test(test_pre_bn_tensor),
         cmocka_unit_test(test_slice_gradient),
+        cmocka_unit_test(test_aug_smooth),
     };
     const struct CMUnitTest only_maps[] = {cmocka_unit_test(test_golden_maps)};
     if (getenv("CS_GOLDEN_DIR")) /* the other tests need the committed families */
