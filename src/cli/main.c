@@ -44,6 +44,18 @@ static void usage(FILE *f) {
     fprintf(f, "  camserve help | version\n");
 }
 
+static const command *find(const char *name) {
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(name, COMMANDS[i].name)) return &COMMANDS[i];
+    return NULL;
+}
+
+static int command_help(const command *c) {
+    printf("usage: camserve %s\n\nOptions are described in README.md (\"Using it\") and, for serve, docs/api.md.\n",
+           c->usage);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -51,6 +63,8 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        const command *c = argc > 2 ? find(argv[2]) : NULL;
+        if (c) return command_help(c);
         usage(stdout);
         return 0;
     }
@@ -61,8 +75,14 @@ int main(int argc, char **argv) {
         printf("camserve %s (%s)\ncpu: %s\n", CS_VERSION, v, c);
         return 0;
     }
-    for (int i = 0; i < NCOMMANDS; i++)
-        if (!strcmp(cmd, COMMANDS[i].name)) return COMMANDS[i].fn(argc - 2, argv + 2);
+    const command *c = find(cmd);
+    if (c) {
+        /* `camserve explain --help` anywhere on the line: that command's usage,
+         * not an "unknown option" error */
+        for (int i = 2; i < argc; i++)
+            if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return command_help(c);
+        return c->fn(argc - 2, argv + 2);
+    }
     fprintf(stderr, "camserve: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

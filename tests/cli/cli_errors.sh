@@ -45,6 +45,11 @@ no_crash "inspect without --model"
 run "inspect unknown option" 2 "$bin" inspect --model "$model" --no-such-option
 run "classify without input" 2 "$bin" classify --model "$model"
 run "help" 0 "$bin" help
+# a command's own usage, from --help / -h anywhere on its line or `help CMD`
+for form in "explain --help" "explain --model x.onnx -h" "help explain"; do
+    run "$form" 0 "$bin" $form
+    grep -q '^usage: camserve explain ' "$tmp/out" || fail "$form: stdout '$(head -c 200 "$tmp/out")'"
+done
 run "version" 0 "$bin" version
 grep -q '^camserve ' "$tmp/out" || fail "version: output '$(cat "$tmp/out")'"
 
