@@ -101,8 +101,10 @@ cs_svc_params cs_svc_default_params(void);
 cs_status cs_svc_create(const cs_svc_params *p, cs_svc **out, cs_error *err);
 /* Loads a model file under name (NULL: the file's basename without .onnx).
  * The model digest is SHA-256 of the file; the preprocessing config comes
- * from the sidecar / metadata as for the CLI (imageio.h). */
-cs_status cs_svc_add_model(cs_svc *s, const char *name, const char *path, cs_error *err);
+ * from the sidecar / metadata as for the CLI (imageio.h), and so do the
+ * labels unless `labels` (may be NULL) names a labels file, one class per
+ * line, which a hot reload reads again. */
+cs_status cs_svc_add_model(cs_svc *s, const char *name, const char *path, const char *labels, cs_error *err);
 /* Same from memory (the embedded default model).  config_json (may be NULL)
  * is the preprocessing + labels JSON; labels_text (may be NULL) one label per
  * line.  The buffers are borrowed for the call. */

@@ -23,7 +23,7 @@
 enum { O_MODEL, O_HOST, O_PORT, O_WORKERS, O_THREADS, O_MAXBATCH, O_WINDOW, O_QUEUE, O_TIMEOUT,
        O_CACHEDIR, O_CACHEMEM, O_REDIS, O_MAXUPLOAD, O_HTTPTHREADS, O_PREPTHREADS, O_IMAGESTORE,
        O_IDLETIMEOUT, O_MAXCONN, O_ACCESSLOG, O_CACHEDISK, O_CACHETTL, O_MAXINFLIGHT, O_PREPCACHE, O_DEVICE, O_PRECISION, O_GPUDECODE,
-       O_ENCODETHREADS, O_N };
+       O_ENCODETHREADS, O_LABELS, O_N };
 
 /* --max-batch -> CAMSERVE_MAX_BATCH */
 static const char *env_value(const char *opt) {
@@ -85,6 +85,7 @@ int cs_cli_serve(int argc, char **argv) {
         [O_CACHEDISK] = {"cache-disk-mb", true}, [O_CACHETTL] = {"cache-ttl-s", true},
         [O_DEVICE] = {"device", true},         [O_PRECISION] = {"precision", true},
         [O_GPUDECODE] = {"gpu-decode", true}, [O_ENCODETHREADS] = {"encode-threads", true},
+        [O_LABELS] = {"labels", true},
     };
     int rc = cli_parse("serve", argc, argv, opts, O_N), ok = 1;
     if (rc) return rc;
@@ -107,6 +108,21 @@ int cs_cli_serve(int argc, char **argv) {
             env_list[n++] = t;
         opts[O_MODEL].count = n;
         opts[O_MODEL].values = NULL;
+    }
+    /* --labels FILE pairs with --model in order (CAMSERVE_LABELS: commas) */
+    char *env_labels = NULL;
+    const char *env_lab[CS_SVC_MAX_MODELS];
+    int nlabels = opts[O_LABELS].count;
+    if (nlabels == 0 && opts[O_LABELS].value) {
+        env_labels = strdup(opts[O_LABELS].value);
+        for (char *save = NULL, *t = env_labels ? strtok_r(env_labels, ",", &save) : NULL;
+             t && nlabels < CS_SVC_MAX_MODELS; t = strtok_r(NULL, ",", &save))
+            env_lab[nlabels++] = t;
+    }
+    if (nlabels > 0 && nlabels != opts[O_MODEL].count) {
+        fprintf(stderr, "camserve serve: %d --labels for %d --model: give one labels file per model, in the same order\n",
+                nlabels, opts[O_MODEL].count);
+        ok = 0;
     }
 
     cs_svc_params sp = cs_svc_default_params();
@@ -172,6 +188,7 @@ int cs_cli_serve(int argc, char **argv) {
     }
     if (!ok) {
         free(env_models);
+        free(env_labels);
         cli_free(opts, O_N);
         return 2;
     }
@@ -198,7 +215,8 @@ int cs_cli_serve(int argc, char **argv) {
     for (int i = 0; i < nmodels; i++) {
         char path[4096], name[64];
         split_model(env_models ? env_list[i] : opts[O_MODEL].values[i], path, sizeof path, name, sizeof name);
-        if (cs_svc_add_model(svc, name[0] ? name : NULL, path, &err) != CS_OK) goto out;
+        const char *labels = nlabels == 0 ? NULL : env_labels ? env_lab[i] : opts[O_LABELS].values[i];
+        if (cs_svc_add_model(svc, name[0] ? name : NULL, path, labels, &err) != CS_OK) goto out;
     }
     if (nmodels == 0) {
         const void *onnx = NULL;
@@ -241,6 +259,7 @@ out:
     cs_svc_free(svc);
     if (!rc) fprintf(stderr, "camserve serve: stopped\n");
     free(env_models);
+    free(env_labels);
     cli_free(opts, O_N);
     return rc;
 }

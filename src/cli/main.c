@@ -33,7 +33,7 @@ static const command COMMANDS[] = {
     {"pull", cs_cli_pull,
      "pull NAME [--dir DIR] [--force] | pull NAME --url URL --sha256 HEX [--dir DIR] | pull --list"},
     {"cache", cs_cli_cache, "cache stats|clear --cache-dir DIR [--verify] [--json]"},
-    {"serve", cs_cli_serve, "serve [--model PATH[:NAME]]... [--host 127.0.0.1] [--port 8080] [--workers N] [--threads T] [--max-batch B] [--batch-window-ms W] [--queue Q] [--timeout-ms MS] [--cache-mem-mb MB] [--cache-dir DIR] [--max-upload-mb 25] [--max-inflight-mb 64] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16] [--gpu-decode on|off] [--encode-threads N] (see docs/api.md)"},
+    {"serve", cs_cli_serve, "serve [--model PATH[:NAME]]... [--host 127.0.0.1] [--port 8080] [--workers N] [--threads T] [--max-batch B] [--batch-window-ms W] [--queue Q] [--timeout-ms MS] [--cache-mem-mb MB] [--cache-dir DIR] [--max-upload-mb 25] [--max-inflight-mb 64] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16] [--gpu-decode on|off] [--encode-threads N] [--labels L.txt]... (see docs/api.md)"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -212,6 +212,7 @@ typedef struct job job;
 typedef struct svc_slot {
     svc_model *cur;
     char path[4096];     /* "" when loaded from memory: never reloaded */
+    char labels[4096];   /* the caller's labels file, read again on reload; "": the sidecar's */
     struct stat seen;    /* the file as last loaded (or last refused) */
     struct stat pending; /* a change seen once: loaded when the next poll sees it unchanged */
     bool has_pending;
@@ -539,8 +540,8 @@ static cs_status model_finish(cs_svc *s, svc_model *sm, const char *name, double
 
 /* Loads a model file into a new version (also what a hot reload does);
  * check_dup: refuse a name already served. */
-static cs_status load_file(cs_svc *s, const char *name, const char *path, bool check_dup, svc_model **out,
-                           cs_error *err) {
+static cs_status load_file(cs_svc *s, const char *name, const char *path, const char *labels,
+                           bool check_dup, svc_model **out, cs_error *err) {
     double t0 = cs_now_ms();
     svc_model *smp = calloc(1, sizeof *smp);
     if (!smp) return cs_errorf(err, CS_ENOMEM, "out of memory");
@@ -563,6 +564,10 @@ static cs_status load_file(cs_svc *s, const char *name, const char *path, bool c
     st = cs_img_preproc_for_model(path, cs_model_metadata(smp->m, "camserve.preprocess"),
                                   (int)info.input_dims[2], (int)info.input_dims[3], &smp->pp,
                                   &labels_path, &smp->info.preprocess_source, err);
+    if (st == CS_OK && labels && *labels) { /* the caller's file wins over the sidecar's */
+        free(labels_path);
+        if (!(labels_path = strdup(labels))) st = cs_errorf(err, CS_ENOMEM, "out of memory");
+    }
     if (st == CS_OK && labels_path) {
         size_t ll;
         char *text = read_file(labels_path, (size_t)64 << 20, &ll);
@@ -588,20 +593,23 @@ static cs_status load_file(cs_svc *s, const char *name, const char *path, bool c
     return CS_OK;
 }
 
-cs_status cs_svc_add_model(cs_svc *s, const char *name, const char *path, cs_error *err) {
+cs_status cs_svc_add_model(cs_svc *s, const char *name, const char *path, const char *labels, cs_error *err) {
     if (s->started) return cs_errorf(err, CS_EINVAL, "models must be added before the service starts");
     if (s->nmodels >= CS_SVC_MAX_MODELS)
         return cs_errorf(err, CS_ELIMIT, "at most %d models", CS_SVC_MAX_MODELS);
     if (strlen(path) >= sizeof s->slots[0].path)
         return cs_errorf(err, CS_EINVAL, "model path too long: %.100s...", path);
+    if (labels && strlen(labels) >= sizeof s->slots[0].labels)
+        return cs_errorf(err, CS_EINVAL, "labels path too long: %.100s...", labels);
     svc_slot *sl = &s->slots[s->nmodels];
     struct stat st0;
     bool have_st = stat(path, &st0) == 0;
     svc_model *m = NULL;
-    cs_status st = load_file(s, name, path, true, &m, err);
+    cs_status st = load_file(s, name, path, labels, true, &m, err);
     if (st != CS_OK) return st;
     memset(sl, 0, sizeof *sl);
     snprintf(sl->path, sizeof sl->path, "%s", path);
+    snprintf(sl->labels, sizeof sl->labels, "%s", labels ? labels : "");
     if (have_st) sl->seen = st0;
     m->slot = s->nmodels++;
     sl->cur = m;
@@ -1694,7 +1702,7 @@ static void poll_slot(cs_svc *s, int i) {
     sl->has_pending = false;
     svc_model *cur = sl->cur, *nm = NULL;
     cs_error err = {0};
-    cs_status rc = load_file(s, cur->name, sl->path, false, &nm, &err);
+    cs_status rc = load_file(s, cur->name, sl->path, sl->labels, false, &nm, &err);
     struct stat after;
     if (stat(sl->path, &after) != 0 || !same_file(&st, &after)) { /* changed while loading */
         model_destroy(nm);

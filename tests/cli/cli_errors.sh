@@ -45,6 +45,8 @@ no_crash "inspect without --model"
 run "inspect unknown option" 2 "$bin" inspect --model "$model" --no-such-option
 run "classify without input" 2 "$bin" classify --model "$model"
 run "help" 0 "$bin" help
+run "serve: --labels not one per --model" 2 "$bin" serve --model "$model" --model "$model:b" --labels "$tmp/l.txt"
+grep -q "one labels file per model" "$tmp/err" || fail "serve --labels count: stderr '$(cat "$tmp/err")'"
 # a command's own usage, from --help / -h anywhere on its line or `help CMD`
 for form in "explain --help" "explain --model x.onnx -h" "help explain"; do
     run "$form" 0 "$bin" $form

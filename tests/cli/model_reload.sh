@@ -34,7 +34,9 @@ wait_digest() { # wait_digest WANT: up to 8 s
 # replace the file the way deployments do: a new file renamed over the old
 swap_in() { cp "$1" "$tmp/new.onnx" && mv -f "$tmp/new.onnx" "$model"; }
 
-start_server reload --model "$model:m" --workers 1 || exit 1
+# --labels: the caller's labels file, read again when the model reloads
+for i in $(seq 0 9); do echo "label $i"; done >"$tmp/labels.txt"
+start_server reload --model "$model:m" --labels "$tmp/labels.txt" --workers 1 || exit 1
 [ "$(digest)" = "$sum_a" ] && ok "serving model A" || fail "digest before: $(digest)"
 req "explain with A" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?method=gradcam"
 logits_a=$(jq -c '[.predictions[] | .score]' "$tmp/body")
@@ -54,6 +56,7 @@ LOAD_PID=
     || fail "codes across the swap: $(sort "$tmp/codes" | uniq -c | tr '\n' ' ')"
 req "explain with B" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?method=gradcam"
 jcheck "computed anew (new digest, new key)" '.cache == "miss"'
+jcheck "labels from --labels after the reload" '[.predictions[] | .label == "label \(.index)"] | all and length > 0'
 [ "$(jq -c '[.predictions[] | .score]' "$tmp/body")" != "$logits_a" ] && ok "answer differs from model A's" || fail "same answer as A"
 grep -q "model 'm' reloaded from" "$SERVER_LOG" && ok "reload logged" || fail "no reload line in the log"
 

@@ -329,8 +329,19 @@ fi
 mkdir -p "$tmp/b2"
 cp "$src/tests/data/onnx/tiny_conv.onnx" "$src/tests/data/onnx/tiny_conv_b2.onnx" "$tmp/b2/"
 for m in tiny_conv tiny_conv_b2; do printf '{"resize": 8, "crop": 8}\n' >"$tmp/b2/$m.json"; done
+# (and --labels, one file per --model in order)
+printf 'cat\ndog\nfox\nowl\n' >"$tmp/b2/dyn.txt"
+printf 'a\nb\nc\nd\n' >"$tmp/b2/b2.txt"
 if start_server fixedbatch --model "$tmp/b2/tiny_conv.onnx:dyn" --model "$tmp/b2/tiny_conv_b2.onnx:b2" \
+    --labels "$tmp/b2/dyn.txt" --labels "$tmp/b2/b2.txt" \
     --workers 1 --max-batch 4 --batch-window-ms 200 --cache-mem-mb 0; then
+    curl -s "$BASE/v1/models" >"$tmp/b2/models.out"
+    python3 - "$tmp/b2" <<'PY' && ok "--labels: each model answers with its own file's labels" || fail "--labels (see above)"
+import json, sys
+d = sys.argv[1]
+ms = {m["name"]: m["classes"] for m in json.load(open(d + "/models.out"))["models"]}
+assert ms == {"dyn": ["cat", "dog", "fox", "owl"], "b2": ["a", "b", "c", "d"]}, ms
+PY
     for m in dyn b2; do
         curl -s -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?model=$m&topk=4" >"$tmp/b2/$m.json.out"
         curl -s -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/classify?model=$m&topk=4" >"$tmp/b2/$m.cls.out"
@@ -353,6 +364,10 @@ for n in ["b2.json.out", "par1.out", "par2.out", "par3.out"]:
     assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(got[0], ref[0])), (n, got, ref)
 a, b = preds("dyn.cls.out"), preds("b2.cls.out")
 assert [i for i, _ in a[0]] == [i for i, _ in b[0]], (a, b)
+names = {"dyn": "cat dog fox owl".split(), "b2": "a b c d".split()}
+for m in names:
+    for p in json.load(open(f"{d}/{m}.cls.out"))["predictions"]:
+        assert p["label"] == names[m][p["index"]], (m, p)
 PY
     check_log
     stop_server TERM

@@ -1225,7 +1225,7 @@ static void test_gpuprep_service(void **state) {
     cs_svc *s = NULL;
     cs_error err = {0};
     assert_int_equal(cs_svc_create(&sp, &s, &err), CS_OK);
-    if (cs_svc_add_model(s, "default", CS_SOURCE_DIR "/models/default/model.onnx", &err) != CS_OK)
+    if (cs_svc_add_model(s, "default", CS_SOURCE_DIR "/models/default/model.onnx", NULL, &err) != CS_OK)
         fail_msg("model: %s", err.msg);
     assert_int_equal(cs_svc_start(s, &err), CS_OK);
     /* a GPU leaves the cores to images: the encode is split over up to 8 */
