@@ -21,6 +21,12 @@ const state = {
   view: 'overlay',
 };
 
+// "12.3 ms", or "6.42 s" from a second on (ScoreCAM on a real model takes
+// seconds, and the timing column has room for about nine characters)
+function duration(ms) {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`;
+}
+
 function showError(msg) {
   $('error-text').textContent = msg;
   $('error').hidden = false;
@@ -326,11 +332,11 @@ function render(res) {
     bar.appendChild(fill);
     const ms = document.createElement('span');
     ms.className = 't-ms';
-    ms.textContent = `${(t[k] || 0).toFixed(1)} ms`;
+    ms.textContent = duration(t[k] || 0);
     row.append(n, bar, ms);
     return row;
   }));
-  $('total').textContent = `total ${t.total.toFixed(1)} ms on the server` +
+  $('total').textContent = `total ${duration(t.total)} on the server` +
     (res.cache === 'hit' ? ' (answered from the cache)' : '');
   const badge = $('cache-badge');
   badge.hidden = false;
