@@ -52,7 +52,9 @@ cs_status cli_expand_paths(const cli_opt *image, char ***out, int *n, cs_error *
                 st = cs_errorf(err, CS_ENOMEM, "out of memory");
                 break;
             }
-            if (dir) snprintf(v[k], len, "%s/%s", p, names[j]);
+            /* "DIR/" given: "DIR/a.jpg", not "DIR//a.jpg", in what is printed */
+            size_t pl = strlen(p);
+            if (dir) snprintf(v[k], len, "%s%s%s", p, pl && p[pl - 1] == '/' ? "" : "/", names[j]);
             else snprintf(v[k], len, "%s", p);
             k++;
         }

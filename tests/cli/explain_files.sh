@@ -80,7 +80,7 @@ done
 
 # classify takes folders too, keeps going past a bad file (reported in
 # path order, exit 1), and answers each good file as it does alone
-"$bin" classify --image "$tmp/many" --threads 2 --json >"$tmp/cls.json" 2>"$tmp/cls.err"
+"$bin" classify --image "$tmp/many/" --threads 2 --json >"$tmp/cls.json" 2>"$tmp/cls.err"
 [ $? -eq 1 ] || fail "classify: a folder with one bad file did not exit 1"
 grep -q "f3.jpg: invalid image" "$tmp/cls.err" || fail "classify: bad file not reported: $(cat "$tmp/cls.err")"
 grep -q "1 of 6 image(s) could not be read" "$tmp/cls.err" || fail "classify: no count of bad files: $(cat "$tmp/cls.err")"
@@ -89,6 +89,7 @@ python3 - "$tmp/cls.json" "$tmp/cls5.json" <<'PY' || fail "classify over a folde
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 names = [r["image"].rsplit("/", 1)[1] for r in rows]
+assert not any("//" in r["image"] for r in rows), [r["image"] for r in rows]  # "DIR/" given
 assert names == ["f3.jpg", "f1.jpg", "f2.jpg", "f4.jpg", "f5.jpg", "f6.jpg"], names
 assert "error" in rows[0] and all(len(r["predictions"]) == 5 for r in rows[1:])
 alone = json.loads(open(sys.argv[2]).read())
