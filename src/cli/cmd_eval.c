@@ -114,12 +114,14 @@ int cs_cli_eval(int argc, char **argv) {
                                               (double)res.class_correct[c] / res.class_n[c]));
         for (int j = 0; j < res.nmethods; j++) {
             const cs_models_eval_method *r = &res.methods[j];
+            /* without masks there is no pointing game or energy: null, not 0 */
+            json_t *pg = r->n_masked ? json_real(r->pointing) : json_null(),
+                   *en = r->n_masked ? json_real(r->energy) : json_null();
             json_array_append_new(methods,
-                                  json_pack("{s:s, s:s, s:i, s:f, s:f, s:f, s:f}", "method",
+                                  json_pack("{s:s, s:s, s:i, s:o, s:o, s:f, s:f}", "method",
                                             cs_cam_method_name(r->method), "layer", layers, "masked",
-                                            r->n_masked, "pointing_game", r->pointing, "energy_in_mask",
-                                            r->energy, "deletion_auc", r->deletion, "insertion_auc",
-                                            r->insertion));
+                                            r->n_masked, "pointing_game", pg, "energy_in_mask", en,
+                                            "deletion_auc", r->deletion, "insertion_auc", r->insertion));
         }
         json_t *o = json_pack("{s:s, s:s, s:i, s:f, s:f, s:o, s:i, s:f, s:o, s:f}", "model",
                               cli_model_display(opts[O_MODEL].value), "data", opts[O_DATA].value,
@@ -145,8 +147,12 @@ int cs_cli_eval(int argc, char **argv) {
                    "deletion", "insertion");
             for (int j = 0; j < res.nmethods; j++) {
                 const cs_models_eval_method *r = &res.methods[j];
-                printf("  %-20s %8d %10.4f %10.4f %10.4f %10.4f\n", cs_cam_method_name(r->method),
-                       r->n_masked, r->pointing, r->energy, r->deletion, r->insertion);
+                if (r->n_masked)
+                    printf("  %-20s %8d %10.4f %10.4f %10.4f %10.4f\n", cs_cam_method_name(r->method),
+                           r->n_masked, r->pointing, r->energy, r->deletion, r->insertion);
+                else
+                    printf("  %-20s %8d %10s %10s %10.4f %10.4f\n", cs_cam_method_name(r->method), 0, "-", "-",
+                           r->deletion, r->insertion);
             }
         }
         printf("time:     %.1f s\n", res.seconds);

@@ -45,6 +45,14 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["im
 "$BIN" eval --data "$DATA" --limit 3 >"$WORK/text" || fail "text report failed"
 grep -q '^accuracy:' "$WORK/text" && grep -q 'gradcam' "$WORK/text" || fail "text report: $(cat "$WORK/text")"
 
+# without masks there is no pointing game or energy: null in JSON, "-" in text
+mkdir -p "$WORK/nomask/cat" && cp "$DATA"/cat/*.jpg "$WORK/nomask/cat/"
+"$BIN" eval --data "$WORK/nomask" --json >"$WORK/nm.json" || fail "eval without masks failed"
+python3 -c 'import json,sys; g=json.load(open(sys.argv[1]))["methods"][0]; sys.exit(0 if g["masked"]==0 and g["pointing_game"] is None and g["energy_in_mask"] is None and g["insertion_auc"]>0 else 1)' \
+    "$WORK/nm.json" || fail "eval without masks: $(cat "$WORK/nm.json")"
+"$BIN" eval --data "$WORK/nomask" >"$WORK/nm.txt" || fail "eval without masks (text) failed"
+grep -qE '^  gradcam +0 +- +- ' "$WORK/nm.txt" || fail "eval without masks, text: $(cat "$WORK/nm.txt")"
+
 # errors: no --data, a missing folder, a folder that names no class, an unknown method
 "$BIN" eval >/dev/null 2>&1; [ $? = 2 ] || fail "missing --data is not a usage error"
 "$BIN" eval --data "$WORK/none" >/dev/null 2>&1 && fail "missing folder accepted"
