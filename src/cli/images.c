@@ -235,12 +235,22 @@ cs_status cli_input_images(const cs_model *m, cli_pool *pool, const cli_opt *ima
 
 cs_status cli_model_labels(const cs_model *m, const char *path, cli_labels *out, cs_error *err) {
     memset(out, 0, sizeof *out);
-    if (path) return cli_labels_load(path, out, err);
-    if (cli_model_labels_text(m)) return cli_labels_from_text(cli_model_labels_text(m), out, err);
-    cs_preproc pp;
-    char *labels = NULL;
-    cs_status st = model_preproc(m, &pp, &labels, err);
-    if (st == CS_OK && labels) st = cli_labels_load(labels, out, err);
-    free(labels);
+    if (cli_model_labels_text(m) && !path) return cli_labels_from_text(cli_model_labels_text(m), out, err);
+    cs_status st = CS_OK;
+    char *found = NULL;
+    if (!path) {
+        cs_preproc pp;
+        st = model_preproc(m, &pp, &found, err);
+        path = found;
+    }
+    if (st == CS_OK && path) st = cli_labels_load(path, out, err);
+    /* most likely the wrong file: said, then used (a class without a line
+     * prints no name) */
+    cs_model_info info;
+    cs_model_get_info(m, &info);
+    if (st == CS_OK && path && out->n != info.num_classes)
+        fprintf(stderr, "camserve: warning: %s has %d labels but the model has %lld classes\n", path, out->n,
+                (long long)info.num_classes);
+    free(found);
     return st;
 }

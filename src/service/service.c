@@ -573,6 +573,11 @@ static cs_status load_file(cs_svc *s, const char *name, const char *path, const 
         char *text = read_file(labels_path, (size_t)64 << 20, &ll);
         if (!text) st = cs_errorf(err, CS_EIO, "cannot read labels %s", labels_path);
         else if ((st = split_labels(smp, text, err)) != CS_OK) cs_error_prefix(err, "%s", labels_path);
+        /* most likely the wrong file; served anyway (a class without a line
+         * answers label null), but said once at load */
+        if (st == CS_OK && smp->info.num_labels != info.num_classes)
+            fprintf(stderr, "camserve: warning: %s has %d labels but %s has %lld classes\n", labels_path,
+                    smp->info.num_labels, path, (long long)info.num_classes);
     }
     free(labels_path);
     char base[64];

@@ -175,6 +175,9 @@ run "classify: labels not UTF-8" 1 "$bin" classify --model "$tmp/latin1/m.onnx" 
 LC_ALL=C grep -aq 'labels.txt.*line 2 is not UTF-8' "$tmp/err" || fail "classify: labels not UTF-8: stderr: $(head -c 400 "$tmp/err")"
 run "classify --labels not UTF-8" 1 "$bin" classify --model "$model" --tensor "$x" --labels "$tmp/latin1/labels.txt"
 LC_ALL=C grep -aq 'labels.txt: labels: line 2 is not UTF-8' "$tmp/err" || fail "classify --labels not UTF-8: stderr: $(head -c 400 "$tmp/err")"
+printf 'one\ntwo\n' >"$tmp/two.txt" # 2 labels for 10 classes: a warning, then used
+run "classify: labels count unlike the classes" 0 "$bin" classify --model "$model" --tensor "$x" --labels "$tmp/two.txt"
+grep -q "warning: $tmp/two.txt has 2 labels but the model has 10 classes" "$tmp/err" || fail "labels count: stderr: $(cat "$tmp/err")"
 printf 'cat\ncaf\xc3\xa9\r\n' >"$tmp/latin1/labels.txt" # UTF-8, CRLF: fine
 run "classify: UTF-8 labels" 0 "$bin" classify --model "$tmp/latin1/m.onnx" --tensor "$x" --json
 run "serve: model name not UTF-8" 1 timeout 60 "$bin" serve --model "$model:$(printf 'r\xe9sn')" --port 0

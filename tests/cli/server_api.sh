@@ -331,7 +331,7 @@ cp "$src/tests/data/onnx/tiny_conv.onnx" "$src/tests/data/onnx/tiny_conv_b2.onnx
 for m in tiny_conv tiny_conv_b2; do printf '{"resize": 8, "crop": 8}\n' >"$tmp/b2/$m.json"; done
 # (and --labels, one file per --model in order)
 printf 'cat\ndog\nfox\nowl\n' >"$tmp/b2/dyn.txt"
-printf 'a\nb\nc\nd\n' >"$tmp/b2/b2.txt"
+printf 'a\nb\nc\nd\ne\n' >"$tmp/b2/b2.txt"   # one line too many: served, with a warning
 if start_server fixedbatch --model "$tmp/b2/tiny_conv.onnx:dyn" --model "$tmp/b2/tiny_conv_b2.onnx:b2" \
     --labels "$tmp/b2/dyn.txt" --labels "$tmp/b2/b2.txt" \
     --workers 1 --max-batch 4 --batch-window-ms 200 --cache-mem-mb 0; then
@@ -340,8 +340,11 @@ if start_server fixedbatch --model "$tmp/b2/tiny_conv.onnx:dyn" --model "$tmp/b2
 import json, sys
 d = sys.argv[1]
 ms = {m["name"]: m["classes"] for m in json.load(open(d + "/models.out"))["models"]}
-assert ms == {"dyn": ["cat", "dog", "fox", "owl"], "b2": ["a", "b", "c", "d"]}, ms
+assert ms == {"dyn": ["cat", "dog", "fox", "owl"], "b2": ["a", "b", "c", "d"]}, ms  # classes: as many as the model has
 PY
+    grep -q "warning: $tmp/b2/b2.txt has 5 labels but .*tiny_conv_b2.onnx has 4 classes" "$SERVER_LOG" &&
+        ! grep -q "dyn.txt has" "$SERVER_LOG" && ok "--labels: a count unlike the model's classes is warned about" ||
+        fail "--labels count warning: $(grep -i warning "$SERVER_LOG")"
     for m in dyn b2; do
         curl -s -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?model=$m&topk=4" >"$tmp/b2/$m.json.out"
         curl -s -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/classify?model=$m&topk=4" >"$tmp/b2/$m.cls.out"
