@@ -240,6 +240,7 @@ typedef struct toy {
     int c, hw, in_size; /* item sizes */
     int calls, max_k, fail_at;
     int checked_values;
+    int items; /* every item scored, over all calls */
 } toy;
 
 static cs_status toy_inputs(void *ctx, const float *items, int k, int image, int cls, float *out,
@@ -247,6 +248,7 @@ static cs_status toy_inputs(void *ctx, const float *items, int k, int image, int
     toy *t = ctx;
     if (++t->calls == t->fail_at) return cs_errorf(err, CS_EBACKEND, "toy engine failed");
     if (k > t->max_k) t->max_k = k;
+    t->items += k;
     const float *wt = t->W.data + (size_t)cls * t->in_size;
     for (int j = 0; j < k; j++) {
         double s = t->bias.data[cls];
@@ -262,6 +264,7 @@ static cs_status toy_head(void *ctx, const float *items, int k, int image, int c
     toy *t = ctx;
     (void)err;
     if (k > t->max_k) t->max_k = k;
+    t->items += k;
     const float *orig = t->act + (size_t)image * t->c * t->hw;
     for (int j = 0; j < k; j++) {
         const float *a = items + (size_t)j * t->c * t->hw;
@@ -344,6 +347,151 @@ static void test_scorecam(void **state) {
                                        NULL, NULL, map, &err),
                      CS_EINVAL);
     cs_npy_free(&want);
+    cs_npy_free(&act);
+    cs_npy_free(&inp);
+    cs_npy_free(&cls);
+    cs_npy_free(&t.W);
+    cs_npy_free(&t.bias);
+}
+
+/* UpsamplingBilinear2d (align_corners=True) of one channel, written out
+ * here so the reference below does not share the module's code. */
+static void upsample_ac(const float *a, int h, int w, double *out, int H, int W) {
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            double sy = H > 1 ? (double)y * (h - 1) / (H - 1) : 0, sx = W > 1 ? (double)x * (w - 1) / (W - 1) : 0;
+            int y0 = (int)sy, x0 = (int)sx, y1 = y0 + 1 < h ? y0 + 1 : y0, x1 = x0 + 1 < w ? x0 + 1 : x0;
+            double fy = sy - y0, fx = sx - x0;
+            out[y * W + x] = (1 - fy) * ((1 - fx) * a[y0 * w + x0] + fx * a[y0 * w + x1]) +
+                             fy * ((1 - fx) * a[y1 * w + x0] + fx * a[y1 * w + x1]);
+        }
+}
+
+/* Channels that cannot change the map are not sent to the callbacks: a
+ * constant channel's ScoreCAM mask is 0 (one forward serves them all), and
+ * with min(A) == 0 ablating an all-zero channel changes nothing.  The maps
+ * must still be the definitions', computed here channel by channel. */
+static void test_forward_skips(void **state) {
+    (void)state;
+    cs_error err = {0};
+    /* ScoreCAM: image 0 gets three all-zero channels and one at 0.25 */
+    cs_npy act = load("main_act"), inp = load("score_input"), cls = load("score_class");
+    toy t = {0};
+    t.W = load("score_W");
+    t.bias = load("score_bias");
+    const int n = (int)act.dims[0], c = (int)act.dims[1], h = (int)act.dims[2], w = (int)act.dims[3];
+    const int hw = h * w, ic = (int)inp.dims[1], ih = (int)inp.dims[2], iw = (int)inp.dims[3];
+    t.in_size = ic * ih * iw;
+    const int consts[4] = {3, 5, 10, 17};
+    for (int q = 0; q < 4; q++)
+        for (int r = 0; r < hw; r++) act.data[(size_t)consts[q] * hw + r] = consts[q] == 5 ? 0.25f : 0.f;
+    int classes[2] = {(int)cls.data[0], (int)cls.data[1]};
+    cs_cam_forward fwd = {.ctx = &t, .score_inputs = toy_inputs, .input = inp.data, .in_c = ic, .in_h = ih,
+                          .in_w = iw, .class_idx = classes};
+    float raw[2 * 49], map[2 * 49];
+    assert_true(n == 2 && hw <= 49);
+    assert_int_equal(cs_cam_compute_ex(CS_CAM_METHOD_SCORECAM, act.data, NULL, n, c, h, w, NULL, &fwd, raw, map,
+                                       &err),
+                     CS_OK);
+    assert_int_equal(t.items, (c - 3) + c); /* image 0: one forward for its four constant channels */
+    double *m = malloc((size_t)ih * iw * sizeof(double)), *sc = malloc((size_t)c * sizeof(double));
+    float *item = malloc((size_t)t.in_size * sizeof(float));
+    assert_true(m && sc && item);
+    double worst = 0;
+    for (int b = 0; b < n; b++) {
+        const float *ab = act.data + (size_t)b * c * hw;
+        double smax = -INFINITY;
+        for (int ci = 0; ci < c; ci++) {
+            upsample_ac(ab + (size_t)ci * hw, h, w, m, ih, iw);
+            double mn = m[0], mx = m[0];
+            for (int r = 1; r < ih * iw; r++) {
+                mn = fmin(mn, m[r]);
+                mx = fmax(mx, m[r]);
+            }
+            for (int ch = 0; ch < ic; ch++)
+                for (int r = 0; r < ih * iw; r++)
+                    item[ch * ih * iw + r] =
+                        inp.data[(size_t)b * t.in_size + ch * ih * iw + r] * (float)((m[r] - mn) / (mx - mn + 1e-8));
+            float s;
+            assert_int_equal(toy_inputs(&t, item, 1, b, classes[b], &s, &err), CS_OK);
+            sc[ci] = s;
+            smax = fmax(smax, s);
+        }
+        double z = 0;
+        for (int ci = 0; ci < c; ci++) z += exp(sc[ci] - smax);
+        for (int r = 0; r < hw; r++) {
+            double v = 0;
+            for (int ci = 0; ci < c; ci++) v += exp(sc[ci] - smax) / z * ab[(size_t)ci * hw + r];
+            worst = fmax(worst, fabs(fmax(v, 0) - raw[b * hw + r]) / (fabs(v) + 1e-3));
+        }
+    }
+    printf("scorecam with constant channels: max relative |diff| from the definition %.3g\n", worst);
+    assert_true(worst < 1e-4);
+
+    /* AblationCAM on non-negative activations with three all-zero channels
+     * in image 0: 1 + 61 items there, 1 + 64 in image 1 */
+    cs_npy aact = load("abl_act");
+    t.V = load("abl_V");
+    t.vb = load("abl_vb");
+    const int ac = (int)aact.dims[1], ahw = (int)(aact.dims[2] * aact.dims[3]);
+    for (size_t i = 0; i < (size_t)n * ac * ahw; i++) aact.data[i] = aact.data[i] > 0 ? aact.data[i] : 0;
+    for (int q = 0; q < 3; q++) memset(aact.data + (size_t)(q * 7 + 1) * ahw, 0, (size_t)ahw * sizeof(float));
+    float *zeros = calloc((size_t)n * ac, sizeof(float)); /* min(A) == 0: every ablation writes 0 */
+    assert_non_null(zeros);
+    t.values.data = zeros;
+    t.act = aact.data;
+    t.c = ac;
+    t.hw = ahw;
+    t.items = 0;
+    cs_cam_forward afwd = {.ctx = &t, .score_activations = toy_head, .class_idx = classes};
+    assert_int_equal(cs_cam_compute_ex(CS_CAM_METHOD_ABLATIONCAM, aact.data, NULL, n, ac, (int)aact.dims[2],
+                                       (int)aact.dims[3], NULL, &afwd, raw, map, &err),
+                     CS_OK);
+    assert_int_equal(t.items, (1 + ac - 3) + (1 + ac));
+    float *ab2 = malloc((size_t)ac * ahw * sizeof(float));
+    assert_non_null(ab2);
+    worst = 0;
+    for (int b = 0; b < n; b++) {
+        const float *ab = aact.data + (size_t)b * ac * ahw;
+        float o, s;
+        assert_int_equal(toy_head(&t, ab, 1, b, classes[b], &o, &err), CS_OK);
+        for (int r = 0; r < ahw; r++) {
+            double v = 0;
+            for (int ci = 0; ci < ac; ci++) {
+                memcpy(ab2, ab, (size_t)ac * ahw * sizeof(float));
+                memset(ab2 + (size_t)ci * ahw, 0, (size_t)ahw * sizeof(float));
+                assert_int_equal(toy_head(&t, ab2, 1, b, classes[b], &s, &err), CS_OK);
+                v += (double)((o - s) / o) * ab[(size_t)ci * ahw + r];
+            }
+            worst = fmax(worst, fabs(fmax(v, 0) - raw[b * ahw + r]) / (fabs(v) + 1e-3));
+        }
+    }
+    printf("ablationcam with all-zero channels: max relative |diff| from the definition %.3g\n", worst);
+    assert_true(worst < 1e-4);
+    /* with negative activations an ablated channel gets min - (j+1) * 1e7,
+     * not 0: an all-zero channel changes the score and is sent */
+    cs_npy neg = load("abl_act"), values = load("abl_values");
+    float *img1 = neg.data + (size_t)ac * ahw, amin = img1[0];
+    for (size_t i = 0; i < (size_t)ac * ahw; i++) amin = fminf(amin, img1[i]);
+    assert_true(amin < 0);
+    memset(img1 + ahw, 0, (size_t)ahw * sizeof(float)); /* image 1, channel 1 */
+    t.values = values;
+    t.act = neg.data;
+    t.items = 0;
+    assert_int_equal(cs_cam_compute_ex(CS_CAM_METHOD_ABLATIONCAM, neg.data, NULL, n, ac, (int)aact.dims[2],
+                                       (int)aact.dims[3], NULL, &afwd, raw, map, &err),
+                     CS_OK);
+    assert_int_equal(t.items, 2 * (1 + ac));
+    cs_npy_free(&neg);
+    cs_npy_free(&values);
+    free(ab2);
+    free(zeros);
+    free(m);
+    free(sc);
+    free(item);
+    cs_npy_free(&aact);
+    cs_npy_free(&t.V);
+    cs_npy_free(&t.vb);
     cs_npy_free(&act);
     cs_npy_free(&inp);
     cs_npy_free(&cls);
@@ -551,6 +699,7 @@ int main(void) {
         cmocka_unit_test(test_eigencam_big), cmocka_unit_test(test_scratch),
         cmocka_unit_test(test_resize),       cmocka_unit_test(test_aggregate),
         cmocka_unit_test(test_scorecam),     cmocka_unit_test(test_ablationcam),
+        cmocka_unit_test(test_forward_skips),
         cmocka_unit_test(test_parse),        cmocka_unit_test(test_bad_shapes),
         cmocka_unit_test(test_degenerate),   cmocka_unit_test(test_cost),
     };
