@@ -104,6 +104,13 @@ typedef struct cs_cam_forward {
     const int *class_idx; /* n target classes, one per image */
 } cs_cam_forward;
 
+/* `batch` above: the most items one callback call gets (opt->batch_size, or
+ * pytorch-grad-cam's default: 16 for ScoreCAM, 32 for AblationCAM).  Calls
+ * get that many, except an image's last call, which may get fewer (the
+ * channels that cannot change the map are not sent: docs/cam.md), and
+ * AblationCAM's first call of an image (k = 1, the original score). */
+int cs_cam_forward_batch(cs_cam_method method, const cs_cam_options *opt);
+
 /* Bytes of scratch cs_cam_compute* would use for these arguments. */
 size_t cs_cam_scratch_bytes(cs_cam_method method, int n, int c, int h, int w,
                             const cs_cam_options *opt, const cs_cam_forward *fwd);

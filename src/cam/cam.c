@@ -122,7 +122,7 @@ void cam_arena_release(cam_arena *a) {
     memset(a, 0, sizeof *a);
 }
 
-static int effective_batch(cs_cam_method m, const cs_cam_options *opt) {
+int cs_cam_forward_batch(cs_cam_method m, const cs_cam_options *opt) {
     if (opt && opt->batch_size > 0) return opt->batch_size;
     return m == CS_CAM_METHOD_SCORECAM ? 16 : 32;
 }
@@ -138,9 +138,9 @@ size_t cs_cam_scratch_bytes(cs_cam_method method, int n, int c, int h, int w,
                    cam_round((size_t)4 * hw * sizeof(float));
     if (eigen) bytes += cam_round((size_t)c * hw * sizeof(float)) + cam_project_bytes(c, hw);
     if (method == CS_CAM_METHOD_SCORECAM && fwd)
-        bytes += cam_scorecam_bytes(c, fwd, effective_batch(method, opt));
+        bytes += cam_scorecam_bytes(c, fwd, cs_cam_forward_batch(method, opt));
     if (method == CS_CAM_METHOD_ABLATIONCAM)
-        bytes += cam_ablation_bytes(c, hw, effective_batch(method, opt));
+        bytes += cam_ablation_bytes(c, hw, cs_cam_forward_batch(method, opt));
     return bytes + CS_CAM_ALIGN; /* room to align the start of a lent buffer */
 }
 
@@ -350,7 +350,7 @@ cs_status cs_cam_compute_ex(cs_cam_method method, const float *act, const float 
     if (!opt) opt = &defaults;
     const int hw = h * w;
     const int eigen = opt->eigen_smooth;
-    const int batch = effective_batch(method, opt);
+    const int batch = cs_cam_forward_batch(method, opt);
 
     cam_arena a;
     cs_status st = cam_arena_init(&a, opt, cs_cam_scratch_bytes(method, n, c, h, w, opt, fwd), err);

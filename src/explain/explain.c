@@ -101,9 +101,13 @@ void cs_explain_output_free(cs_explain_output *out) {
 
 /* The CAM module hands the callbacks up to `batch` items at a time (16 or
  * 32, pytorch-grad-cam's batching, which AblationCAM's results depend on).
- * A model exported with a fixed batch B runs them B at a time instead, the
- * last run padded with copies of its last item, so maxk is rounded up to a
- * multiple of B and the buffers hold a whole padded run. */
+ * Each engine batch size is a plan a session builds and keeps (a CUDA Graph
+ * on a GPU), so the runs use few sizes: a full call is one run and a
+ * shorter last call (the CAM module skips channels that cannot change the
+ * map, so its size varies from image to image) runs an item at a time.  A
+ * model exported with a fixed batch B runs B at a time instead, the last
+ * run padded with copies of its last item; maxk is rounded up to a
+ * multiple of B so the buffers hold a whole padded run. */
 typedef struct fwd_ctx {
     cs_session *s;
     int64_t ncls;
@@ -112,38 +116,48 @@ typedef struct fwd_ctx {
     const float *input;   /* the (augmented) batch the maps explain */
     int layer;
     int fixed;            /* the model's fixed batch, or 0 */
+    int full;             /* cs_cam_forward_batch: the items of a full call */
     int maxk;
     float *logits;        /* maxk x ncls */
     float *rep;           /* maxk copies of one input */
     float *pad;           /* fixed x act_per: AblationCAM's padded last run */
 } fwd_ctx;
 
+/* Items per engine run for a call of k items. */
+static int run_size(const fwd_ctx *c, int k) {
+    if (c->fixed) return c->fixed;
+    return k == c->full ? k : 1;
+}
+
 static cs_status score_inputs(void *vctx, const float *items, int k, int image, int cls,
                               float *scores, cs_error *err) {
     fwd_ctx *c = vctx;
     (void)image;
     if (k > c->maxk) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->maxk);
-    cs_status st = c->fixed ? cs_session_run_padded(c->s, items, k, c->logits, err)
-                            : cs_session_run(c->s, items, k, c->logits, err);
+    cs_status st = CS_OK;
+    if (c->fixed) st = cs_session_run_padded(c->s, items, k, c->logits, err);
+    for (int b = 0, r = run_size(c, k); !c->fixed && b < k && st == CS_OK; b += r)
+        st = cs_session_run(c->s, items + (int64_t)b * c->in_per, r, c->logits + (int64_t)b * c->ncls, err);
     if (st != CS_OK) return st;
     for (int j = 0; j < k; j++) scores[j] = c->logits[(int64_t)j * c->ncls + cls];
     return CS_OK;
 }
 
-/* cs_session_run_with_layer over k items, B at a time for a fixed batch B;
- * every run's input is the same image, so rep serves each of them. */
+/* cs_session_run_with_layer over k items, run_size at a time (a fixed
+ * batch's last run padded); every run's input is the same image, so rep
+ * serves each of them. */
 static cs_status run_with_layer(fwd_ctx *c, const float *items, int k, cs_error *err) {
-    const int B = c->fixed ? c->fixed : k;
-    for (int b = 0; b < k; b += B) {
-        const int cnt = k - b < B ? k - b : B;
+    const int R = run_size(c, k);
+    for (int b = 0; b < k; b += R) {
+        const int cnt = k - b < R ? k - b : R;
         const float *vals = items + (int64_t)b * c->act_per;
-        if (cnt < B) {
-            for (int j = 0; j < B; j++)
+        if (cnt < R) {
+            for (int j = 0; j < R; j++)
                 memcpy(c->pad + (int64_t)j * c->act_per, vals + (int64_t)(j < cnt ? j : cnt - 1) * c->act_per,
                        (size_t)c->act_per * sizeof(float));
             vals = c->pad;
         }
-        cs_status st = cs_session_run_with_layer(c->s, c->rep, B, c->layer, vals,
+        cs_status st = cs_session_run_with_layer(c->s, c->rep, R, c->layer, vals,
                                                  c->logits + (int64_t)b * c->ncls, err);
         if (st != CS_OK) return st;
     }
@@ -154,7 +168,7 @@ static cs_status score_activations(void *vctx, const float *items, int k, int im
                                    float *scores, cs_error *err) {
     fwd_ctx *c = vctx;
     if (k > c->maxk) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->maxk);
-    for (int j = 0; j < (c->fixed ? c->fixed : k); j++)
+    for (int j = 0; j < run_size(c, k); j++)
         memcpy(c->rep + (int64_t)j * c->in_per, c->input + (int64_t)image * c->in_per,
                (size_t)c->in_per * sizeof(float));
     cs_status st = run_with_layer(c, items, k, err);
@@ -361,6 +375,9 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         scaled = malloc((size_t)(k * nb * lh[0] * lw[0]) * sizeof(float));
         if (!out->maps_layer || !scaled) goto oom;
     }
+    cs_cam_options co = cs_cam_default_options();
+    co.eigen_smooth = o.eigen_smooth;
+    if (o.batch_size > 0) co.batch_size = o.batch_size;
     if (needs_fwd) {
         fc.s = s;
         fc.ncls = ncls;
@@ -368,7 +385,8 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         fc.layer = o.layers[0];
         fc.act_per = lsz[0];
         fc.fixed = info.input_dims[0] > 0 ? (int)info.input_dims[0] : 0;
-        fc.maxk = o.batch_size > 0 ? o.batch_size : 32;
+        fc.full = cs_cam_forward_batch(o.method, &co);
+        fc.maxk = fc.full;
         if (fc.fixed) fc.maxk = (fc.maxk + fc.fixed - 1) / fc.fixed * fc.fixed;
         fc.logits = malloc((size_t)(fc.maxk * ncls) * sizeof(float));
         fc.rep = malloc((size_t)(fc.maxk * per) * sizeof(float));
@@ -384,9 +402,6 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
      * given to pytorch-grad-cam.  Each pass leaves its layer maps for every
      * class rank in raws/scaled; combining them waits until all passes ran. */
     const int npass = info.input_dims[0] > 0 && naug > 1 ? naug : 1, pn = nb / npass;
-    cs_cam_options co = cs_cam_default_options();
-    co.eigen_smooth = o.eigen_smooth;
-    if (o.batch_size > 0) co.batch_size = o.batch_size;
     for (int q = 0; q < npass; q++) {
         const int p = npass == 1 ? 0 : q == 0 ? 1 : q == 1 ? 0 : q;
         const int64_t p0 = (int64_t)p * pn;

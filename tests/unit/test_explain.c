@@ -526,6 +526,49 @@ static void test_aug_smooth(void **state) {
     cs_model_free(m2);
 }
 
+/* ScoreCAM's and AblationCAM's extra forwards reach the engine in runs of a
+ * full call or of one item (explain.c's run_size); the CAM module's batch
+ * only groups the work.  Maps with batches of 16/32 (the defaults), 5 and 1
+ * must agree within float noise (this layer follows a ReLU, so AblationCAM
+ * does not depend on the batch either). */
+static void test_forward_runs(void **state) {
+    (void)state;
+    cs_error err = {0};
+    cs_model *m;
+    cs_session *s;
+    cs_npy in;
+    assert_int_equal(cs_model_load(GOLDEN "/resnet_basic/model.onnx", NULL, &m, &err), CS_OK);
+    assert_int_equal(cs_session_create(m, &s, &err), CS_OK);
+    assert_int_equal(cs_npy_load(GOLDEN "/resnet_basic/input.npy", &in, &err), CS_OK);
+    const int n = (int)in.dims[0];
+    const cs_cam_method methods[2] = {CS_CAM_METHOD_SCORECAM, CS_CAM_METHOD_ABLATIONCAM};
+    for (int mi = 0; mi < 2; mi++) {
+        cs_explain_output ref, got;
+        cs_explain_options eo = cs_explain_default_options();
+        eo.method = methods[mi];
+        eo.batch_size = 1;
+        if (cs_explain_run(s, m, in.data, n, &eo, &ref, &err) != CS_OK) fail_msg("batch 1: %s", err.msg);
+        const int bs[2] = {0, 5};
+        for (int bi = 0; bi < 2; bi++) {
+            eo.batch_size = bs[bi];
+            if (cs_explain_run(s, m, in.data, n, &eo, &got, &err) != CS_OK) fail_msg("batch %d: %s", bs[bi], err.msg);
+            double worst = 0, peak = 0;
+            for (int q = 0; q < n * got.layer_h * got.layer_w; q++) {
+                worst = fmax(worst, fabs((double)got.maps_layer[q] - ref.maps_layer[q]));
+                peak = fmax(peak, ref.maps_layer[q]);
+            }
+            printf("%s, batch %d against batch 1: max |diff| %.3g\n", cs_cam_method_name(methods[mi]), bs[bi], worst);
+            assert_true(peak > 0.5);
+            assert_true(worst < 1e-5);
+            cs_explain_output_free(&got);
+        }
+        cs_explain_output_free(&ref);
+    }
+    cs_npy_free(&in);
+    cs_session_free(s);
+    cs_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_maps),
@@ -534,6 +577,7 @@ int main(void) {
         cmocka_unit_test(test_pre_bn_tensor),
         cmocka_unit_test(test_slice_gradient),
         cmocka_unit_test(test_aug_smooth),
+        cmocka_unit_test(test_forward_runs),
     };
     const struct CMUnitTest only_maps[] = {cmocka_unit_test(test_golden_maps)};
     if (getenv("CS_GOLDEN_DIR")) /* the other tests need the committed families */
