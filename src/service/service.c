@@ -2077,10 +2077,6 @@ static cs_svc_outcome parse_request(cs_svc *s, const cs_svc_request *req, job *j
     }
     j->eo.aug_smooth = req->aug_smooth != 0;
     j->eo.eigen_smooth = req->eigen_smooth != 0;
-    if (j->eo.aug_smooth && sm->b0 > 0) {
-        cs_errorf(err, CS_EINVAL, "aug_smooth needs a model with a dynamic batch");
-        return CS_SVC_BAD_REQUEST;
-    }
     j->cmap = CS_IMG_CMAP_JET;
     if (req->colormap && *req->colormap && cs_img_colormap_parse(req->colormap, &j->cmap, err) != CS_OK)
         return CS_SVC_BAD_REQUEST;

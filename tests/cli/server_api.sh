@@ -348,7 +348,12 @@ PY
     for m in dyn b2; do
         curl -s -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?model=$m&topk=4" >"$tmp/b2/$m.json.out"
         curl -s -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/classify?model=$m&topk=4" >"$tmp/b2/$m.cls.out"
+        curl -s -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain?model=$m&aug_smooth=1&format=png" \
+            -o "$tmp/b2/$m.aug.png" -w '%{http_code}' >"$tmp/b2/$m.aug.code"
     done
+    [ "$(cat "$tmp/b2/dyn.aug.code") $(cat "$tmp/b2/b2.aug.code")" = "200 200" ] &&
+        cmp -s "$tmp/b2/dyn.aug.png" "$tmp/b2/b2.aug.png" && ok "fixed batch of 2: aug_smooth answers the dynamic graph's overlay" ||
+        fail "fixed batch of 2, aug_smooth: HTTP $(cat "$tmp/b2/dyn.aug.code") / $(cat "$tmp/b2/b2.aug.code"), overlays $(cmp "$tmp/b2/dyn.aug.png" "$tmp/b2/b2.aug.png" 2>&1)"
     # three at once: a batch of 3, run as 4 (two runs of the fixed 2)
     urls=()
     for i in 1 2 3; do urls+=(-o "$tmp/b2/par$i.out" "$BASE/v1/explain?model=b2&topk=4&alpha=0.$i"); done
