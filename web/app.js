@@ -75,7 +75,15 @@ function fillStatic(data) {
   const ms = $('model');
   ms.replaceChildren(...data.models.map((m) => option(m.name, m.name)));
   ms.parentElement.hidden = data.models.length < 2;
-  $('method').replaceChildren(...data.methods.map((m) => option(m, m)));
+  // these two run the network once per channel of the layer: seconds on a
+  // CPU where the others take milliseconds
+  const perChannel = new Set(['scorecam', 'ablationcam']);
+  $('method').replaceChildren(...data.methods.map((m) => {
+    if (!perChannel.has(m)) return option(m, m);
+    const o = option(m, `${m} (slow)`);
+    o.title = 'runs the network once per channel of the layer';
+    return o;
+  }));
   $('colormap').replaceChildren(...data.colormaps.map((c) => option(c, c)));
 }
 
