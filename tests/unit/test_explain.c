@@ -249,6 +249,23 @@ static void test_golden_maps(void **state) {
     assert_int_equal(fails, 0);
 }
 
+/* A committed golden family's model, a session on it and its input. */
+static void open_family(const char *fam, cs_model **m, cs_session **s, cs_npy *in) {
+    char path[512];
+    cs_error err = {0};
+    snprintf(path, sizeof path, "%s/%s/model.onnx", GOLDEN, fam);
+    if (cs_model_load(path, NULL, m, &err) != CS_OK) fail_msg("%s: %s", path, err.msg);
+    assert_int_equal(cs_session_create(*m, s, &err), CS_OK);
+    snprintf(path, sizeof path, "%s/%s/input.npy", GOLDEN, fam);
+    if (cs_npy_load(path, in, &err) != CS_OK) fail_msg("%s: %s", path, err.msg);
+}
+
+static void close_family(cs_model *m, cs_session *s, cs_npy *in) {
+    cs_npy_free(in);
+    cs_session_free(s);
+    cs_model_free(m);
+}
+
 static void test_errors(void **state) {
     (void)state;
     cs_error err = {0};
@@ -300,9 +317,7 @@ static void test_errors(void **state) {
     assert_null(ex.maps_layer);
     assert_non_null(ex.maps_input);
     cs_explain_output_free(&ex);
-    cs_npy_free(&in);
-    cs_session_free(s);
-    cs_model_free(m);
+    close_family(m, s, &in);
 }
 
 /* Every candidate layer of a few families can be explained, fused
@@ -313,15 +328,10 @@ static void test_every_layer(void **state) {
                           "shufflenet_v2"};
     cs_error err = {0};
     for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s/model.onnx", GOLDEN, fams[f]);
         cs_model *m;
         cs_session *s;
         cs_npy in;
-        assert_int_equal(cs_model_load(path, NULL, &m, &err), CS_OK);
-        assert_int_equal(cs_session_create(m, &s, &err), CS_OK);
-        snprintf(path, sizeof path, "%s/%s/input.npy", GOLDEN, fams[f]);
-        assert_int_equal(cs_npy_load(path, &in, &err), CS_OK);
+        open_family(fams[f], &m, &s, &in);
         int n = cs_model_num_layers(m);
         for (int l = 0; l < n; l++) {
             cs_explain_options eo = cs_explain_default_options();
@@ -336,9 +346,7 @@ static void test_every_layer(void **state) {
             cs_explain_output_free(&ex);
         }
         printf("%-16s %d layers explained\n", fams[f], n);
-        cs_npy_free(&in);
-        cs_session_free(s);
-        cs_model_free(m);
+        close_family(m, s, &in);
     }
 }
 
@@ -350,9 +358,7 @@ static void test_pre_bn_tensor(void **state) {
     cs_model *m;
     cs_session *s;
     cs_npy in;
-    assert_int_equal(cs_model_load(GOLDEN "/resnet_basic/model.onnx", NULL, &m, &err), CS_OK);
-    assert_int_equal(cs_session_create(m, &s, &err), CS_OK);
-    assert_int_equal(cs_npy_load(GOLDEN "/resnet_basic/input.npy", &in, &err), CS_OK);
+    open_family("resnet_basic", &m, &s, &in);
     int layers[2] = {cs_model_find_layer(m, "/layer3/layer3.0/conv1/Conv_output_0"),
                      cs_model_find_layer(m, "/layer3/layer3.0/bn1/BatchNormalization_output_0")};
     assert_true(layers[0] >= 0 && layers[1] >= 0);
@@ -385,9 +391,7 @@ static void test_pre_bn_tensor(void **state) {
     }
     printf("pre/post BN consistency: worst relative error %.2g\n", worst);
     assert_true(worst < 1e-4);
-    cs_npy_free(&in);
-    cs_session_free(s);
-    cs_model_free(m);
+    close_family(m, s, &in);
 }
 
 /* Backward through Slice: ShuffleNet V2's channel split (x.chunk(2, dim=1))
@@ -403,9 +407,7 @@ static void test_slice_gradient(void **state) {
     cs_model *m;
     cs_session *s;
     cs_npy in;
-    assert_int_equal(cs_model_load(GOLDEN "/shufflenet_v2/model.onnx", NULL, &m, &err), CS_OK);
-    assert_int_equal(cs_session_create(m, &s, &err), CS_OK);
-    assert_int_equal(cs_npy_load(GOLDEN "/shufflenet_v2/input.npy", &in, &err), CS_OK);
+    open_family("shufflenet_v2", &m, &s, &in);
     int layers[3] = {cs_model_find_layer(m, "/stage2/stage2.0/Reshape_1_output_0"),
                      cs_model_find_layer(m, "/stage2/stage2.1/Slice_output_0"),
                      cs_model_find_layer(m, "/stage2/stage2.1/Slice_1_output_0")};
@@ -436,9 +438,7 @@ static void test_slice_gradient(void **state) {
            gmax[1]);
     assert_true(gmax[0] > 0 && gmax[1] > 0);
     assert_true(worst == 0);
-    cs_npy_free(&in);
-    cs_session_free(s);
-    cs_model_free(m);
+    close_family(m, s, &in);
 }
 
 /* aug_smooth against its definition, spelled out with plain explanations:
@@ -537,9 +537,7 @@ static void test_forward_runs(void **state) {
     cs_model *m;
     cs_session *s;
     cs_npy in;
-    assert_int_equal(cs_model_load(GOLDEN "/resnet_basic/model.onnx", NULL, &m, &err), CS_OK);
-    assert_int_equal(cs_session_create(m, &s, &err), CS_OK);
-    assert_int_equal(cs_npy_load(GOLDEN "/resnet_basic/input.npy", &in, &err), CS_OK);
+    open_family("resnet_basic", &m, &s, &in);
     const int n = (int)in.dims[0];
     const cs_cam_method methods[2] = {CS_CAM_METHOD_SCORECAM, CS_CAM_METHOD_ABLATIONCAM};
     for (int mi = 0; mi < 2; mi++) {
@@ -564,9 +562,7 @@ static void test_forward_runs(void **state) {
         }
         cs_explain_output_free(&ref);
     }
-    cs_npy_free(&in);
-    cs_session_free(s);
-    cs_model_free(m);
+    close_family(m, s, &in);
 }
 
 int main(void) {
