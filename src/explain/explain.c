@@ -346,6 +346,14 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         x = aug;
     }
 
+    /* The images go through the network in passes: all nb at once, or, for
+     * a model exported with a fixed batch (cs_explain_run then hands over
+     * exactly that many images), one aug_smooth variant at a time.  The
+     * identity variant (a = 1) runs first: predictions and classes come
+     * from it and are then fixed for every variant, as when targets are
+     * given to pytorch-grad-cam.  Each pass leaves its layer maps for every
+     * class rank in raws/scaled; combining them waits until all passes ran. */
+    const int npass = info.input_dims[0] > 0 && naug > 1 ? naug : 1, pn = nb / npass;
     int64_t lsz[CS_EXPLAIN_MAX_LAYERS], ldim[CS_EXPLAIN_MAX_LAYERS][4];
     int64_t maxl = 0;
     for (int l = 0; l < o.nlayers; l++) {
@@ -365,8 +373,8 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         raws[l] = malloc((size_t)(k * nb * lh[l] * lw[l]) * sizeof(float));
         if (!raws[l]) goto oom;
     }
-    acts = malloc((size_t)(nb * maxl) * sizeof(float));
-    grads = malloc((size_t)(nb * maxl) * sizeof(float));
+    acts = malloc((size_t)(pn * maxl) * sizeof(float)); /* one pass's */
+    grads = malloc((size_t)(pn * maxl) * sizeof(float));
     if (!acts || !grads) goto oom;
     if (o.nlayers == 1) {
         out->layer_h = lh[0];
@@ -394,14 +402,6 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         if (!fc.logits || !fc.rep || (fc.fixed && !fc.pad)) goto oom;
     }
 
-    /* The images go through the network in passes: all nb at once, or, for
-     * a model exported with a fixed batch (cs_explain_run then hands over
-     * exactly that many images), one aug_smooth variant at a time.  The
-     * identity variant (a = 1) runs first: predictions and classes come
-     * from it and are then fixed for every variant, as when targets are
-     * given to pytorch-grad-cam.  Each pass leaves its layer maps for every
-     * class rank in raws/scaled; combining them waits until all passes ran. */
-    const int npass = info.input_dims[0] > 0 && naug > 1 ? naug : 1, pn = nb / npass;
     for (int q = 0; q < npass; q++) {
         const int p = npass == 1 ? 0 : q == 0 ? 1 : q == 1 ? 0 : q;
         const int64_t p0 = (int64_t)p * pn;
