@@ -164,6 +164,21 @@ static int param_index(const char *key) {
 
 /* ---- answers ------------------------------------------------------------------------ */
 
+/* Marks an answer to a client that has half-closed its connection
+ * (shutdown(SHUT_WR) after its request: the socket reads end-of-file) with
+ * "Connection: close", so libmicrohttpd closes once it is sent.  Without it,
+ * in epoll mode, an answer resumed from a worker left such a connection
+ * open until --idle-timeout-s: the end-of-file had been seen while the
+ * connection was suspended, and an edge-triggered epoll does not report it
+ * again (tests/cli/server_errors.sh, "half-close").  Runs on libmicrohttpd's
+ * thread, which owns the socket; MSG_PEEK leaves any pipelined bytes. */
+static void close_if_half_closed(struct MHD_Connection *conn, struct MHD_Response *r) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char b;
+    if (ci && recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
 static enum MHD_Result send_buf(req_ctx *c, int status, const char *ctype, void *buf, size_t len,
                                 enum MHD_ResponseMemoryMode mode, const char *const *headers) {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, buf, mode);
@@ -173,6 +188,7 @@ static enum MHD_Result send_buf(req_ctx *c, int status, const char *ctype, void 
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     for (int i = 0; headers && headers[i]; i += 2) MHD_add_response_header(r, headers[i], headers[i + 1]);
+    close_if_half_closed(c->conn, r);
     enum MHD_Result ret = MHD_queue_response(c->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     if (ret == MHD_YES) c->status = status;
@@ -248,6 +264,7 @@ static enum MHD_Result send_iov(req_ctx *c, const char *ctype, const struct MHD_
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     for (int i = 0; headers && headers[i]; i += 2) MHD_add_response_header(resp, headers[i], headers[i + 1]);
+    close_if_half_closed(c->conn, resp);
     enum MHD_Result ret = MHD_queue_response(c->conn, 200, resp);
     MHD_destroy_response(resp);
     if (ret == MHD_YES) c->status = 200;

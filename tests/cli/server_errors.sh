@@ -96,6 +96,44 @@ sleep 6
 req "healthz after the idle timeout" 200 --max-time 3 "$BASE/healthz"
 exec 5>&- 6>&- 7>&-
 
+# ---- clients that half-close (shutdown(SHUT_WR)) after their request ----
+# Each must get its whole answer and then the end of the connection: until
+# the eleventh session libmicrohttpd ran in epoll mode, where a request
+# answered by a worker (suspend/resume) to such a client left the
+# connection open until --idle-timeout-s (about 1 in 3 of these) and, about
+# once in 30,000 fuzz_http inputs, a request was not handed over at all.
+python3 - "$PORT" "$png" <<'PY' && ok "12 half-closing clients: every answer whole, every connection closed" ||
+import socket, sys, time
+port, png = int(sys.argv[1]), open(sys.argv[2], "rb").read()
+reqs = [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5\r\n\r\nabcde",
+        b"POST /v1/classify?topk=2 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(png) + png]
+bad = []
+for i in range(12):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(3)
+    s.sendall(reqs[i % 3])
+    s.shutdown(socket.SHUT_WR)
+    data, t0 = b"", time.time()
+    try:
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            data += c
+    except socket.timeout:
+        bad.append(f"request {i % 3}: no end of connection after 3 s ({len(data)} bytes in)")
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    want = [b"200", b"415", b"200"][i % 3]
+    if not head.startswith(b"HTTP/1.1 " + want):
+        bad.append(f"request {i % 3}: {head[:40]!r}")
+for b in bad:
+    print("   ", b)
+sys.exit(1 if bad else 0)
+PY
+    fail "half-closing clients (above)"
+
 # ---- a client that vanishes mid-upload ----
 head -c $((900 * 1024)) /dev/urandom >"$tmp/rand.bin"
 curl -s -o /dev/null --max-time 1 --limit-rate 100k -H "Content-Type: image/jpeg" \
