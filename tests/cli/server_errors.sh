@@ -97,13 +97,13 @@ req "healthz after the idle timeout" 200 --max-time 3 "$BASE/healthz"
 exec 5>&- 6>&- 7>&-
 
 # ---- clients that half-close (shutdown(SHUT_WR)) after their request ----
-# Each must get its whole answer and then the end of the connection: until
-# the eleventh session libmicrohttpd ran in epoll mode, where a request
-# answered by a worker (suspend/resume) to such a client left the
-# connection open until --idle-timeout-s (28 of 60 such requests, all
-# POSTs) unless the answer says "Connection: close", as it now does; and,
-# about once in 30,000 fuzz_http inputs, a request is not handed over at
-# all (still so: see docs/architecture.md).
+# Each must get its whole answer and then the end of the connection.
+# libmicrohttpd runs in epoll mode, where a request answered by a worker
+# (suspend/resume) to such a client left the connection open until
+# --idle-timeout-s (28 of 60 such requests, all POSTs) unless the answer
+# says "Connection: close", as it does since the eleventh session.  (About
+# once in 30,000 fuzz_http inputs such a request is not handed over at all
+# until another connection arrives: docs/architecture.md.)
 python3 - "$PORT" "$png" <<'PY' && ok "30 half-closing clients: every answer whole, every connection closed" ||
 import socket, sys, time
 port, png = int(sys.argv[1]), open(sys.argv[2], "rb").read()
