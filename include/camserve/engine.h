@@ -142,6 +142,10 @@ cs_status cs_session_backward(cs_session *s, const int *classes, cs_error *err);
  * the "from the layer onward" pass AblationCAM needs. */
 cs_status cs_session_run_with_layer(cs_session *s, const float *input, int batch, int layer,
                                     const float *layer_values, float *logits, cs_error *err);
+/* The same for any number n >= 1, padded as cs_session_run_padded pads
+ * (inputs and layer values alike). */
+cs_status cs_session_run_with_layer_padded(cs_session *s, const float *input, int n, int layer,
+                                           const float *layer_values, float *logits, cs_error *err);
 /* Activation and gradient (NULL before cs_session_backward) of a layer kept
  * by the last cs_session_forward_keep: dense batch x C x H x W, owned by the
  * session and valid until its next call. */

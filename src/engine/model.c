@@ -717,27 +717,58 @@ cs_status cs_session_run(cs_session *s, const float *input, int batch, float *lo
     return cs_plan_run(sl->plan, s->stream, s->scratch, input, NULL, logits, err);
 }
 
-cs_status cs_session_run_padded(cs_session *s, const float *input, int n, float *logits, cs_error *err) {
+static cs_status run_one(cs_session *s, const float *x, int batch, int layer, const float *vals, float *logits,
+                         cs_error *err) {
+    return layer < 0 ? cs_session_run(s, x, batch, logits, err)
+                     : cs_session_run_with_layer(s, x, batch, layer, vals, logits, err);
+}
+
+/* The padded runs of both kinds: layer < 0 is a plain forward; otherwise
+ * `vals` (n layer tensors) replace the layer's values and are padded like
+ * the inputs. */
+static cs_status run_padded(cs_session *s, const float *input, int n, int layer, const float *vals, float *logits,
+                            cs_error *err) {
     if (n < 1) return cs_errorf(err, CS_EINVAL, "batch must be >= 1, got %d", n);
     const cs_model_info *info = &s->m->info;
     const int B = info->input_dims[0] > 0 ? (int)info->input_dims[0] : n;
+    size_t vper = 0;
+    if (layer >= 0) {
+        if (layer >= s->m->nlayers) return cs_errorf(err, CS_EINVAL, "layer index %d out of range", layer);
+        int64_t d[4];
+        cs_model_layer_dims(s->m, layer, d);
+        vper = (size_t)(d[1] * d[2] * d[3]);
+    }
     const size_t per = (size_t)(info->input_dims[1] * info->input_dims[2] * info->input_dims[3]),
                  nc = (size_t)info->num_classes;
     const int whole = n / B * B, cnt = n - whole;
     for (int b = 0; b < whole; b += B) {
-        cs_status st = cs_session_run(s, input + b * per, B, logits + b * nc, err);
+        cs_status st = run_one(s, input + b * per, B, layer, vals ? vals + b * vper : NULL, logits + b * nc, err);
         if (st != CS_OK) return st;
     }
     if (cnt == 0) return CS_OK;
-    float *pad = malloc((size_t)B * per * sizeof(float)), *plog = malloc((size_t)B * nc * sizeof(float));
+    float *pad = malloc((size_t)B * (per + vper) * sizeof(float)), *plog = malloc((size_t)B * nc * sizeof(float));
     cs_status st = pad && plog ? CS_OK : cs_errorf(err, CS_ENOMEM, "out of memory");
-    for (int i = 0; i < B && st == CS_OK; i++)
-        memcpy(pad + i * per, input + (whole + (i < cnt ? i : cnt - 1)) * per, per * sizeof(float));
-    if (st == CS_OK) st = cs_session_run(s, pad, B, plog, err);
+    float *pvals = pad ? pad + (size_t)B * per : NULL;
+    for (int i = 0; i < B && st == CS_OK; i++) {
+        const int src = whole + (i < cnt ? i : cnt - 1);
+        memcpy(pad + i * per, input + src * per, per * sizeof(float));
+        if (vper) memcpy(pvals + i * vper, vals + src * vper, vper * sizeof(float));
+    }
+    if (st == CS_OK) st = run_one(s, pad, B, layer, pvals, plog, err);
     if (st == CS_OK) memcpy(logits + whole * nc, plog, cnt * nc * sizeof(float));
     free(pad);
     free(plog);
     return st;
+}
+
+cs_status cs_session_run_padded(cs_session *s, const float *input, int n, float *logits, cs_error *err) {
+    return run_padded(s, input, n, -1, NULL, logits, err);
+}
+
+cs_status cs_session_run_with_layer_padded(cs_session *s, const float *input, int n, int layer,
+                                           const float *layer_values, float *logits, cs_error *err) {
+    if (layer < 0) return cs_errorf(err, CS_EINVAL, "layer index %d out of range", layer);
+    return run_padded(s, input, n, layer, layer_values, logits, err);
 }
 
 cs_status cs_session_run_with_layer(cs_session *s, const float *input, int batch, int layer,

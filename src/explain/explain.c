@@ -101,13 +101,12 @@ void cs_explain_output_free(cs_explain_output *out) {
 
 /* The CAM module hands the callbacks up to `batch` items at a time (16 or
  * 32, pytorch-grad-cam's batching, which AblationCAM's results depend on).
- * Each engine batch size is a plan a session builds and keeps (a CUDA Graph
- * on a GPU), so the runs use few sizes: a full call is one run and a
- * shorter last call (the CAM module skips channels that cannot change the
- * map, so its size varies from image to image) runs an item at a time.  A
- * model exported with a fixed batch B runs B at a time instead, the last
- * run padded with copies of its last item; maxk is rounded up to a
- * multiple of B so the buffers hold a whole padded run. */
+ * A model exported with a fixed batch runs them through the engine's padded
+ * runs.  Otherwise each engine batch size is a plan a session builds and
+ * keeps (a CUDA Graph on a GPU), so the runs use few sizes: a full call is
+ * one run and a shorter one (the CAM module skips channels that cannot
+ * change the map, so an image's last call varies in size) runs an item at
+ * a time. */
 typedef struct fwd_ctx {
     cs_session *s;
     int64_t ncls;
@@ -115,63 +114,45 @@ typedef struct fwd_ctx {
     int64_t act_per;      /* floats per image of the layer's activations */
     const float *input;   /* the (augmented) batch the maps explain */
     int layer;
-    int fixed;            /* the model's fixed batch, or 0 */
+    bool fixed;           /* the model was exported with a fixed batch */
     int full;             /* cs_cam_forward_batch: the items of a full call */
-    int maxk;
-    float *logits;        /* maxk x ncls */
-    float *rep;           /* maxk copies of one input */
-    float *pad;           /* fixed x act_per: AblationCAM's padded last run */
+    float *logits;        /* full x ncls */
+    float *rep;           /* full copies of one input: AblationCAM's runs */
+    const float *rep_of;  /* the input rep holds copies of, or NULL */
 } fwd_ctx;
-
-/* Items per engine run for a call of k items. */
-static int run_size(const fwd_ctx *c, int k) {
-    if (c->fixed) return c->fixed;
-    return k == c->full ? k : 1;
-}
 
 static cs_status score_inputs(void *vctx, const float *items, int k, int image, int cls,
                               float *scores, cs_error *err) {
     fwd_ctx *c = vctx;
     (void)image;
-    if (k > c->maxk) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->maxk);
+    if (k > c->full) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->full);
     cs_status st = CS_OK;
     if (c->fixed) st = cs_session_run_padded(c->s, items, k, c->logits, err);
-    for (int b = 0, r = run_size(c, k); !c->fixed && b < k && st == CS_OK; b += r)
-        st = cs_session_run(c->s, items + (int64_t)b * c->in_per, r, c->logits + (int64_t)b * c->ncls, err);
+    else
+        for (int b = 0, r = k == c->full ? k : 1; b < k && st == CS_OK; b += r)
+            st = cs_session_run(c->s, items + b * c->in_per, r, c->logits + b * c->ncls, err);
     if (st != CS_OK) return st;
     for (int j = 0; j < k; j++) scores[j] = c->logits[(int64_t)j * c->ncls + cls];
-    return CS_OK;
-}
-
-/* cs_session_run_with_layer over k items, run_size at a time (a fixed
- * batch's last run padded); every run's input is the same image, so rep
- * serves each of them. */
-static cs_status run_with_layer(fwd_ctx *c, const float *items, int k, cs_error *err) {
-    const int R = run_size(c, k);
-    for (int b = 0; b < k; b += R) {
-        const int cnt = k - b < R ? k - b : R;
-        const float *vals = items + (int64_t)b * c->act_per;
-        if (cnt < R) {
-            for (int j = 0; j < R; j++)
-                memcpy(c->pad + (int64_t)j * c->act_per, vals + (int64_t)(j < cnt ? j : cnt - 1) * c->act_per,
-                       (size_t)c->act_per * sizeof(float));
-            vals = c->pad;
-        }
-        cs_status st = cs_session_run_with_layer(c->s, c->rep, R, c->layer, vals,
-                                                 c->logits + (int64_t)b * c->ncls, err);
-        if (st != CS_OK) return st;
-    }
     return CS_OK;
 }
 
 static cs_status score_activations(void *vctx, const float *items, int k, int image, int cls,
                                    float *scores, cs_error *err) {
     fwd_ctx *c = vctx;
-    if (k > c->maxk) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->maxk);
-    for (int j = 0; j < run_size(c, k); j++)
-        memcpy(c->rep + (int64_t)j * c->in_per, c->input + (int64_t)image * c->in_per,
-               (size_t)c->in_per * sizeof(float));
-    cs_status st = run_with_layer(c, items, k, err);
+    if (k > c->full) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->full);
+    /* every run's input is the same image: copied once per image */
+    const float *src = c->input + (int64_t)image * c->in_per;
+    if (c->rep_of != src) {
+        for (int j = 0; j < c->full; j++)
+            memcpy(c->rep + j * c->in_per, src, (size_t)c->in_per * sizeof(float));
+        c->rep_of = src;
+    }
+    cs_status st = CS_OK;
+    if (c->fixed) st = cs_session_run_with_layer_padded(c->s, c->rep, k, c->layer, items, c->logits, err);
+    else
+        for (int b = 0, r = k == c->full ? k : 1; b < k && st == CS_OK; b += r)
+            st = cs_session_run_with_layer(c->s, c->rep, r, c->layer, items + b * c->act_per, c->logits + b * c->ncls,
+                                           err);
     if (st != CS_OK) return st;
     for (int j = 0; j < k; j++) scores[j] = c->logits[(int64_t)j * c->ncls + cls];
     return CS_OK;
@@ -392,14 +373,12 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
         fc.in_per = per;
         fc.layer = o.layers[0];
         fc.act_per = lsz[0];
-        fc.fixed = info.input_dims[0] > 0 ? (int)info.input_dims[0] : 0;
+        fc.fixed = info.input_dims[0] > 0;
         fc.full = cs_cam_forward_batch(o.method, &co);
-        fc.maxk = fc.full;
-        if (fc.fixed) fc.maxk = (fc.maxk + fc.fixed - 1) / fc.fixed * fc.fixed;
-        fc.logits = malloc((size_t)(fc.maxk * ncls) * sizeof(float));
-        fc.rep = malloc((size_t)(fc.maxk * per) * sizeof(float));
-        if (fc.fixed) fc.pad = malloc((size_t)(fc.fixed * fc.act_per) * sizeof(float));
-        if (!fc.logits || !fc.rep || (fc.fixed && !fc.pad)) goto oom;
+        fc.logits = malloc((size_t)(fc.full * ncls) * sizeof(float));
+        /* ScoreCAM's items are inputs themselves: no copies */
+        fc.rep = o.method == CS_CAM_METHOD_ABLATIONCAM ? malloc((size_t)(fc.full * per) * sizeof(float)) : NULL;
+        if (!fc.logits || (o.method == CS_CAM_METHOD_ABLATIONCAM && !fc.rep)) goto oom;
     }
 
     for (int q = 0; q < npass; q++) {
@@ -418,7 +397,7 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
                 else top_classes(base + i * ncls, ncls, k, out->class_idx + i * k);
             }
         }
-        fc.input = xp;
+        fc.input = xp; /* a new pass: new addresses, so rep_of never matches a stale copy */
         for (int j = 0; j < k; j++) {
             for (int i = 0; i < pn; i++) cls_nb[i] = out->class_idx[((p0 + i) % batch) * k + j];
             double tb = cs_now_ms();
@@ -506,7 +485,6 @@ done:
     free(tmp_in);
     free(fc.logits);
     free(fc.rep);
-    free(fc.pad);
     for (int l = 0; l < CS_EXPLAIN_MAX_LAYERS; l++) free(raws[l]);
     return st;
 }

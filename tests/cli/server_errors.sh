@@ -100,8 +100,8 @@ exec 5>&- 6>&- 7>&-
 # Each must get its whole answer and then the end of the connection.
 # libmicrohttpd runs in epoll mode, where a request answered by a worker
 # (suspend/resume) to such a client left the connection open until
-# --idle-timeout-s (28 of 60 such requests, all POSTs) unless the answer
-# says "Connection: close", as it does since the eleventh session.  (About
+# --idle-timeout-s (most POSTs: bench/half_close.py counts them) unless the
+# answer says "Connection: close", as it does since the eleventh session.  (About
 # once in 30,000 fuzz_http inputs such a request is not handed over at all
 # until another connection arrives: docs/architecture.md.)
 python3 - "$PORT" "$png" <<'PY' && ok "30 half-closing clients: every answer whole, every connection closed" ||

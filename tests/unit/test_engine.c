@@ -466,6 +466,19 @@ static void test_fixed_batch_2(void **state) {
     assert_int_equal(cs_session_run(sd, x3, 3, yd3, &err), CS_OK);
     for (int i = 0; i < 12; i++) assert_float_equal(y3[i], yd3[i], 1e-5f);
     assert_int_equal(cs_session_run_padded(s2, x3, 0, y3, &err), CS_EINVAL);
+    /* the same for the "from the layer onward" run: inputs and layer values
+     * padded alike */
+    int l2 = cs_model_default_layer(m2), ld = cs_model_default_layer(md);
+    int64_t d[4];
+    cs_model_layer_dims(m2, l2, d);
+    size_t lv = (size_t)(d[1] * d[2] * d[3]);
+    float *vals = malloc(3 * lv * sizeof(float));
+    assert_non_null(vals);
+    for (size_t i = 0; i < 3 * lv; i++) vals[i] = (float)((i * 7) % 11) / 11.f;
+    if (cs_session_run_with_layer_padded(s2, x3, 3, l2, vals, y3, &err) != CS_OK) fail_msg("with layer, padded 3: %s", err.msg);
+    assert_int_equal(cs_session_run_with_layer(sd, x3, 3, ld, vals, yd3, &err), CS_OK);
+    for (int i = 0; i < 12; i++) assert_float_equal(y3[i], yd3[i], 1e-5f);
+    free(vals);
     cs_session_free(s2);
     cs_session_free(sd);
     cs_model_free(m2);
