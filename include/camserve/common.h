@@ -25,7 +25,8 @@ typedef enum cs_status {
     CS_ENOTFOUND,    /* a named thing (tensor, layer, model) does not exist */
     CS_ELIMIT,       /* a configured limit was exceeded */
     CS_EBACKEND,     /* the kernel library (oneDNN, ...) failed */
-    CS_EINTERNAL     /* a bug: an invariant did not hold */
+    CS_EINTERNAL,    /* a bug: an invariant did not hold */
+    CS_ECANCELED     /* the caller asked to stop (a deadline, a shutdown) */
 } cs_status;
 
 #define CS_ERROR_MSG_MAX 1024

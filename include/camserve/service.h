@@ -17,7 +17,10 @@
  * Admission is bounded: at most queue + workers*max_batch requests are in
  * the pipeline; beyond that submit fails at once with CS_SVC_BUSY, so memory
  * does not grow with the number of clients.  A request still waiting for a
- * worker when its deadline passes fails with CS_SVC_TIMEOUT.
+ * worker when its deadline passes fails with CS_SVC_TIMEOUT.  So does a
+ * ScoreCAM or AblationCAM run (a forward pass per channel: up to minutes
+ * on a CPU) that goes on past the deadlines of every request waiting for
+ * it: it is stopped, not run to the end for nobody.
  *
  * Caches.  The result cache maps a 32-byte key -- SHA-256 over the image's
  * SHA-256, the model digest, the engine version and every parameter that
@@ -67,7 +70,8 @@ typedef struct cs_svc_params {
                             * (docs/benchmarks.md) and its plans cost memory */
     int batch_window_ms;   /* how long a worker waits to fill a batch (default 2) */
     int queue;             /* requests waiting beyond those being run (default 64) */
-    int timeout_ms;        /* per request, submit to worker pick-up (default 30000) */
+    int timeout_ms;        /* per request: submit to worker pick-up, and to the end of a
+                            * ScoreCAM / AblationCAM run (default 30000) */
     size_t cache_mem_bytes; /* result cache; 0 disables it (default 256 MB) */
     size_t image_store_bytes; /* recent images for image_id requests (default 128 MB) */
     const char *cache_dir;    /* LMDB result tier (camserve/cache.h); NULL: none.  Borrowed for cs_svc_create */
@@ -117,7 +121,8 @@ cs_status cs_svc_start(cs_svc *s, cs_error *err);
 int cs_svc_ready(const cs_svc *s);
 /* Refuses new requests (CS_SVC_STOPPING), waits up to drain_ms for those in
  * flight to complete (their callbacks run), then stops the threads.  Jobs
- * still queued at the deadline complete with CS_SVC_STOPPING. */
+ * still queued at the deadline complete with CS_SVC_STOPPING, and so do
+ * ScoreCAM / AblationCAM runs, stopped within one of their forward runs. */
 void cs_svc_stop(cs_svc *s, int drain_ms);
 /* Stops if needed and frees everything; NULL is a no-op.  Every result
  * reference handed out must have been released before. */

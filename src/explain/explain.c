@@ -107,7 +107,18 @@ void cs_explain_output_free(cs_explain_output *out) {
  * one run and a shorter one (the CAM module skips channels that cannot
  * change the map, so an image's last call varies in size) runs an item at
  * a time. */
+/* How far ScoreCAM's / AblationCAM's forward items have got, for the
+ * caller's cancel hook: across the chunks of a fixed-batch model, the
+ * aug_smooth passes and the class ranks of one cs_explain_run. */
+typedef struct progress {
+    int (*cancel)(void *ctx, double done);
+    void *ctx;
+    int chunks;        /* explain_batch calls this run makes */
+    int64_t done, total;
+} progress;
+
 typedef struct fwd_ctx {
+    progress *prog;
     cs_session *s;
     int64_t ncls;
     int64_t in_per;       /* floats per model input */
@@ -121,12 +132,22 @@ typedef struct fwd_ctx {
     const float *rep_of;  /* the input rep holds copies of, or NULL */
 } fwd_ctx;
 
+/* Asks the caller's hook whether to go on before k more items are run. */
+static cs_status poll_cancel(progress *p, int k, cs_error *err) {
+    if (p->cancel && p->cancel(p->ctx, p->total > 0 ? (double)p->done / (double)p->total : 0.0))
+        return cs_errorf(err, CS_ECANCELED, "stopped after %lld of up to %lld forward passes",
+                         (long long)p->done, (long long)p->total);
+    p->done += k;
+    return CS_OK;
+}
+
 static cs_status score_inputs(void *vctx, const float *items, int k, int image, int cls,
                               float *scores, cs_error *err) {
     fwd_ctx *c = vctx;
     (void)image;
     if (k > c->full) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->full);
-    cs_status st = CS_OK;
+    cs_status st = poll_cancel(c->prog, k, err);
+    if (st != CS_OK) return st;
     if (c->fixed) st = cs_session_run_padded(c->s, items, k, c->logits, err);
     else
         for (int b = 0, r = k == c->full ? k : 1; b < k && st == CS_OK; b += r)
@@ -140,6 +161,8 @@ static cs_status score_activations(void *vctx, const float *items, int k, int im
                                    float *scores, cs_error *err) {
     fwd_ctx *c = vctx;
     if (k > c->full) return cs_errorf(err, CS_EINTERNAL, "callback batch %d > %d", k, c->full);
+    cs_status st = poll_cancel(c->prog, k, err);
+    if (st != CS_OK) return st;
     /* every run's input is the same image: copied once per image */
     const float *src = c->input + (int64_t)image * c->in_per;
     if (c->rep_of != src) {
@@ -147,7 +170,6 @@ static cs_status score_activations(void *vctx, const float *items, int k, int im
             memcpy(c->rep + j * c->in_per, src, (size_t)c->in_per * sizeof(float));
         c->rep_of = src;
     }
-    cs_status st = CS_OK;
     if (c->fixed) st = cs_session_run_with_layer_padded(c->s, c->rep, k, c->layer, items, c->logits, err);
     else
         for (int b = 0, r = k == c->full ? k : 1; b < k && st == CS_OK; b += r)
@@ -189,7 +211,8 @@ static const int AUG_FLIP[NAUG] = {0, 0, 0, 1, 1, 1};
 static const float AUG_MUL[NAUG] = {0.9f, 1.0f, 1.1f, 0.9f, 1.0f, 1.1f};
 
 static cs_status explain_batch(cs_session *s, const cs_model *m, const float *input, int batch,
-                               const cs_explain_options *opt, cs_explain_output *out, cs_error *err);
+                               const cs_explain_options *opt, progress *prog, cs_explain_output *out,
+                               cs_error *err);
 
 /* Appends chunk c (explained alone) to out, which holds `done` images. */
 static cs_status append_chunk(cs_explain_output *out, const cs_explain_output *c, int done, int total,
@@ -226,13 +249,15 @@ cs_status cs_explain_run(cs_session *s, const cs_model *m, const float *input, i
     cs_model_info info;
     cs_model_get_info(m, &info);
     int b0 = (int)info.input_dims[0];
-    if (b0 <= 0 || batch == b0) return explain_batch(s, m, input, batch, opt, out, err);
+    progress prog = {.cancel = opt ? opt->cancel : NULL, .ctx = opt ? opt->cancel_ctx : NULL, .chunks = 1};
+    if (b0 <= 0 || batch == b0) return explain_batch(s, m, input, batch, opt, &prog, out, err);
     /* A model exported with a fixed batch: explain it b0 images at a time,
      * the last run padded with copies of its last image (their results are
      * dropped: each image's explanation is its own). */
     if (batch < 1) return cs_errorf(err, CS_EINVAL, "batch must be >= 1");
     int64_t per = info.input_dims[1] * info.input_dims[2] * info.input_dims[3];
     float *pad = NULL;
+    prog.chunks = (batch + b0 - 1) / b0;
     for (int i = 0; i < batch; i += b0) {
         const int cnt = batch - i < b0 ? batch - i : b0;
         const float *x = input + i * per;
@@ -246,7 +271,7 @@ cs_status cs_explain_run(cs_session *s, const cs_model *m, const float *input, i
             x = pad;
         }
         cs_explain_output c;
-        cs_status st = explain_batch(s, m, x, b0, opt, &c, err);
+        cs_status st = explain_batch(s, m, x, b0, opt, &prog, &c, err);
         free(pad);
         pad = NULL;
         if (st == CS_OK) {
@@ -269,7 +294,8 @@ cs_status cs_explain_run(cs_session *s, const cs_model *m, const float *input, i
 }
 
 static cs_status explain_batch(cs_session *s, const cs_model *m, const float *input, int batch,
-                               const cs_explain_options *opt, cs_explain_output *out, cs_error *err) {
+                               const cs_explain_options *opt, progress *prog, cs_explain_output *out,
+                               cs_error *err) {
     memset(out, 0, sizeof *out);
     cs_model_info info;
     cs_model_get_info(m, &info);
@@ -368,6 +394,12 @@ static cs_status explain_batch(cs_session *s, const cs_model *m, const float *in
     co.eigen_smooth = o.eigen_smooth;
     if (o.batch_size > 0) co.batch_size = o.batch_size;
     if (needs_fwd) {
+        /* every image of every pass and chunk, each class rank: a forward
+         * per channel, and AblationCAM's unablated one */
+        if (prog->total == 0)
+            prog->total = (int64_t)prog->chunks * nb * k *
+                          (ldim[0][1] + (o.method == CS_CAM_METHOD_ABLATIONCAM ? 1 : 0));
+        fc.prog = prog;
         fc.s = s;
         fc.ncls = ncls;
         fc.in_per = per;

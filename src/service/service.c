@@ -1448,6 +1448,35 @@ static void gather(cs_svc *s, job **batch, int *n, int max) {
     }
 }
 
+/* ScoreCAM and AblationCAM run a forward pass per channel of the layer:
+ * ResNet-50's 2048 take most of a minute on 2 cores.  Such a run stops
+ * (explain's cancel hook) once nobody can use its result any more -- every
+ * job of the batch is past its deadline and has no identical request still
+ * waiting for it (those are answered at their own deadlines by the prep
+ * threads' sweep) -- or once cs_svc_stop's drain is over, so that a
+ * shutdown is not held up by a run nobody will see. */
+typedef struct run_watch {
+    cs_svc *s;
+    job **batch;
+    int n;
+    cs_svc_outcome why; /* CS_SVC_TIMEOUT or CS_SVC_STOPPING, once stopped */
+    double done;        /* the fraction of the forward items run by then */
+} run_watch;
+
+static int run_stop(void *ctx, double done) {
+    run_watch *w = ctx;
+    const double now = cs_now_ms();
+    bool live = false;
+    pthread_mutex_lock(&w->s->mu);
+    const bool quit = w->s->quit;
+    for (int i = 0; i < w->n && !live; i++) live = now < w->batch[i]->deadline || w->batch[i]->followers;
+    pthread_mutex_unlock(&w->s->mu);
+    if (live && !quit) return 0;
+    w->why = quit ? CS_SVC_STOPPING : CS_SVC_TIMEOUT;
+    w->done = done;
+    return 1;
+}
+
 static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
     svc_model *sm = batch[0]->model;
     const int H = sm->pp.crop_h, W = sm->pp.crop_w, ncls = sm->info.num_classes;
@@ -1489,7 +1518,34 @@ static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
             else memcpy(batch[i]->logits, logits + (size_t)i * ncls, (size_t)ncls * sizeof(float));
         }
     } else {
-        st = cs_explain_run(sess, sm->m, in, nb, &batch[0]->eo, &ex, &err);
+        cs_explain_options eo = batch[0]->eo;
+        run_watch watch = {.s = s, .batch = batch, .n = n};
+        eo.cancel = run_stop;
+        eo.cancel_ctx = &watch;
+        st = cs_explain_run(sess, sm->m, in, nb, &eo, &ex, &err);
+        if (st == CS_ECANCELED) {
+            const double ran = cs_now_ms() - t0;
+            for (int i = 0; i < n; i++) batch[i]->tm.cam = ran;
+            if (watch.why == CS_SVC_STOPPING)
+                cs_errorf(&err, CS_ECANCELED, "the server is shutting down");
+            else if (watch.done > 0)
+                cs_errorf(&err, CS_ECANCELED,
+                          "timed out: %s ran past the %d ms request timeout (--timeout-ms) and was stopped "
+                          "%.1f s in, %.0f%% of its forward passes done; all of them would take up to about "
+                          "%.*f s at this pace",
+                          cs_cam_method_name(eo.method), s->p.timeout_ms, ran / 1e3, 100 * watch.done,
+                          ran / watch.done < 1e4 ? 1 : 0, ran / 1e3 / watch.done);
+            else
+                cs_errorf(&err, CS_ECANCELED,
+                          "timed out: %s ran past the %d ms request timeout (--timeout-ms) and was stopped",
+                          cs_cam_method_name(eo.method), s->p.timeout_ms);
+            for (int i = 0; i < n; i++) {
+                batch[i]->outcome = watch.why;
+                batch[i]->err = err;
+            }
+            st = CS_OK; /* the outcome is set */
+            goto done;
+        }
         for (int i = 0; i < n && st == CS_OK; i++) {
             job *j = batch[i];
             size_t im = (size_t)ex.in_h * ex.in_w;

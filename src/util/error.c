@@ -55,6 +55,7 @@ const char *cs_status_str(cs_status s) {
     case CS_ELIMIT: return "limit exceeded";
     case CS_EBACKEND: return "backend error";
     case CS_EINTERNAL: return "internal error";
+    case CS_ECANCELED: return "cancelled";
     }
     return "unknown status";
 }

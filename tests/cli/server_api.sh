@@ -235,9 +235,21 @@ stop_server TERM
 # with more work queued ahead than the timeout.  Those are answered 503 with
 # the estimate at once, instead of 504 "timed out" after waiting 60 ms (an
 # estimate a little short still ends in that 504).
+# A build whose ScoreCAM takes longer than the timeout (ThreadSanitizer's)
+# has it stopped at the deadline (504): the burst then has nothing to show.
 start_server fast503 --model "$model" --workers 1 --max-batch 1 --threads 1 --timeout-ms 60 || exit 1
-req "one ScoreCAM explain (sets the cost estimate)" 200 "$BASE/v1/explain?method=scorecam&alpha=0.5" \
-    -H "Content-Type: image/png" --data-binary @"$png"
+CODE=$(curl -s --max-time 30 -o "$tmp/body" -w '%{http_code}' "$BASE/v1/explain?method=scorecam&alpha=0.5" \
+    -H "Content-Type: image/png" --data-binary @"$png")
+if [ "$CODE" = 200 ]; then
+    ok "one ScoreCAM explain (sets the cost estimate) (HTTP 200)"
+    fast_scorecam=1
+elif [ "$CODE" = 504 ] && jq -e '.error | test("ran past the 60 ms request timeout")' "$tmp/body" >/dev/null; then
+    echo "skip: one ScoreCAM takes longer than the 60 ms timeout in this build and was stopped: $(jq -r .error "$tmp/body")"
+    fast_scorecam=0
+else
+    fail "one ScoreCAM explain (sets the cost estimate): HTTP $CODE: $(head -c 300 "$tmp/body")"
+    fast_scorecam=0
+fi
 # scorecam_burst NAME A: 16 concurrent ScoreCAM explains, alphas 0.(A+1) ..
 # 0.(A+16) (16 keys); answers in $tmp/NAME.1..16, status codes in $tmp/NAME.codes
 scorecam_burst() {
@@ -246,14 +258,16 @@ scorecam_burst() {
     curl -s --max-time 60 --parallel --parallel-max 16 -w '%{http_code}\n' -H "Content-Type: image/png" \
         --data-binary @"$png" "${urls[@]}" >"$tmp/$1.codes"
 }
-scorecam_burst fast 10
-refused=$(grep -l 'of work queued ahead, more than the 60 ms timeout' "$tmp"/fast.[0-9]* 2>/dev/null | wc -l)
-answered=$(grep -c '^200$' "$tmp/fast.codes")
-[ "$refused" -ge 1 ] && ok "$refused of 16 refused at admission with the wait estimate" \
-    || fail "no request refused at admission: codes $(tr '\n' ' ' <"$tmp/fast.codes"), $(cat "$tmp/fast.16" 2>/dev/null | head -c 200)"
-[ "$answered" -ge 1 ] && ok "$answered of 16 computed" || fail "none of the burst computed: $(tr '\n' ' ' <"$tmp/fast.codes")"
-[ "$(grep -cE '^(503|504)$' "$tmp/fast.codes")" -eq $((16 - answered)) ] && ok "every other answer is a 503 or 504" \
-    || fail "unexpected codes: $(tr '\n' ' ' <"$tmp/fast.codes")"
+if [ "$fast_scorecam" = 1 ]; then
+    scorecam_burst fast 10
+    refused=$(grep -l 'of work queued ahead, more than the 60 ms timeout' "$tmp"/fast.[0-9]* 2>/dev/null | wc -l)
+    answered=$(grep -c '^200$' "$tmp/fast.codes")
+    [ "$refused" -ge 1 ] && ok "$refused of 16 refused at admission with the wait estimate" \
+        || fail "no request refused at admission: codes $(tr '\n' ' ' <"$tmp/fast.codes"), $(cat "$tmp/fast.16" 2>/dev/null | head -c 200)"
+    [ "$answered" -ge 1 ] && ok "$answered of 16 computed" || fail "none of the burst computed: $(tr '\n' ' ' <"$tmp/fast.codes")"
+    [ "$(grep -cE '^(503|504)$' "$tmp/fast.codes")" -eq $((16 - answered)) ] && ok "every other answer is a 503 or 504" \
+        || fail "unexpected codes: $(tr '\n' ' ' <"$tmp/fast.codes")"
+fi
 # The estimate is per method.  After a run of cheap GradCAM explains, a
 # burst of ScoreCAM explains (several times the cost) is still refused at
 # admission from the fifth or so on, and what is admitted finishes in time.

@@ -565,6 +565,84 @@ static void test_forward_runs(void **state) {
     close_family(m, s, &in);
 }
 
+/* The cancel hook: polled before each ScoreCAM / AblationCAM run with the
+ * fraction of the items sent so far, counted over a fixed-batch model's
+ * chunks, the aug_smooth passes and the class ranks; a nonzero answer stops
+ * the explanation with CS_ECANCELED and leaves the session as it was. */
+typedef struct cancel_rec {
+    int calls, stop_at; /* stop at that call (0: never) */
+    double seen[4096];
+} cancel_rec;
+
+static int record_cancel(void *ctx, double done) {
+    cancel_rec *r = ctx;
+    if (r->calls < 4096) r->seen[r->calls] = done;
+    return ++r->calls == r->stop_at;
+}
+
+static void test_cancel(void **state) {
+    (void)state;
+    enum { N = 3, K = 2, C = 3, H = 8, W = 8 };
+    const char *paths[2] = {CS_SOURCE_DIR "/tests/data/onnx/tiny_conv.onnx",
+                            CS_SOURCE_DIR "/tests/data/onnx/tiny_conv_b2.onnx"};
+    static float x[N * C * H * W];
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)((i * 37) % 19) / 19.f - 0.4f;
+    static cancel_rec rec;
+    for (int t = 0; t < 2; t++) {
+        cs_error err = {0};
+        cs_model *m;
+        cs_session *s;
+        assert_int_equal(cs_model_load(paths[t], NULL, &m, &err), CS_OK);
+        assert_int_equal(cs_session_create(m, &s, &err), CS_OK);
+        int64_t ld[4];
+        cs_model_layer_dims(m, cs_model_default_layer(m), ld);
+        const cs_cam_method methods[2] = {CS_CAM_METHOD_SCORECAM, CS_CAM_METHOD_ABLATIONCAM};
+        for (int mi = 0; mi < 2; mi++) {
+            cs_explain_options eo = cs_explain_default_options();
+            eo.method = methods[mi];
+            eo.class_mode = CS_CLASS_TOPK;
+            eo.topk = K;
+            eo.aug_smooth = 1;
+            eo.batch_size = 1; /* one item per poll: the fractions are exact */
+            cs_explain_output ref, got;
+            if (cs_explain_run(s, m, x, N, &eo, &ref, &err) != CS_OK) fail_msg("%s", err.msg);
+            /* a hook that lets it run: the same maps, bit for bit */
+            memset(&rec, 0, sizeof rec);
+            eo.cancel = record_cancel;
+            eo.cancel_ctx = &rec;
+            if (cs_explain_run(s, m, x, N, &eo, &got, &err) != CS_OK) fail_msg("%s", err.msg);
+            assert_memory_equal(got.maps_input, ref.maps_input, sizeof(float) * N * K * H * W);
+            cs_explain_output_free(&got);
+            /* all images (the fixed batch pads 3 to 4), six variants, K ranks */
+            const int64_t imgs = t ? 4 : N;
+            const double total = (double)(imgs * 6 * K * (ld[1] + (mi ? 1 : 0)));
+            printf("%s, %s batch: %d polls for up to %.0f items\n", cs_cam_method_name(methods[mi]),
+                   t ? "fixed" : "dynamic", rec.calls, total);
+            assert_true(rec.calls > 0 && rec.calls <= total && rec.calls >= total / 2);
+            for (int c = 0; c < rec.calls; c++) assert_true(rec.seen[c] == c / total);
+            /* stopped two thirds of the way: in the second chunk of the fixed batch */
+            const int stop = rec.calls * 2 / 3;
+            memset(&rec, 0, sizeof rec);
+            rec.stop_at = stop;
+            memset(&got, 0x55, sizeof got);
+            assert_int_equal(cs_explain_run(s, m, x, N, &eo, &got, &err), CS_ECANCELED);
+            assert_int_equal(rec.calls, stop);
+            printf("  cancelled: %s\n", err.msg);
+            assert_non_null(strstr(err.msg, "stopped after"));
+            assert_null(got.maps_input);
+            assert_null(got.logits);
+            /* the session carries on as if nothing had happened */
+            eo.cancel = NULL;
+            if (cs_explain_run(s, m, x, N, &eo, &got, &err) != CS_OK) fail_msg("%s", err.msg);
+            assert_memory_equal(got.maps_input, ref.maps_input, sizeof(float) * N * K * H * W);
+            cs_explain_output_free(&got);
+            cs_explain_output_free(&ref);
+        }
+        cs_session_free(s);
+        cs_model_free(m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_maps),
@@ -574,6 +652,7 @@ int main(void) {
         cmocka_unit_test(test_slice_gradient),
         cmocka_unit_test(test_aug_smooth),
         cmocka_unit_test(test_forward_runs),
+        cmocka_unit_test(test_cancel),
     };
     const struct CMUnitTest only_maps[] = {cmocka_unit_test(test_golden_maps)};
     if (getenv("CS_GOLDEN_DIR")) /* the other tests need the committed families */
