@@ -75,13 +75,13 @@ function fillStatic(data) {
   const ms = $('model');
   ms.replaceChildren(...data.models.map((m) => option(m.name, m.name)));
   ms.parentElement.hidden = data.models.length < 2;
-  // these two run the network once per channel of the layer: seconds on a
-  // CPU where the others take milliseconds
-  const perChannel = new Set(['scorecam', 'ablationcam']);
+  // ScoreCAM runs the whole network once per channel of the layer: seconds
+  // on a CPU where the others take milliseconds.  AblationCAM runs only
+  // what follows the layer once per channel: quick at the default layer.
   $('method').replaceChildren(...data.methods.map((m) => {
-    if (!perChannel.has(m)) return option(m, m);
+    if (m !== 'scorecam') return option(m, m);
     const o = option(m, `${m} (slow)`);
-    o.title = 'runs the network once per channel of the layer';
+    o.title = 'runs the whole network once per channel of the layer';
     return o;
   }));
   $('colormap').replaceChildren(...data.colormaps.map((c) => option(c, c)));

@@ -18,9 +18,9 @@
  * the pipeline; beyond that submit fails at once with CS_SVC_BUSY, so memory
  * does not grow with the number of clients.  A request still waiting for a
  * worker when its deadline passes fails with CS_SVC_TIMEOUT.  So does a
- * ScoreCAM or AblationCAM run (a forward pass per channel: up to minutes
- * on a CPU) that goes on past the deadlines of every request waiting for
- * it: it is stopped, not run to the end for nobody.
+ * ScoreCAM or AblationCAM run (a forward pass per channel: ScoreCAM's take
+ * up to minutes on a CPU) that goes on past the deadlines of every request
+ * waiting for it: it is stopped, not run to the end for nobody.
  *
  * Caches.  The result cache maps a 32-byte key -- SHA-256 over the image's
  * SHA-256, the model digest, the engine version and every parameter that

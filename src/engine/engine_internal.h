@@ -118,7 +118,9 @@ typedef struct cs_plan cs_plan;
  * materialised (readable with cs_plan_value after a run).  With `pack` set,
  * the plan stores its reordered weights into the model (load time only).
  * override_v >= 0: that value is replaced by caller data (cs_plan_run's
- * override_data, dense) as soon as it is computed; it must be kept. */
+ * override_data, dense) as soon as it is computed; it must be kept.  When
+ * it is one of the model's layers, what only feeds it is not run at all
+ * (the layer becomes a second input; CS_NO_PRUNE=1 runs everything). */
 cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int pack,
                         int override_v, cs_plan **out, cs_error *err);
 void cs_plan_free(cs_plan *p);

@@ -97,6 +97,7 @@ struct cs_plan {
     size_t scratch_size;
     int in_rt, out_rt;      /* graph input; plain copy of the graph output */
     int ovr_v, ovr_rt;      /* value replaced by caller data right after it is computed */
+    bool in_unused;         /* the override leaves nothing that reads the graph input */
     double flops;
     int nkernels;
     bool no_winograd;       /* CS_NO_WINOGRAD=1: every Conv direct */
@@ -294,8 +295,11 @@ void cs_plan_need_scratch(cs_plan *p, size_t bytes) {
 }
 
 /* Appends a reorder step src → a new tensor with layout md; returns its rt. */
-static cs_status add_reorder(cs_plan *p, int src, const dnnl_memory_desc_t *md, int *out,
+static cs_status add_reorder(cs_plan *p, int src, const dnnl_memory_desc_t *mdp, int *out,
                              cs_error *err) {
+    /* mdp may point into p->rt, which new_rt may move (callers pass
+     * another tensor's layout: rt_as(p, b, &p->rt[a].md, ...)) */
+    const dnnl_memory_desc_t mdc = *mdp, *md = &mdc;
     int r = new_rt(p, &p->rt[src].shape);
     if (r < 0) return cs_errorf(err, CS_ENOMEM, "out of memory planning");
     p->rt[r].md = *md;
@@ -1496,7 +1500,7 @@ static cs_status finalize(cs_plan *p, cs_error *err) {
                 if (s->out_rt[o] >= 0) touch(p, s->out_rt[o], si);
         }
     }
-    touch(p, p->in_rt, 0);
+    if (!p->in_unused) touch(p, p->in_rt, 0);
     touch(p, p->out_rt, p->nsteps);
     if (p->ovr_rt >= 0) touch(p, p->ovr_rt, 0);
     /* kept values (and their plain copies) live to the end of the run */
@@ -1517,6 +1521,40 @@ static cs_status finalize(cs_plan *p, cs_error *err) {
         }
     }
     return CS_OK;
+}
+
+/* AblationCAM's plans: the caller's values replace the layer, so a node
+ * whose results reach the output only through the layer need not run --
+ * for a late layer, nearly the whole network (ResNet-50 at layer4 keeps
+ * the pooling and the classifier).  Marks those nodes skipped, walking back
+ * from the output over the nodes this plan runs; the layer's own producer
+ * is skipped unless another of its outputs is needed.  need: nvalues
+ * flags, zeroed.  Returns whether the producer was skipped: the layer is
+ * then planned as a second input, which cs_plan_run fills. */
+static bool prune_for_override(cs_plan *p, bool *need) {
+    const cs_graph *g = &p->m->g;
+    for (int i = 0; i < g->noutputs; i++) need[g->outputs[i]] = true;
+    for (int v = 0; v < g->nvalues; v++)
+        if (p->keep[v] && v != p->ovr_v) need[v] = true;
+    bool producer_skipped = false;
+    for (int ni = g->nnodes - 1; ni >= 0; ni--) {
+        if (g->nodes[ni].dead || p->pn[ni].skip) continue;
+        const cs_node *n = node_of(p, ni);
+        bool live = false, makes_layer = false;
+        for (int o = 0; o < n->noutputs; o++) {
+            if (n->outputs[o] == p->ovr_v) makes_layer = true;
+            else if (n->outputs[o] >= 0 && need[n->outputs[o]]) live = true;
+        }
+        if (!live) {
+            p->pn[ni].skip = true;
+            producer_skipped |= makes_layer;
+            continue;
+        }
+        for (int i = 0; i < n->ninputs; i++)
+            if (n->inputs[i] >= 0) need[n->inputs[i]] = true;
+        if (n->sum_input >= 0) need[n->sum_input] = true;
+    }
+    return producer_skipped;
 }
 
 /* ---- public ------------------------------------------------------------------ */
@@ -1574,6 +1612,27 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
         p->pn[ni].unfolded = u;
     }
 
+    /* AblationCAM: the layer as a second input, when it is one of the
+     * model's layers (whose per-image dims the model knows) */
+    cs_shape ovr_shape = {.dtype = CS_DT_FLOAT, .ndim = 4};
+    bool ovr_input = false;
+    const char *np = getenv("CS_NO_PRUNE"); /* the whole network, for A/B tests and benchmarks */
+    const bool prune = !(np && *np && strcmp(np, "0") != 0);
+    for (int i = 0; prune && override_v >= 0 && i < m->nlayers; i++)
+        if (m->layers[i] == override_v) {
+            ovr_shape.dims[0] = batch;
+            for (int k = 1; k < 4; k++) ovr_shape.dims[k] = m->layer_dims[i][k];
+            bool *need = calloc((size_t)g->nvalues, sizeof(bool));
+            if (!need) {
+                st = cs_errorf(err, CS_ENOMEM, "out of memory");
+                goto fail;
+            }
+            ovr_input = prune_for_override(p, need);
+            p->in_unused = !need[g->inputs[0]];
+            free(need);
+            break;
+        }
+
     /* consumer lists (CSR) over live nodes */
     if ((st = cs_graph_consumers(g, p->cons_start, &p->cons, err)) != CS_OK) goto fail;
 
@@ -1615,6 +1674,14 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
             goto fail;
         }
         p->val_rt[g->inputs[0]] = p->in_rt;
+    }
+    if (ovr_input) {
+        p->ovr_rt = new_rt(p, &ovr_shape);
+        if (p->ovr_rt < 0) {
+            st = cs_errorf(err, CS_ENOMEM, "out of memory");
+            goto fail;
+        }
+        p->val_rt[override_v] = p->ovr_rt;
     }
     for (int ni = 0; ni < g->nnodes; ni++) {
         if (g->nodes[ni].dead || p->pn[ni].skip) continue;
@@ -1705,7 +1772,7 @@ void cs_plan_free(cs_plan *p) {
 cs_status cs_plan_run(cs_plan *p, dnnl_stream_t stream, void *scratch, const float *input,
                       const float *override_data, float *output, cs_error *err) {
     rt_tensor *in = &p->rt[p->in_rt];
-    memcpy(rt_ptr(p, p->in_rt), input, (size_t)cs_shape_numel(&in->shape) * sizeof(float));
+    if (!p->in_unused) memcpy(rt_ptr(p, p->in_rt), input, (size_t)cs_shape_numel(&in->shape) * sizeof(float));
     if (p->ovr_rt >= 0) {
         if (!override_data) return cs_errorf(err, CS_EINVAL, "this plan needs the layer's values");
         memcpy(rt_ptr(p, p->ovr_rt), override_data,

@@ -1449,7 +1449,8 @@ static void gather(cs_svc *s, job **batch, int *n, int max) {
 }
 
 /* ScoreCAM and AblationCAM run a forward pass per channel of the layer:
- * ResNet-50's 2048 take most of a minute on 2 cores.  Such a run stops
+ * ScoreCAM's 2048 through the whole of ResNet-50 take most of a minute on
+ * 2 cores.  Such a run stops
  * (explain's cancel hook) once nobody can use its result any more -- every
  * job of the batch is past its deadline and has no identical request still
  * waiting for it (those are answered at their own deadlines by the prep

@@ -239,20 +239,20 @@ if [ -n "$photo" ] && start_server timeout --model "$model" --timeout-ms 1 --bat
 fi
 
 # ---- a run past its timeout is stopped: 504 ----
-# AblationCAM with aug_smooth on the default model is 6 x 129 forward
-# passes, about 2 s on one thread here (more under the sanitizers).  The
-# worker takes it within the 300 ms timeout and must stop it at its next
-# forward run past the deadline, not finish it for nobody; two identical
-# requests (the second waits for the first) both get 504.  The worker then
-# serves the next request from the same session.
+# ScoreCAM with aug_smooth on the default model is 6 x 128 forward passes
+# of the whole network, about 1.5 s on one thread here (more under the
+# sanitizers).  The worker takes it within the 300 ms timeout and must stop
+# it at its next forward run past the deadline, not finish it for nobody;
+# two identical requests (the second waits for the first) both get 504.
+# The worker then serves the next request from the same session.
 if start_server cancel --timeout-ms 300 --threads 1 --batch-window-ms 0; then
-    req "AblationCAM past its timeout" 504 -H "Content-Type: image/png" --data-binary @"$png" \
-        "$BASE/v1/explain?method=ablationcam&aug_smooth=1" \
+    req "ScoreCAM past its timeout" 504 -H "Content-Type: image/png" --data-binary @"$png" \
+        "$BASE/v1/explain?method=scorecam&aug_smooth=1" \
         && jcheck "504 says it was stopped, how far it got and how long all would take" \
-            '.error | test("^timed out: ablationcam ran past the 300 ms request timeout \\(--timeout-ms\\) and was stopped [0-9.]+ s in, [0-9]+% of its forward passes done; all of them would take up to about [0-9.]+ s at this pace$")'
+            '.error | test("^timed out: scorecam ran past the 300 ms request timeout \\(--timeout-ms\\) and was stopped [0-9.]+ s in, [0-9]+% of its forward passes done; all of them would take up to about [0-9.]+ s at this pace$")'
     curl -s --max-time 30 --parallel -w '%{http_code}\n' -o /dev/null -o /dev/null -H "Content-Type: image/png" \
-        --data-binary @"$png" "$BASE/v1/explain?method=ablationcam&aug_smooth=1&alpha=0.4" \
-        "$BASE/v1/explain?method=ablationcam&aug_smooth=1&alpha=0.4" >"$tmp/twins.codes" 2>/dev/null
+        --data-binary @"$png" "$BASE/v1/explain?method=scorecam&aug_smooth=1&alpha=0.4" \
+        "$BASE/v1/explain?method=scorecam&aug_smooth=1&alpha=0.4" >"$tmp/twins.codes" 2>/dev/null
     [ "$(grep -c '^504$' "$tmp/twins.codes")" = 2 ] && ok "two identical requests past the timeout: both 504" \
         || fail "two identical requests past the timeout: $(tr '\n' ' ' <"$tmp/twins.codes")"
     req "then a GradCAM on the same worker" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain" \

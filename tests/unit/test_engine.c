@@ -14,6 +14,7 @@
 
 #include "camserve/engine.h"
 #include "camserve/npy.h"
+#include "engine/engine_internal.h" /* cs_plan_build / cs_plan_flops: what a plan runs */
 
 #include <dirent.h>
 #include <jansson.h>
@@ -485,6 +486,110 @@ static void test_fixed_batch_2(void **state) {
     cs_model_free(md);
 }
 
+/* AblationCAM's "from the layer onward" runs skip what only feeds the
+ * layer (plan.c, prune_for_override).  For every layer of every golden
+ * family -- residual blocks, dense concatenations, channel splits,
+ * inception branches, pre-BN tensors -- the pruned run must give what the
+ * whole network with the layer replaced gives (a session whose plans were
+ * built under CS_NO_PRUNE=1), for the layer's own values (then also the
+ * plain logits) and for altered ones.  For the default layer the pruned
+ * plan must do less than half the work. */
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double worst = 0, peak = 1e-6;
+    for (size_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)a[i] - b[i]));
+        peak = fmax(peak, fabs((double)b[i]));
+    }
+    return worst / peak;
+}
+
+static void test_override_pruned(void **state) {
+    (void)state;
+    DIR *dir = opendir(GOLDEN);
+    assert_non_null(dir);
+    int families = 0, layers = 0;
+    for (struct dirent *e; (e = readdir(dir));) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s/model.onnx", GOLDEN, e->d_name);
+        if (e->d_name[0] == '.' || !exists(path)) continue;
+        cs_model *m = load_ok(path);
+        cs_npy in;
+        cs_error err = {0};
+        snprintf(path, sizeof path, "%s/%s/input.npy", GOLDEN, e->d_name);
+        if (cs_npy_load(path, &in, &err) != CS_OK) fail_msg("%s: %s", path, err.msg);
+        cs_model_info info;
+        cs_model_get_info(m, &info);
+        const int n = (int)in.dims[0];
+        const size_t ny = (size_t)n * (size_t)info.num_classes;
+        cs_session *sp, *sf;
+        assert_int_equal(cs_session_create(m, &sp, &err), CS_OK);
+        assert_int_equal(cs_session_create(m, &sf, &err), CS_OK);
+        float *y0 = malloc(ny * sizeof(float)), *yp = malloc(ny * sizeof(float)), *yf = malloc(ny * sizeof(float));
+        assert_true(y0 && yp && yf);
+        assert_int_equal(cs_session_run(sp, in.data, n, y0, &err), CS_OK);
+        double worst = 0;
+        for (int l = 0; l < cs_model_num_layers(m); l++) {
+            const float *a, *g;
+            int64_t d[4];
+            if (cs_session_forward_keep(sp, in.data, n, &l, 1, yp, &err) != CS_OK ||
+                cs_session_layer(sp, l, &a, &g, d, &err) != CS_OK)
+                fail_msg("%s layer %d: %s", e->d_name, l, err.msg);
+            const size_t per = (size_t)(d[1] * d[2] * d[3]), hw = (size_t)(d[2] * d[3]);
+            float *act = malloc((size_t)n * per * sizeof(float)), *alt = malloc((size_t)n * per * sizeof(float));
+            assert_true(act && alt);
+            memcpy(act, a, (size_t)n * per * sizeof(float));
+            /* altered: one channel ablated, the next doubled, as AblationCAM might */
+            memcpy(alt, act, (size_t)n * per * sizeof(float));
+            for (int i = 0; i < n; i++) {
+                float *c0 = alt + i * per + (size_t)(l % d[1]) * hw, *c1 = alt + i * per + (size_t)((l + 1) % d[1]) * hw;
+                for (size_t q = 0; q < hw; q++) c0[q] = 0;
+                if (c1 != c0)
+                    for (size_t q = 0; q < hw; q++) c1[q] *= 2;
+            }
+            for (int t = 0; t < 2; t++) {
+                const float *v = t ? alt : act;
+                setenv("CS_NO_PRUNE", "1", 1);
+                cs_status st = cs_session_run_with_layer(sf, in.data, n, l, v, yf, &err);
+                unsetenv("CS_NO_PRUNE");
+                if (st != CS_OK) fail_msg("%s layer %d, whole network: %s", e->d_name, l, err.msg);
+                if (cs_session_run_with_layer(sp, in.data, n, l, v, yp, &err) != CS_OK)
+                    fail_msg("%s layer %d, pruned: %s", e->d_name, l, err.msg);
+                double r = rel_diff(yp, yf, ny);
+                if (t == 0) r = fmax(r, rel_diff(yp, y0, ny));
+                if (!(r <= 1e-4))
+                    fail_msg("%s layer %s (%s values): pruned logits off by %g (relative)", e->d_name,
+                             cs_model_layer_name(m, l), t ? "altered" : "its own", r);
+                worst = fmax(worst, r);
+            }
+            free(act);
+            free(alt);
+            layers++;
+        }
+        /* the work the default layer's pruned plan does */
+        int v = m->layers[cs_model_default_layer(m)];
+        cs_plan *pp, *pf;
+        assert_int_equal(cs_plan_build(m, n, &v, 1, 0, v, &pp, &err), CS_OK);
+        setenv("CS_NO_PRUNE", "1", 1);
+        assert_int_equal(cs_plan_build(m, n, &v, 1, 0, v, &pf, &err), CS_OK);
+        unsetenv("CS_NO_PRUNE");
+        printf("%-18s %2d layers: max rel diff %.2g; default layer's plan %.3g of %.3g MFLOP\n", e->d_name,
+               cs_model_num_layers(m), worst, cs_plan_flops(pp) / 1e6, cs_plan_flops(pf) / 1e6);
+        assert_true(cs_plan_flops(pp) < 0.5 * cs_plan_flops(pf));
+        cs_plan_free(pp);
+        cs_plan_free(pf);
+        free(y0);
+        free(yp);
+        free(yf);
+        cs_session_free(sp);
+        cs_session_free(sf);
+        cs_npy_free(&in);
+        cs_model_free(m);
+        families++;
+    }
+    closedir(dir);
+    assert_true(families >= 10 && layers > 100);
+}
+
 static void test_wrong_batch_fixed_model(void **state) {
     (void)state;
     const char *path = SHARED_MODELS "/mobilenetv2-fp32.onnx";
@@ -814,6 +919,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_nan_input),
         cmocka_unit_test(test_wrong_batch_fixed_model),
         cmocka_unit_test(test_fixed_batch_2),
+        cmocka_unit_test(test_override_pruned),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_session_moves_between_threads),
         cmocka_unit_test(test_fuzz_regressions),
