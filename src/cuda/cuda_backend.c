@@ -273,6 +273,7 @@ typedef struct cplan {
     cs_node **unfolded; /* [nnodes] a Conv run without its folded BN, else NULL */
     int *cons_start, *cons;
     int in_dt, in32, out_dt, out32, ovr32, ovr_dt;
+    bool in_unused; /* the override leaves nothing that reads the input */
     void *arena;
     size_t arena_size;
     void *ws;      /* cuDNN workspace for forward and backward */
@@ -1673,6 +1674,32 @@ static cs_status cplan_build(cuda_model *cm, cudnnHandle_t dnn, int batch, const
         }
         p->unfolded[ni] = u;
     }
+    /* AblationCAM, as plan.c: what only feeds the layer does not run, and
+     * the layer becomes a second input (ovr32, converted into ovr_dt before
+     * the first node) when its producer is among what does not run */
+    bool ovr_input = false;
+    cs_shape ovr_shape = {.dtype = CS_DT_FLOAT, .ndim = 4, .dims = {batch}};
+    for (int i = 0; override_v >= 0 && cs_engine_prune_override() && i < m->nlayers; i++)
+        if (m->layers[i] == override_v) {
+            for (int k = 1; k < 4; k++) ovr_shape.dims[k] = m->layer_dims[i][k];
+            bool *need = calloc((size_t)g->nvalues, sizeof(bool));
+            const cs_node **run = malloc((size_t)g->nnodes * sizeof *run);
+            if (!need || !run) {
+                free(need);
+                free(run);
+                st = cs_errorf(err, CS_ENOMEM, "out of memory");
+                goto fail;
+            }
+            for (int ni = 0; ni < g->nnodes; ni++)
+                run[ni] = g->nodes[ni].dead || p->skip[ni] ? NULL : p->unfolded[ni] ? p->unfolded[ni] : &g->nodes[ni];
+            ovr_input = cs_graph_prune_for_override(g, override_v, p->keep, run, need);
+            for (int ni = 0; ni < g->nnodes; ni++)
+                if (!run[ni]) p->skip[ni] = true;
+            p->in_unused = !need[g->inputs[0]];
+            free(need);
+            free(run);
+            break;
+        }
     /* consumer lists over live nodes */
     if ((st = cs_graph_consumers(g, p->cons_start, &p->cons, err)) != CS_OK) goto fail;
     for (int v = 0; v < g->nvalues; v++) {
@@ -1702,7 +1729,17 @@ static cs_status cplan_build(cuda_model *cm, cudnnHandle_t dnn, int batch, const
             goto fail;
         }
         p->dt[p->in32].value = -1;
-        st = copy_step(p, -1, p->in32, p->in_dt, err);
+        if (!p->in_unused) st = copy_step(p, -1, p->in32, p->in_dt, err);
+        if (st != CS_OK) goto fail;
+    }
+    if (ovr_input) {
+        p->ovr32 = new_dt(p, &ovr_shape, false, CS_CUDA_F32);
+        if (p->ovr32 < 0 || bind_out(p, override_v, &ovr_shape, true, &p->ovr_dt, err) != CS_OK) {
+            st = cs_errorf(err, CS_ENOMEM, "out of memory");
+            goto fail;
+        }
+        p->dt[p->ovr32].value = -1;
+        st = copy_step(p, -1, p->ovr32, p->ovr_dt, err);
         if (st != CS_OK) goto fail;
     }
     for (int ni = 0; ni < g->nnodes; ni++) {
@@ -2302,7 +2339,7 @@ static void stage(void *dst, const void *src, size_t n) {
 static cs_status forward(cuda_session *ss, cplan *p, const float *input, const float *ovr, float *logits,
                          cs_error *err) {
     TRY(settle(ss, err));
-    stage(p->h_in, input, p->dt[p->in32].bytes);
+    if (!p->in_unused) stage(p->h_in, input, p->dt[p->in32].bytes);
     if (p->ovr32 >= 0) stage(p->h_ovr, ovr, p->dt[p->ovr32].bytes);
     if (ss->profile && !p->prof_ev) {
         p->prof_ev = calloc((size_t)p->nsteps + 1, sizeof(cudaEvent_t));
@@ -2318,8 +2355,9 @@ static cs_status forward(cuda_session *ss, cplan *p, const float *input, const f
             CU(cudaEventCreate(&p->prof_mid[i]), "profile event");
         }
     }
-    CU(cudaMemcpyAsync(dptr(p, p->in32), p->h_in, p->dt[p->in32].bytes, cudaMemcpyHostToDevice, ss->stream),
-       "input copy");
+    if (!p->in_unused)
+        CU(cudaMemcpyAsync(dptr(p, p->in32), p->h_in, p->dt[p->in32].bytes, cudaMemcpyHostToDevice, ss->stream),
+           "input copy");
     if (p->ovr32 >= 0)
         CU(cudaMemcpyAsync(dptr(p, p->ovr32), p->h_ovr, p->dt[p->ovr32].bytes, cudaMemcpyHostToDevice, ss->stream),
            "layer values copy");

@@ -168,6 +168,10 @@ int cs_sha256(const void *buf, size_t len, uint8_t out[32]);
 /* Whether 3x3 stride-1 convolutions may use Winograd (plan.c): yes unless
  * the environment sets CS_NO_WINOGRAD. */
 int cs_engine_winograd(void);
+/* Whether override plans (AblationCAM) drop what only feeds the layer
+ * (plan.c, the CUDA backend): yes unless the environment sets CS_NO_PRUNE,
+ * for A/B tests and benchmarks against the whole network. */
+int cs_engine_prune_override(void);
 /* Fills m's graph, packed weights, digest and counts from dir's entry for
  * the model file; CS_ENOTFOUND / CS_EFORMAT when there is none or it is
  * stale or corrupt (m is then untouched). */

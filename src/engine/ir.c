@@ -127,6 +127,32 @@ cs_status cs_graph_consumers(const cs_graph *g, int *start, int **cons, cs_error
     return CS_OK;
 }
 
+bool cs_graph_prune_for_override(const cs_graph *g, int ovr_v, const bool *keep, const cs_node **run,
+                                 bool *need) {
+    for (int i = 0; i < g->noutputs; i++) need[g->outputs[i]] = true;
+    for (int v = 0; v < g->nvalues; v++)
+        if (keep[v] && v != ovr_v) need[v] = true;
+    bool dropped = false;
+    for (int ni = g->nnodes - 1; ni >= 0; ni--) {
+        const cs_node *n = run[ni];
+        if (!n) continue;
+        bool live = false, makes = false;
+        for (int o = 0; o < n->noutputs; o++) {
+            if (n->outputs[o] == ovr_v) makes = true;
+            else if (n->outputs[o] >= 0 && need[n->outputs[o]]) live = true;
+        }
+        if (!live) {
+            run[ni] = NULL;
+            dropped |= makes;
+            continue;
+        }
+        for (int i = 0; i < n->ninputs; i++)
+            if (n->inputs[i] >= 0) need[n->inputs[i]] = true;
+        if (n->sum_input >= 0) need[n->sum_input] = true;
+    }
+    return dropped;
+}
+
 cs_status cs_graph_grad_region(const cs_graph *g, const int *layers, int nlayers, bool *in_d, bool *in_region,
                                cs_error *err) {
     for (int i = 0; i < nlayers; i++) {

@@ -176,6 +176,18 @@ cs_status cs_graph_consumers(const cs_graph *g, int *start, int **cons, cs_error
 cs_status cs_graph_grad_region(const cs_graph *g, const int *layers, int nlayers, bool *in_d, bool *in_region,
                                cs_error *err);
 
+/* AblationCAM's override plans replace value ovr_v by the caller's values,
+ * so a node whose results reach the output only through ovr_v need not
+ * run.  run[ni] is the node as the plan runs it (an unfolded Conv, say), or
+ * NULL for one it does not run; walking back from the graph outputs and
+ * the kept values (keep: nvalues flags, ovr_v's ignored), this sets run[ni]
+ * to NULL for every node nothing needs.  need (nvalues flags, zeroed by the
+ * caller) ends up marking the values the remaining nodes read.  Returns
+ * whether ovr_v's producer was among the nodes dropped; it stays when
+ * another of its outputs is needed. */
+bool cs_graph_prune_for_override(const cs_graph *g, int ovr_v, const bool *keep, const cs_node **run,
+                                 bool *need);
+
 /* A Conv that has a BatchNormalization folded into it (c->fold_bn >= 0), as
  * it was before the fold: original weight and bias, writing the pre-BN
  * tensor.  What a plan runs (followed by the BN node) where the pre-BN tensor

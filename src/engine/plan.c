@@ -115,6 +115,11 @@ int cs_engine_winograd(void) {
     return !(v && *v && strcmp(v, "0") != 0);
 }
 
+int cs_engine_prune_override(void) {
+    const char *v = getenv("CS_NO_PRUNE");
+    return !(v && *v && strcmp(v, "0") != 0);
+}
+
 cs_status cs_dnnl_check(dnnl_status_t s, const char *what, cs_error *err) {
     if (s == dnnl_success) return CS_OK;
     return cs_errorf(err, CS_EBACKEND, "oneDNN failed in %s (status %d)", what, (int)s);
@@ -1523,40 +1528,6 @@ static cs_status finalize(cs_plan *p, cs_error *err) {
     return CS_OK;
 }
 
-/* AblationCAM's plans: the caller's values replace the layer, so a node
- * whose results reach the output only through the layer need not run --
- * for a late layer, nearly the whole network (ResNet-50 at layer4 keeps
- * the pooling and the classifier).  Marks those nodes skipped, walking back
- * from the output over the nodes this plan runs; the layer's own producer
- * is skipped unless another of its outputs is needed.  need: nvalues
- * flags, zeroed.  Returns whether the producer was skipped: the layer is
- * then planned as a second input, which cs_plan_run fills. */
-static bool prune_for_override(cs_plan *p, bool *need) {
-    const cs_graph *g = &p->m->g;
-    for (int i = 0; i < g->noutputs; i++) need[g->outputs[i]] = true;
-    for (int v = 0; v < g->nvalues; v++)
-        if (p->keep[v] && v != p->ovr_v) need[v] = true;
-    bool producer_skipped = false;
-    for (int ni = g->nnodes - 1; ni >= 0; ni--) {
-        if (g->nodes[ni].dead || p->pn[ni].skip) continue;
-        const cs_node *n = node_of(p, ni);
-        bool live = false, makes_layer = false;
-        for (int o = 0; o < n->noutputs; o++) {
-            if (n->outputs[o] == p->ovr_v) makes_layer = true;
-            else if (n->outputs[o] >= 0 && need[n->outputs[o]]) live = true;
-        }
-        if (!live) {
-            p->pn[ni].skip = true;
-            producer_skipped |= makes_layer;
-            continue;
-        }
-        for (int i = 0; i < n->ninputs; i++)
-            if (n->inputs[i] >= 0) need[n->inputs[i]] = true;
-        if (n->sum_input >= 0) need[n->sum_input] = true;
-    }
-    return producer_skipped;
-}
-
 /* ---- public ------------------------------------------------------------------ */
 
 cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int pack,
@@ -1612,24 +1583,33 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
         p->pn[ni].unfolded = u;
     }
 
-    /* AblationCAM: the layer as a second input, when it is one of the
-     * model's layers (whose per-image dims the model knows) */
+    /* AblationCAM: what only feeds the layer does not run
+     * (cs_graph_prune_for_override: for a late layer nearly the whole
+     * network), and the layer becomes a second input, filled by
+     * cs_plan_run -- when it is one of the model's layers, whose per-image
+     * dims the model knows, and its producer is among what does not run */
     cs_shape ovr_shape = {.dtype = CS_DT_FLOAT, .ndim = 4};
     bool ovr_input = false;
-    const char *np = getenv("CS_NO_PRUNE"); /* the whole network, for A/B tests and benchmarks */
-    const bool prune = !(np && *np && strcmp(np, "0") != 0);
-    for (int i = 0; prune && override_v >= 0 && i < m->nlayers; i++)
+    for (int i = 0; override_v >= 0 && cs_engine_prune_override() && i < m->nlayers; i++)
         if (m->layers[i] == override_v) {
             ovr_shape.dims[0] = batch;
             for (int k = 1; k < 4; k++) ovr_shape.dims[k] = m->layer_dims[i][k];
             bool *need = calloc((size_t)g->nvalues, sizeof(bool));
-            if (!need) {
+            const cs_node **run = malloc((size_t)g->nnodes * sizeof *run);
+            if (!need || !run) {
+                free(need);
+                free(run);
                 st = cs_errorf(err, CS_ENOMEM, "out of memory");
                 goto fail;
             }
-            ovr_input = prune_for_override(p, need);
+            for (int ni = 0; ni < g->nnodes; ni++)
+                run[ni] = g->nodes[ni].dead || p->pn[ni].skip ? NULL : node_of(p, ni);
+            ovr_input = cs_graph_prune_for_override(g, override_v, p->keep, run, need);
+            for (int ni = 0; ni < g->nnodes; ni++)
+                if (!run[ni]) p->pn[ni].skip = true;
             p->in_unused = !need[g->inputs[0]];
             free(need);
+            free(run);
             break;
         }
 

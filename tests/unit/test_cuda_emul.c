@@ -1011,11 +1011,28 @@ static void test_family(void **state) {
                     fail_msg("%s %s layer '%s': image %d GradCAM correlation %.4f", f->name, cs_precision_name(pr),
                              cs_model_layer_name(mc, layer), i, c);
             }
-            if (pi == 0 && li == 0) {
-                /* AblationCAM's pass with the layer's own values */
+            if (pi == 0) {
+                /* AblationCAM's pass (what only feeds the layer does not
+                 * run) with the layer's own values, then with one channel
+                 * ablated and the next doubled, against the CPU's */
                 CHECK(cs_session_run_with_layer(sg, x, batch, layer, aref, got, err));
                 double e2 = golden_rel_err(got, ref, nl);
                 if (!(e2 <= 1e-3)) fail_msg("%s: run_with_layer(own values) max rel err %g", f->name, e2);
+                float *alt = malloc((size_t)ln * sizeof(float));
+                assert_non_null(alt);
+                memcpy(alt, aref, (size_t)ln * sizeof(float));
+                for (int64_t i = 0; i < d[0]; i++)
+                    for (int64_t q = 0; q < hw; q++) {
+                        alt[(i * d[1] + 0) * hw + q] = 0;
+                        if (d[1] > 1) alt[(i * d[1] + 1) * hw + q] *= 2;
+                    }
+                CHECK(cs_session_run_with_layer(sc, x, batch, layer, alt, cref, err));
+                CHECK(cs_session_run_with_layer(sg, x, batch, layer, alt, got, err));
+                e2 = golden_rel_err(got, cref, nl);
+                if (!(e2 <= 1e-3))
+                    fail_msg("%s layer '%s': run_with_layer(altered values) max rel err %g against the CPU", f->name,
+                             cs_model_layer_name(mc, layer), e2);
+                free(alt);
             }
             free(raw);
             free(aref);

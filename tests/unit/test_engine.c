@@ -487,7 +487,7 @@ static void test_fixed_batch_2(void **state) {
 }
 
 /* AblationCAM's "from the layer onward" runs skip what only feeds the
- * layer (plan.c, prune_for_override).  For every layer of every golden
+ * layer (ir.c, cs_graph_prune_for_override).  For every layer of every golden
  * family -- residual blocks, dense concatenations, channel splits,
  * inception branches, pre-BN tensors -- the pruned run must give what the
  * whole network with the layer replaced gives (a session whose plans were
