@@ -139,6 +139,9 @@ if [ -f "$M" ] && [ "$(left)" -gt 60 ]; then
     OMP_NUM_THREADS=1 cs_bench fp16_fwd_b64_1thread --precision fp16 --batch 64 --iters 30 --warmup 5
     CS_CUDA_FUSE=0 cs_bench fp16_fwd_b64_nofuse --precision fp16 --batch 64 --iters 30 --warmup 5
     CS_CUDA_FUSE=0 cs_bench fp16_gradcam_l4_nofuse --precision fp16 --iters 100 --warmup 10 --method gradcam --layer "$L4"
+    # the per-channel methods: AblationCAM's pruned tail runs, ScoreCAM's whole forwards
+    cs_bench fp16_ablationcam --precision fp16 --iters 3 --warmup 1 --method ablationcam
+    cs_bench fp16_scorecam --precision fp16 --iters 3 --warmup 1 --method scorecam
 fi
 
 # 3c. this machine's CPU, fp32 and bf16 (--device cpu): the GPU machines'
@@ -268,7 +271,9 @@ L += ["", "Variants, same run:", ""]
 for name, stage, what in (("fwd_b64_nofuse", "forward", "batch 64 without cuDNN's fused convolutions (CS_CUDA_FUSE=0)"),
                           ("fwd_b64_find", "forward", "batch 64 with timed cuDNN algorithms (CS_CUDNN_FIND=1) instead of the heuristics"),
                           ("fwd_b64_1thread", "forward", "batch 64 with the input staged by one thread (OMP_NUM_THREADS=1)"),
-                          ("gradcam_l4_nofuse", "gradcam_map", "GradCAM layer4 without fused convolutions (CS_CUDA_FUSE=0)")):
+                          ("gradcam_l4_nofuse", "gradcam_map", "GradCAM layer4 without fused convolutions (CS_CUDA_FUSE=0)"),
+                          ("ablationcam", "explain", "AblationCAM at layer4 (forward + 2048 ablated runs of the network's tail + map)"),
+                          ("scorecam", "explain", "ScoreCAM at layer4 (forward + 2048 masked forwards in batches of 16 + map)")):
     h = load(f"cs_fp16_{name}.json")
     try:
         v = h['stages'][stage]['median_ms']
