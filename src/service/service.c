@@ -295,6 +295,7 @@ struct cs_svc {
     cs_hist stage[NSTAGES];
     cs_hist batch;
     uint64_t hits, misses, coalesced, rejected[CS_SVC_INTERNAL + 1], completed[CS_SVC_INTERNAL + 1];
+    uint64_t runs_stopped[2]; /* ScoreCAM/AblationCAM runs stopped: past the deadlines, at shutdown */
 };
 
 struct job {
@@ -827,6 +828,11 @@ void cs_svc_write_metrics(cs_svc *s, FILE *f) {
     for (int o = 1; o <= CS_SVC_INTERNAL; o++)
         fprintf(f, "camserve_service_rejected_total{reason=\"%s\"} %llu\n",
                 cs_svc_outcome_name((cs_svc_outcome)o), (unsigned long long)s->rejected[o]);
+    fprintf(f, "# HELP camserve_runs_stopped_total ScoreCAM/AblationCAM runs stopped before the end, by reason.\n"
+               "# TYPE camserve_runs_stopped_total counter\n"
+               "camserve_runs_stopped_total{reason=\"timeout\"} %llu\n"
+               "camserve_runs_stopped_total{reason=\"shutdown\"} %llu\n",
+            (unsigned long long)s->runs_stopped[0], (unsigned long long)s->runs_stopped[1]);
     fprintf(f, "# HELP camserve_stage_seconds Time per pipeline stage of computed (missed) requests.\n"
                "# TYPE camserve_stage_seconds histogram\n");
     for (int i = 0; i < NSTAGES; i++) {
@@ -1544,6 +1550,9 @@ static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
                 batch[i]->outcome = watch.why;
                 batch[i]->err = err;
             }
+            pthread_mutex_lock(&s->mmu);
+            s->runs_stopped[watch.why == CS_SVC_STOPPING]++;
+            pthread_mutex_unlock(&s->mmu);
             st = CS_OK; /* the outcome is set */
             goto done;
         }

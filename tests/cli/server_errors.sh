@@ -250,13 +250,21 @@ if start_server cancel --timeout-ms 300 --threads 1 --batch-window-ms 0; then
         "$BASE/v1/explain?method=scorecam&aug_smooth=1" \
         && jcheck "504 says it was stopped, how far it got and how long all would take" \
             '.error | test("^timed out: scorecam ran past the 300 ms request timeout \\(--timeout-ms\\) and was stopped [0-9.]+ s in, [0-9]+% of its forward passes done; all of them would take up to about [0-9.]+ s at this pace$")'
-    curl -s --max-time 30 --parallel -w '%{http_code}\n' -o /dev/null -o /dev/null -H "Content-Type: image/png" \
+    curl -s --max-time 30 --parallel --parallel-immediate -w '%{http_code}\n' -o /dev/null -o /dev/null \
+        -H "Content-Type: image/png" \
         --data-binary @"$png" "$BASE/v1/explain?method=scorecam&aug_smooth=1&alpha=0.4" \
         "$BASE/v1/explain?method=scorecam&aug_smooth=1&alpha=0.4" >"$tmp/twins.codes" 2>/dev/null
     [ "$(grep -c '^504$' "$tmp/twins.codes")" = 2 ] && ok "two identical requests past the timeout: both 504" \
         || fail "two identical requests past the timeout: $(tr '\n' ' ' <"$tmp/twins.codes")"
     req "then a GradCAM on the same worker" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain" \
         && jcheck "it explains" '.predictions | length == 5'
+    curl -s --max-time 5 "$BASE/metrics" >"$tmp/cancel.prom"
+    coalesced=$(awk '/^camserve_cache_coalesced_total / { print $2 }' "$tmp/cancel.prom")
+    [ "${coalesced:-0}" -ge 1 ] && ok "the second of the two waited for the first ($coalesced coalesced)" \
+        || fail "the two identical requests were not coalesced: the check above proves less"
+    stopped=$(awk '/^camserve_runs_stopped_total\{reason="timeout"\}/ { print $2 }' "$tmp/cancel.prom")
+    [ "${stopped:-0}" -ge 2 ] && ok "/metrics counts the stopped runs ($stopped)" \
+        || fail "camserve_runs_stopped_total{reason=\"timeout\"} is '${stopped}', want >= 2"
     stop_server TERM && [ "$STOP_RC" = 0 ] && ok "stopped" || fail "stop after the cancelled runs (rc ${STOP_RC:-none})"
 fi
 
