@@ -100,9 +100,19 @@ function selectModel(name) {
   const classes = [option('top', 'top prediction')];
   for (let i = 0; i < m.num_classes; i++) classes.push(option(String(i), `${i} · ${className(i)}`));
   $('class').replaceChildren(...classes);
+  showGallery();
 }
 
 // ---- samples ----------------------------------------------------------------------
+
+// The samples are pictures of the built-in model's classes: another model
+// (ImageNet's, say) would call the dog a buckle.  They show only while
+// that model is selected; for another, a note says why they are gone.
+function showGallery() {
+  const has = $('gallery').children.length > 0, fits = !!(state.model && state.model.builtin);
+  $('gallery-wrap').hidden = !(has && fits);
+  $('gallery-note').hidden = !(has && !fits);
+}
 
 // index.json may be ["a.jpg", ...], [{"file": "a.jpg", "label": "..."}, ...]
 // or {"samples": [...]}; paths are relative to /samples/.
@@ -146,7 +156,7 @@ async function loadSamples() {
     });
     g.appendChild(b);
   }
-  $('gallery-wrap').hidden = g.children.length === 0;
+  showGallery();
 }
 
 // ---- image input --------------------------------------------------------------------

@@ -140,6 +140,7 @@ typedef struct cs_svc_model_info {
     const char *const *labels; /* num_labels strings */
     double load_ms;
     const char *preprocess_source; /* "sidecar", "metadata", "defaults", "config" */
+    int builtin;               /* loaded from memory (cs_svc_add_model_buffer): the embedded model */
 } cs_svc_model_info;
 
 int cs_svc_num_models(const cs_svc *s);

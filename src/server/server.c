@@ -403,13 +403,14 @@ static enum MHD_Result send_models(req_ctx *c) {
         for (int l = 0; l < mi->num_labels && l < mi->num_classes; l++)
             json_array_append_new(labels, json_string(mi->labels[l]));
         json_array_append_new(
-            arr, json_pack("{s:s, s:s, s:i, s:o, s:{s:i, s:i}, s:o, s:s?, s:s?, s:f, s:s, s:s}", "name", mi->name,
+            arr, json_pack("{s:s, s:s, s:i, s:o, s:{s:i, s:i}, s:o, s:s?, s:s?, s:f, s:s, s:s, s:b}", "name", mi->name,
                            "digest", mi->digest, "num_classes", mi->num_classes, "classes", labels,
                            "input", "width", mi->input_w, "height", mi->input_h, "layers", layers,
                            "default_layer", def >= 0 ? cs_model_layer_name(mi->model, def) : NULL,
                            "preprocess", mi->preprocess_source, "load_ms", mi->load_ms,
                            "device", cs_model_device(mi->model),
-                           "precision", cs_precision_name(cs_model_precision(mi->model))));
+                           "precision", cs_precision_name(cs_model_precision(mi->model)), "builtin",
+                           mi->builtin));
     }
     json_t *methods = json_array();
     for (int m = 0; m < CS_CAM_METHOD_COUNT; m++)

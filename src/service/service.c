@@ -643,6 +643,7 @@ cs_status cs_svc_add_model_buffer(cs_svc *s, const char *name, const void *buf, 
     }
     cs_model_info info;
     cs_model_get_info(smp->m, &info);
+    smp->info.builtin = 1;
     smp->pp = cs_img_preproc_default();
     if (config_json) {
         st = cs_img_preproc_from_json(config_json, &smp->pp, NULL, err);

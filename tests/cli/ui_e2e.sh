@@ -36,13 +36,27 @@ printf 'definitely not a JPEG\n' >"$tmp/corrupt.jpg"
 
 # the embedded default model (with its labels and samples) when this source
 # tree has one -- the binary built from it embeds it; else the golden model
-args=(--model "$model")
-[ -f "$src/models/default/model.onnx" ] && args=()
+args=(--model "$model") gallery=no
+[ -f "$src/models/default/model.onnx" ] && args=() gallery=yes
 start_server ui "${args[@]}" || exit 1
 CAMSERVE_NODE_MODULES=$modules CHROMIUM=$chromium timeout 120 \
-    node "$src/tests/e2e/ui.mjs" --url "$BASE/" --image "$image" --corrupt "$tmp/corrupt.jpg" --out "$artifacts"
+    node "$src/tests/e2e/ui.mjs" --url "$BASE/" --image "$image" --corrupt "$tmp/corrupt.jpg" --out "$artifacts" \
+    --gallery "$gallery"
 rc=$?
 [ "$rc" -eq 0 ] && ok "UI end to end (screenshots in $artifacts)" || fail "ui.mjs exit $rc"
 stop_server TERM
+
+# another model than the built-in one: the samples (pictures of the
+# built-in model's classes) give way to a note, and the photo is uploaded
+if [ "$gallery" = yes ]; then
+    start_server ui_other --model "$model:golden" || exit 1
+    CAMSERVE_NODE_MODULES=$modules CHROMIUM=$chromium timeout 120 \
+        node "$src/tests/e2e/ui.mjs" --url "$BASE/" --image "$image" --corrupt "$tmp/corrupt.jpg" \
+        --out "$artifacts/other-model" --gallery no
+    rc=$?
+    [ "$rc" -eq 0 ] && ok "UI end to end with another model (screenshots in $artifacts/other-model)" \
+        || fail "ui.mjs (another model) exit $rc"
+    stop_server TERM
+fi
 echo "ui_e2e: $fails failure(s)"
 [ "$fails" -eq 0 ]

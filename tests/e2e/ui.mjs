@@ -1,10 +1,12 @@
 // End-to-end test of the web UI in headless Chromium (playwright-core).
 //
 //   node tests/e2e/ui.mjs --url http://127.0.0.1:PORT --image photo.jpg \
-//        --corrupt bad.jpg --out ARTIFACT_DIR
+//        --corrupt bad.jpg --out ARTIFACT_DIR [--gallery yes|no]
 //
 // Opens the UI, picks a sample from the gallery (or uploads --image when the
-// server has no samples), waits for predictions and the overlay, changes the
+// gallery is not shown: the samples are only for the built-in model; with
+// --gallery, checks it is shown or replaced by the note that says why),
+// waits for predictions and the overlay, changes the
 // class and checks the overlay changed, uploads a corrupt file and checks the
 // error shows.  Screenshots go to --out.  playwright-core is resolved from
 // $CAMSERVE_NODE_MODULES, else tests/e2e/node_modules.  Exit 0 = pass.
@@ -44,8 +46,13 @@ try {
   await page.waitForSelector('#status.ok', { timeout: TIMEOUT });
   await page.screenshot({ path: path.join(out, '1-empty.png') });
 
-  // a sample if the server ships some, else an upload
-  const samples = await page.locator('#gallery button').count();
+  // a sample if the gallery is shown, else an upload
+  const samples = await page.locator('#gallery-wrap:not([hidden]) #gallery button').count();
+  const note = await page.locator('#gallery-note:not([hidden])').count();
+  if (args.gallery === 'yes' && (samples === 0 || note !== 0))
+    fail(`the built-in model: ${samples} samples shown, note shown: ${note}`);
+  if (args.gallery === 'no' && (samples !== 0 || note !== 1))
+    fail(`another model: ${samples} samples shown (want none), note shown: ${note} (want 1)`);
   if (samples > 0) {
     console.log(`ui.mjs: ${samples} samples; picking the first`);
     await page.locator('#gallery button').first().click();
