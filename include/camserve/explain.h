@@ -41,10 +41,11 @@ typedef struct cs_explain_options {
     /* Optional stop, for ScoreCAM and AblationCAM, whose extra forward
      * passes (one per channel of the layer; ScoreCAM's through the whole
      * network) take seconds to minutes on a CPU; the other methods need
-     * one forward and one backward per class rank.  Polled before each of their runs (16 or 32 items) with the
-     * fraction of the items sent so far, in [0, 1): channels the CAM module
-     * skips (docs/cam.md) are never sent, so it can understate.  A nonzero
-     * return stops the explanation: cs_explain_run fails with CS_ECANCELED. */
+     * one forward and one backward per class rank.  Polled before each of
+     * their runs (16 or 32 items) with the fraction of the items sent so
+     * far, in [0, 1): channels the CAM module skips (docs/cam.md) are never
+     * sent, so it can understate.  A nonzero return stops the explanation:
+     * cs_explain_run fails with CS_ECANCELED. */
     int (*cancel)(void *ctx, double done);
     void *cancel_ctx;
 } cs_explain_options;

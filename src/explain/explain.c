@@ -99,14 +99,6 @@ void cs_explain_output_free(cs_explain_output *out) {
 
 /* ---- ScoreCAM / AblationCAM forwards -------------------------------------- */
 
-/* The CAM module hands the callbacks up to `batch` items at a time (16 or
- * 32, pytorch-grad-cam's batching, which AblationCAM's results depend on).
- * A model exported with a fixed batch runs them through the engine's padded
- * runs.  Otherwise each engine batch size is a plan a session builds and
- * keeps (a CUDA Graph on a GPU), so the runs use few sizes: a full call is
- * one run and a shorter one (the CAM module skips channels that cannot
- * change the map, so an image's last call varies in size) runs an item at
- * a time. */
 /* How far ScoreCAM's / AblationCAM's forward items have got, for the
  * caller's cancel hook: across the chunks of a fixed-batch model, the
  * aug_smooth passes and the class ranks of one cs_explain_run. */
@@ -117,6 +109,14 @@ typedef struct progress {
     int64_t done, total;
 } progress;
 
+/* The CAM module hands the callbacks up to `batch` items at a time (16 or
+ * 32, pytorch-grad-cam's batching, which AblationCAM's results depend on).
+ * A model exported with a fixed batch runs them through the engine's padded
+ * runs.  Otherwise each engine batch size is a plan a session builds and
+ * keeps (a CUDA Graph on a GPU), so the runs use few sizes: a full call is
+ * one run and a shorter one (the CAM module skips channels that cannot
+ * change the map, so an image's last call varies in size) runs an item at
+ * a time. */
 typedef struct fwd_ctx {
     progress *prog;
     cs_session *s;

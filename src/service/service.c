@@ -1457,12 +1457,12 @@ static void gather(cs_svc *s, job **batch, int *n, int max) {
 
 /* ScoreCAM and AblationCAM run a forward pass per channel of the layer:
  * ScoreCAM's 2048 through the whole of ResNet-50 take most of a minute on
- * 2 cores.  Such a run stops
- * (explain's cancel hook) once nobody can use its result any more -- every
- * job of the batch is past its deadline and has no identical request still
- * waiting for it (those are answered at their own deadlines by the prep
- * threads' sweep) -- or once cs_svc_stop's drain is over, so that a
- * shutdown is not held up by a run nobody will see. */
+ * 2 cores.  Such a run stops (explain's cancel hook) once nobody can use
+ * its result any more -- every job of the batch is past its deadline and
+ * has no identical request still waiting for it (those are answered at
+ * their own deadlines by the prep threads' sweep) -- or once cs_svc_stop's
+ * drain is over, so that a shutdown is not held up by a run nobody will
+ * see. */
 typedef struct run_watch {
     cs_svc *s;
     job **batch;
