@@ -1,6 +1,8 @@
 /* Engine tests through the public API (camserve/engine.h): error paths of
  * cs_model_load, model info and Grad-CAM layer invariants, session error
- * paths, and thread safety of a shared model.
+ * paths, thread safety of a shared model, and AblationCAM's pruned
+ * "from the layer onward" runs (whose work it reads through the internal
+ * cs_plan_flops).
  *
  * Inputs: tests/golden/ (tiny torchvision families), tests/data/onnx/
  * (hand-made broken models from tools/make_fuzz_seeds.py),
