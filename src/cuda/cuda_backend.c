@@ -1682,22 +1682,16 @@ static cs_status cplan_build(cuda_model *cm, cudnnHandle_t dnn, int batch, const
     for (int i = 0; override_v >= 0 && cs_engine_prune_override() && i < m->nlayers; i++)
         if (m->layers[i] == override_v) {
             for (int k = 1; k < 4; k++) ovr_shape.dims[k] = m->layer_dims[i][k];
-            bool *need = calloc((size_t)g->nvalues, sizeof(bool));
             const cs_node **run = malloc((size_t)g->nnodes * sizeof *run);
-            if (!need || !run) {
-                free(need);
-                free(run);
-                st = cs_errorf(err, CS_ENOMEM, "out of memory");
-                goto fail;
-            }
-            for (int ni = 0; ni < g->nnodes; ni++)
+            bool in_read = true;
+            st = run ? CS_OK : cs_errorf(err, CS_ENOMEM, "out of memory");
+            for (int ni = 0; st == CS_OK && ni < g->nnodes; ni++)
                 run[ni] = g->nodes[ni].dead || p->skip[ni] ? NULL : p->unfolded[ni] ? p->unfolded[ni] : &g->nodes[ni];
-            ovr_input = cs_graph_prune_for_override(g, override_v, p->keep, run, need);
-            for (int ni = 0; ni < g->nnodes; ni++)
-                if (!run[ni]) p->skip[ni] = true;
-            p->in_unused = !need[g->inputs[0]];
-            free(need);
+            if (st == CS_OK) st = cs_graph_prune_for_override(g, override_v, p->keep, run, &ovr_input, &in_read, err);
+            for (int ni = 0; st == CS_OK && ni < g->nnodes; ni++) p->skip[ni] = !run[ni];
+            p->in_unused = !in_read;
             free(run);
+            if (st != CS_OK) goto fail;
             break;
         }
     /* consumer lists over live nodes */

@@ -127,8 +127,10 @@ cs_status cs_graph_consumers(const cs_graph *g, int *start, int **cons, cs_error
     return CS_OK;
 }
 
-bool cs_graph_prune_for_override(const cs_graph *g, int ovr_v, const bool *keep, const cs_node **run,
-                                 bool *need) {
+cs_status cs_graph_prune_for_override(const cs_graph *g, int ovr_v, const bool *keep, const cs_node **run,
+                                      bool *producer_dropped, bool *input_read, cs_error *err) {
+    bool *need = calloc((size_t)g->nvalues, sizeof(bool)); /* values a remaining node reads */
+    if (!need) return cs_errorf(err, CS_ENOMEM, "out of memory");
     for (int i = 0; i < g->noutputs; i++) need[g->outputs[i]] = true;
     for (int v = 0; v < g->nvalues; v++)
         if (keep[v] && v != ovr_v) need[v] = true;
@@ -150,7 +152,10 @@ bool cs_graph_prune_for_override(const cs_graph *g, int ovr_v, const bool *keep,
             if (n->inputs[i] >= 0) need[n->inputs[i]] = true;
         if (n->sum_input >= 0) need[n->sum_input] = true;
     }
-    return dropped;
+    *producer_dropped = dropped;
+    *input_read = need[g->inputs[0]];
+    free(need);
+    return CS_OK;
 }
 
 cs_status cs_graph_grad_region(const cs_graph *g, const int *layers, int nlayers, bool *in_d, bool *in_region,

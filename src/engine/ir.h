@@ -181,12 +181,11 @@ cs_status cs_graph_grad_region(const cs_graph *g, const int *layers, int nlayers
  * run.  run[ni] is the node as the plan runs it (an unfolded Conv, say), or
  * NULL for one it does not run; walking back from the graph outputs and
  * the kept values (keep: nvalues flags, ovr_v's ignored), this sets run[ni]
- * to NULL for every node nothing needs.  need (nvalues flags, zeroed by the
- * caller) ends up marking the values the remaining nodes read.  Returns
- * whether ovr_v's producer was among the nodes dropped; it stays when
- * another of its outputs is needed. */
-bool cs_graph_prune_for_override(const cs_graph *g, int ovr_v, const bool *keep, const cs_node **run,
-                                 bool *need);
+ * to NULL for every node nothing needs.  *producer_dropped: whether ovr_v's
+ * producer was among them (it stays when another of its outputs is
+ * needed); *input_read: whether a remaining node reads the graph input. */
+cs_status cs_graph_prune_for_override(const cs_graph *g, int ovr_v, const bool *keep, const cs_node **run,
+                                      bool *producer_dropped, bool *input_read, cs_error *err);
 
 /* A Conv that has a BatchNormalization folded into it (c->fold_bn >= 0), as
  * it was before the fold: original weight and bias, writing the pre-BN

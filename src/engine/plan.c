@@ -1594,22 +1594,16 @@ cs_status cs_plan_build(cs_model *m, int batch, const int *keep, int nkeep, int 
         if (m->layers[i] == override_v) {
             ovr_shape.dims[0] = batch;
             for (int k = 1; k < 4; k++) ovr_shape.dims[k] = m->layer_dims[i][k];
-            bool *need = calloc((size_t)g->nvalues, sizeof(bool));
             const cs_node **run = malloc((size_t)g->nnodes * sizeof *run);
-            if (!need || !run) {
-                free(need);
-                free(run);
-                st = cs_errorf(err, CS_ENOMEM, "out of memory");
-                goto fail;
-            }
-            for (int ni = 0; ni < g->nnodes; ni++)
+            bool in_read = true;
+            st = run ? CS_OK : cs_errorf(err, CS_ENOMEM, "out of memory");
+            for (int ni = 0; st == CS_OK && ni < g->nnodes; ni++)
                 run[ni] = g->nodes[ni].dead || p->pn[ni].skip ? NULL : node_of(p, ni);
-            ovr_input = cs_graph_prune_for_override(g, override_v, p->keep, run, need);
-            for (int ni = 0; ni < g->nnodes; ni++)
-                if (!run[ni]) p->pn[ni].skip = true;
-            p->in_unused = !need[g->inputs[0]];
-            free(need);
+            if (st == CS_OK) st = cs_graph_prune_for_override(g, override_v, p->keep, run, &ovr_input, &in_read, err);
+            for (int ni = 0; st == CS_OK && ni < g->nnodes; ni++) p->pn[ni].skip = !run[ni];
+            p->in_unused = !in_read;
             free(run);
+            if (st != CS_OK) goto fail;
             break;
         }
 
