@@ -64,6 +64,8 @@ typedef struct run_ctx {
     int mh, mw;
     int nbad, ndone, total;
     bool progress;       /* a bar on stderr (a terminal) */
+    bool fwd_progress;   /* ScoreCAM's / AblationCAM's percentage on it too */
+    int fwd_pct;         /* the percentage shown, or -1 */
     cli_pool pool;       /* decodes the images, encodes the overlays */
 } run_ctx;
 
@@ -83,8 +85,24 @@ static void progress(run_ctx *c) {
     if (!c->progress || c->total <= 0) return;
     int w = 30, f = (int)((int64_t)w * c->ndone / c->total);
     fprintf(stderr, "\r[%.*s%*s] %d/%d", f, "##############################", w - f, "", c->ndone, c->total);
+    if (c->fwd_pct >= 0) fprintf(stderr, ", %s %d%%", cs_cam_method_name(c->eo.method), c->fwd_pct);
     if (c->ndone == c->total) fputc('\n', stderr);
     fflush(stderr);
+}
+
+/* ScoreCAM's forward passes take up to a minute per image on a CPU: the
+ * share done so far goes on the terminal's progress line (explain's cancel
+ * hook, which here never cancels). */
+static int forward_progress(void *ctx, double done) {
+    run_ctx *c = ctx;
+    int pct = (int)(100 * done);
+    if (pct != c->fwd_pct) {
+        c->fwd_pct = pct;
+        if (c->progress) progress(c);
+        else fprintf(stderr, "\r%s %d%%", cs_cam_method_name(c->eo.method), pct);
+        fflush(stderr);
+    }
+    return 0;
 }
 
 static void bad_image(void *vctx, const char *path, const cs_error *e) {
@@ -138,7 +156,17 @@ static void encode_one(void *arg, int t) {
 static cs_status run_batch(run_ctx *c, cli_input *in, cs_error *err) {
     if (in->batch == 0) return CS_OK;
     cs_explain_output ex;
-    cs_status st = cs_explain_run(c->s, c->m, in->data, in->batch, &c->eo, &ex, err);
+    cs_explain_options eo = c->eo;
+    if (c->fwd_progress) {
+        eo.cancel = forward_progress;
+        eo.cancel_ctx = c;
+    }
+    cs_status st = cs_explain_run(c->s, c->m, in->data, in->batch, &eo, &ex, err);
+    if (c->fwd_pct >= 0) { /* the percentage goes: the line blanked, the bar (if any) redrawn */
+        c->fwd_pct = -1;
+        fprintf(stderr, "\r%60s\r", "");
+        progress(c);
+    }
     if (st != CS_OK) return st;
     bool at_input = c->at_input_req || !ex.maps_layer;
     c->mh = at_input ? ex.in_h : ex.layer_h;
@@ -271,7 +299,7 @@ int cs_cli_explain(int argc, char **argv) {
     cli_input in = {0};
     run_ctx c = {.cmap = CS_IMG_CMAP_JET, .alpha = alpha, .topk = topk, .json = opts[O_JSON].value != NULL,
                  .at_input_req = !strcmp(camsize, "input"), .outdir = opts[O_OUT].value,
-                 .cap_saved = opts[O_SAVECAM].value ? 0 : -1};
+                 .cap_saved = opts[O_SAVECAM].value ? 0 : -1, .fwd_pct = -1};
     c.eo = cs_explain_default_options();
     rc = 1;
     if (opts[O_METHOD].value && cs_cam_method_parse(opts[O_METHOD].value, &c.eo.method, &err) != CS_OK)
@@ -281,6 +309,7 @@ int cs_cli_explain(int argc, char **argv) {
     c.eo.aug_smooth = opts[O_AUG].value != NULL;
     c.eo.eigen_smooth = opts[O_EIGEN].value != NULL;
     c.eo.batch_size = bsz;
+    c.fwd_progress = isatty(2) && cs_cam_method_needs_forward(c.eo.method);
     cs_model_options mo = {.num_threads = threads};
     if (cli_device_options(opts[O_DEVICE].value, opts[O_PRECISION].value, &mo, &err) != CS_OK) goto out;
     if (cli_load_model(opts[O_MODEL].value, &mo, &m, &err) != CS_OK) goto out;

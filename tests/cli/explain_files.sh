@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # camserve explain (and classify) over files and folders: overlays and a
 # JSON-lines report per image, a bad file reported and skipped (non-zero
-# exit at the end), no progress bar when stderr is not a terminal; the same
+# exit at the end), no progress bar when stderr is not a terminal, and on
+# one (script(1)'s pseudo-terminal) ScoreCAM's percentage; the same
 # answers whatever the thread count; a fixed-batch model fed in padded runs.
 #   bash tests/cli/explain_files.sh CAMSERVE_BIN SOURCE_DIR SHARED_DIR
 set -u
@@ -152,6 +153,18 @@ for kind in ("cam", "scorecam", "ablationcam"):
     assert diff < 1e-4, (kind, diff)
     assert max(ma) > 0.5, (kind, max(ma))  # a map, not zeros
 PY
+
+# ScoreCAM on a terminal: its percentage, then the answer on a clean line
+if command -v script >/dev/null 2>&1; then
+  script -q -c "'$bin' explain --method scorecam --image '${samples[0]}' --threads 1" /dev/null >"$tmp/tty.out" 2>&1
+  grep -qa $'\rscorecam [0-9]*%' "$tmp/tty.out" || fail "no ScoreCAM percentage on a terminal: $(head -c 300 "$tmp/tty.out")"
+  grep -qa $'\r'"${samples[0]}:" "$tmp/tty.out" || fail "the answer does not start a clean line: $(head -c 300 "$tmp/tty.out")"
+  grep -qa "scorecam map for class" "$tmp/tty.out" || fail "no ScoreCAM answer on a terminal"
+  "$bin" explain --method scorecam --image "${samples[0]}" >/dev/null 2>"$tmp/pipe.err"
+  [ -s "$tmp/pipe.err" ] && fail "ScoreCAM wrote to stderr on a pipe: $(head -c 200 "$tmp/pipe.err")"
+else
+  echo "note: script(1) not installed; the terminal check is skipped"
+fi
 
 # all good: exit 0
 "$bin" explain --image "$tmp/in/a.jpg" --image "$tmp/in/b.jpg" >/dev/null 2>&1 || fail "two good files: non-zero exit"
