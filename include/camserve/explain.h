@@ -38,14 +38,15 @@ typedef struct cs_explain_options {
     int aug_smooth;
     int eigen_smooth;
     int batch_size; /* ScoreCAM / AblationCAM items per forward; 0: defaults */
-    /* Optional stop, for ScoreCAM and AblationCAM, whose extra forward
-     * passes (one per channel of the layer; ScoreCAM's through the whole
-     * network) take seconds to minutes on a CPU; the other methods need
-     * one forward and one backward per class rank.  Polled before each of
-     * their runs (16 or 32 items) with the fraction of the items sent so
-     * far, in [0, 1): channels the CAM module skips (docs/cam.md) are never
-     * sent, so it can understate.  A nonzero return stops the explanation:
-     * cs_explain_run fails with CS_ECANCELED. */
+    /* Optional progress and stop, for ScoreCAM and AblationCAM, whose
+     * extra forward passes (one per channel of the layer; ScoreCAM's
+     * through the whole network) take seconds to minutes on a CPU; the
+     * other methods need one forward and one backward per class rank.
+     * Polled before each of their runs (16 or 32 items) with the fraction
+     * of the items sent so far, in [0, 1): channels the CAM module skips
+     * (docs/cam.md) are never sent, so it can understate.  A nonzero return stops the explanation:
+     * cs_explain_run fails with CS_ECANCELED (the server's deadline); the
+     * CLI only shows the fraction. */
     int (*cancel)(void *ctx, double done);
     void *cancel_ctx;
 } cs_explain_options;
