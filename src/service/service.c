@@ -1545,7 +1545,8 @@ static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
                           ran / watch.done < 1e4 ? 1 : 0, ran / 1e3 / watch.done);
             else
                 cs_errorf(&err, CS_ECANCELED,
-                          "timed out: %s ran past the %d ms request timeout (--timeout-ms) and was stopped",
+                          "timed out: %s ran past the %d ms request timeout (--timeout-ms) and was stopped "
+                          "before its forward passes began",
                           cs_cam_method_name(eo.method), s->p.timeout_ms);
             for (int i = 0; i < n; i++) {
                 batch[i]->outcome = watch.why;
