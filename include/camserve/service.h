@@ -20,7 +20,10 @@
  * worker when its deadline passes fails with CS_SVC_TIMEOUT.  So does a
  * ScoreCAM or AblationCAM run (a forward pass per channel: ScoreCAM's take
  * up to minutes on a CPU) that goes on past the deadlines of every request
- * waiting for it: it is stopped, not run to the end for nobody.
+ * waiting for it: it is stopped, not run to the end for nobody.  Submit
+ * fails at once with CS_SVC_TIMEOUT for such a run whose kind (model,
+ * method, layers, aug_smooth) a run of the last 10 minutes showed to take
+ * over 1.2 x the timeout.
  *
  * Caches.  The result cache maps a 32-byte key -- SHA-256 over the image's
  * SHA-256, the model digest, the engine version and every parameter that

@@ -206,6 +206,33 @@ typedef struct svc_model {
 
 typedef struct job job;
 
+/* What one image's ScoreCAM / AblationCAM run of one kind cost here, last
+ * time: a request of that kind whose run would outlast the timeout on its
+ * own is answered 504 at once, instead of holding a worker until the
+ * cancel hook stops it at the deadline (on ResNet-50 ScoreCAM needs ~50 s
+ * on 2 cores; the default timeout is 30 s, so every such request cost 30 s
+ * of a worker for nothing).  The kind is what the run's length depends on:
+ * the model's bytes, the method, the layers (one forward item per
+ * channel), aug_smooth (six times the items) and the items per forward;
+ * not the class, which the same runs answer.  A run stopped at its
+ * deadline counts at its extrapolated length (the time so far over the
+ * fraction done).  The estimate is forgotten after SLOW_RUN_TTL_MS, and
+ * refuses only beyond SLOW_RUN_MARGIN x the timeout, because it may have
+ * been measured while other work shared the cores: a pessimistic one then
+ * costs one more run per TTL, not every request for good.  Under s->mu. */
+typedef struct run_cost {
+    uint8_t digest[32]; /* the model's; all zero: an unused entry */
+    cs_cam_method method;
+    int nlayers, layers[CS_EXPLAIN_MAX_LAYERS], aug_smooth, batch_size;
+    double ms;          /* one image's whole run */
+    double at;          /* when measured (cs_now_ms) */
+    bool extrapolated;  /* from a run stopped part way */
+} run_cost;
+
+enum { SLOW_RUNS = 16 };
+#define SLOW_RUN_TTL_MS (10 * 60e3)
+#define SLOW_RUN_MARGIN 1.2
+
 /* A served model name: its current version and, for a file, what the
  * reloader last saw.  path/seen/pending are the reloader's alone after start;
  * cur changes under s->vmu. */
@@ -272,6 +299,7 @@ struct cs_svc {
     double cost_ms[CS_SVC_MAX_MODELS][1 + CS_CAM_METHOD_COUNT];
     double job_ms;
     double queued_ms;
+    run_cost slow[SLOW_RUNS]; /* see run_cost */
     bool stopping, quit, workers_joined, started;
     atomic_int ready;
     int warming; /* workers still warming their sessions at start (mu, warm_cv) */
@@ -344,6 +372,52 @@ static double cost_estimate(const cs_svc *s, const job *j) {
 }
 
 static void cost_observe(double *ewma, double v) { *ewma = *ewma > 0 ? 0.8 * *ewma + 0.2 * v : v; }
+
+static bool slow_method(cs_cam_method m) {
+    return m == CS_CAM_METHOD_SCORECAM || m == CS_CAM_METHOD_ABLATIONCAM;
+}
+
+/* Whether e measures runs of the same kind as an explanation of m with eo. */
+static bool run_cost_match(const run_cost *e, const svc_model *m, const cs_explain_options *eo) {
+    return !memcmp(e->digest, m->digest, sizeof e->digest) && e->method == eo->method &&
+           e->nlayers == eo->nlayers && !memcmp(e->layers, eo->layers, sizeof(int) * (size_t)eo->nlayers) &&
+           e->aug_smooth == eo->aug_smooth && e->batch_size == eo->batch_size;
+}
+
+/* The entry measuring j's kind of run, if any and still fresh (s->mu held). */
+static const run_cost *run_cost_find(const cs_svc *s, const job *j, double now) {
+    if (j->kind != CS_SVC_EXPLAIN || !slow_method(j->eo.method)) return NULL;
+    for (int i = 0; i < SLOW_RUNS; i++) {
+        const run_cost *e = &s->slow[i];
+        if (e->at > 0 && now - e->at < SLOW_RUN_TTL_MS && run_cost_match(e, j->model, &j->eo)) return e;
+    }
+    return NULL;
+}
+
+/* Records that one image's run of j's kind took ms (s->mu held): the
+ * latest measurement replaces an older one of the same kind, else the
+ * oldest entry. */
+static void run_cost_observe(cs_svc *s, const job *j, double ms, bool extrapolated, double now) {
+    run_cost *e = NULL;
+    for (int i = 0; i < SLOW_RUNS && !e; i++)
+        if (s->slow[i].at > 0 && run_cost_match(&s->slow[i], j->model, &j->eo)) e = &s->slow[i];
+    for (int i = 0; i < SLOW_RUNS && !e; i++)
+        if (s->slow[i].at <= 0) e = &s->slow[i];
+    if (!e) {
+        e = &s->slow[0];
+        for (int i = 1; i < SLOW_RUNS; i++)
+            if (s->slow[i].at < e->at) e = &s->slow[i];
+    }
+    memcpy(e->digest, j->model->digest, sizeof e->digest);
+    e->method = j->eo.method;
+    e->nlayers = j->eo.nlayers;
+    memcpy(e->layers, j->eo.layers, sizeof e->layers);
+    e->aug_smooth = j->eo.aug_smooth;
+    e->batch_size = j->eo.batch_size;
+    e->ms = ms;
+    e->at = now;
+    e->extrapolated = extrapolated;
+}
 
 cs_svc_params cs_svc_default_params(void) {
     cs_svc_params p;
@@ -1531,8 +1605,17 @@ static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
         eo.cancel = run_stop;
         eo.cancel_ctx = &watch;
         st = cs_explain_run(sess, sm->m, in, nb, &eo, &ex, &err);
+        const double ran = cs_now_ms() - t0;
+        /* What one image alone would take: the batch was nb images, and a
+         * lone one is padded to the graph's fixed batch. */
+        const double per_image = ran / nb * (sm->b0 > 0 ? sm->b0 : 1);
+        if (slow_method(eo.method) && (st == CS_OK || (st == CS_ECANCELED && watch.done > 0))) {
+            pthread_mutex_lock(&s->mu);
+            run_cost_observe(s, batch[0], st == CS_OK ? per_image : per_image / watch.done, st != CS_OK,
+                             t0 + ran);
+            pthread_mutex_unlock(&s->mu);
+        }
         if (st == CS_ECANCELED) {
-            const double ran = cs_now_ms() - t0;
             for (int i = 0; i < n; i++) batch[i]->tm.cam = ran;
             if (watch.why == CS_SVC_STOPPING)
                 cs_errorf(&err, CS_ECANCELED, "the server is shutting down");
@@ -2312,6 +2395,25 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
         s->coalesced++;
         pthread_mutex_unlock(&s->mmu);
         return 0;
+    }
+    /* A ScoreCAM / AblationCAM that alone would outlast the timeout, as
+     * measured here (run_cost), is refused now: a quick 504 instead of one
+     * after timeout_ms of a worker's time. */
+    const run_cost *slow = run_cost_find(s, j, t0);
+    if (slow && slow->ms > SLOW_RUN_MARGIN * s->p.timeout_ms) {
+        const double ms = slow->ms, ago = t0 - slow->at;
+        const bool extrapolated = slow->extrapolated;
+        if (--s->inflight == 0) pthread_cond_broadcast(&s->idle_cv);
+        pthread_mutex_unlock(&s->mu);
+        cs_errorf(&resp->err, CS_ELIMIT,
+                  "timed out before it ran: %s with these layers and options %s about %.*f s per image on this "
+                  "server (measured %.0f s ago), more than the %d ms request timeout (--timeout-ms); use a "
+                  "faster method (gradcam takes a single backward pass) or raise --timeout-ms; such a request "
+                  "is tried again %.0f min after that measurement",
+                  cs_cam_method_name(j->eo.method), extrapolated ? "would take" : "took", ms < 1e4 ? 1 : 0,
+                  ms / 1e3, ago / 1e3, s->p.timeout_ms, SLOW_RUN_TTL_MS / 60e3);
+        job_free(j);
+        return answer(s, resp, CS_SVC_TIMEOUT, t0);
     }
     /* A request that would still be queued at its deadline is refused now:
      * a quick 503 instead of a 504 after timeout_ms of waiting.  The

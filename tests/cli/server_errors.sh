@@ -238,26 +238,48 @@ if [ -n "$photo" ] && start_server timeout --model "$model" --timeout-ms 1 --bat
     stop_server INT && [ "$STOP_RC" = 0 ] && ok "SIGINT: exit 0 in ${STOP_SECONDS}s" || fail "SIGINT (rc ${STOP_RC:-none})"
 fi
 
-# ---- a run past its timeout is stopped: 504 ----
+# ---- a run past its timeout is stopped: 504; the next of its kind is refused at once ----
 # ScoreCAM with aug_smooth on the default model is 6 x 128 forward passes
 # of the whole network, about 1.5 s on one thread here (more under the
-# sanitizers).  The worker takes it within the 600 ms timeout and must stop
-# it at its next forward run past the deadline, not finish it for nobody;
-# two identical requests (the second waits for the first) both get 504.
-# The worker then serves the next request from the same session.  (Under
-# a loaded machine the worker may take it only after the deadline: then
-# it is stopped before its first forward run, which the message says.)
+# sanitizers).  Two identical requests (the second waits for the first)
+# reach the worker within the 600 ms timeout; it must stop the run at its
+# next forward run past the deadline, not finish it for nobody, and both
+# get 504.  (Under a loaded machine the worker may take them only after the
+# deadline: then the run is stopped before its first forward run, which
+# the message says.)  A stopped run that got going leaves an estimate of
+# its whole length, well past the timeout, so the next ScoreCAM of that
+# kind -- another image, same method, layer and aug_smooth -- is refused
+# before it runs, with what it would take; a ScoreCAM of another kind is
+# not.  The worker then serves the next request from the same session.
+stopped_re='^timed out: scorecam ran past the 600 ms request timeout \\(--timeout-ms\\) and was stopped ([0-9.]+ s in, [0-9]+% of its forward passes done; all of them would take up to about [0-9.]+ s at this pace|before its forward passes began)$'
 if start_server cancel --timeout-ms 600 --threads 1 --batch-window-ms 0; then
-    req "ScoreCAM past its timeout" 504 -H "Content-Type: image/png" --data-binary @"$png" \
-        "$BASE/v1/explain?method=scorecam&aug_smooth=1" \
-        && jcheck "504 says it was stopped, how far it got and how long all would take" \
-            '.error | test("^timed out: scorecam ran past the 600 ms request timeout \\(--timeout-ms\\) and was stopped ([0-9.]+ s in, [0-9]+% of its forward passes done; all of them would take up to about [0-9.]+ s at this pace|before its forward passes began)$")'
-    curl -s --max-time 30 --parallel --parallel-immediate -w '%{http_code}\n' -o /dev/null -o /dev/null \
+    curl -s --max-time 30 --parallel --parallel-immediate -w '%{http_code}\n' -o "$tmp/twin1" -o "$tmp/twin2" \
         -H "Content-Type: image/png" \
         --data-binary @"$png" "$BASE/v1/explain?method=scorecam&aug_smooth=1&alpha=0.4" \
         "$BASE/v1/explain?method=scorecam&aug_smooth=1&alpha=0.4" >"$tmp/twins.codes" 2>/dev/null
     [ "$(grep -c '^504$' "$tmp/twins.codes")" = 2 ] && ok "two identical requests past the timeout: both 504" \
         || fail "two identical requests past the timeout: $(tr '\n' ' ' <"$tmp/twins.codes")"
+    cp "$tmp/twin1" "$tmp/body"
+    jcheck "504 says it was stopped, how far it got and how long all would take" ".error | test(\"$stopped_re\")"
+    # the estimate the stopped run left, in ms; empty when it never began
+    whole=$(jq -r '.error | capture("would take up to about (?<s>[0-9.]+) s") | .s' "$tmp/twin1" 2>/dev/null \
+        | awk '{ printf "%d", $1 * 1000 }')
+    req "another image, the same kind of ScoreCAM" 504 -H "Content-Type: image/jpeg" --data-binary @"$photo" \
+        "$BASE/v1/explain?method=scorecam&aug_smooth=1"
+    if [ -n "$whole" ] && [ "$whole" -gt 720 ]; then
+        jcheck "refused before it ran (estimate ${whole} ms > 1.2 x 600), with what it would take and what to do" \
+            '.error | test("^timed out before it ran: scorecam with these layers and options would take about [0-9.]+ s per image on this server \\(measured [0-9]+ s ago\\), more than the 600 ms request timeout \\(--timeout-ms\\); use a faster method .* or raise --timeout-ms; such a request is tried again 10 min after that measurement$")'
+    else
+        echo "  (the stopped run left no estimate past 1.2 x 600 ms ('${whole}'): so this one runs and is stopped)"
+        jcheck "stopped like the first" ".error | test(\"$stopped_re\")"
+    fi
+    CODE=$(curl -s --max-time 30 -o "$tmp/body" -w '%{http_code}' -H "Content-Type: image/png" \
+        --data-binary @"$png" "$BASE/v1/explain?method=scorecam")
+    if [ "$CODE" = 200 ] || jq -e '.error | test("ran past")' "$tmp/body" >/dev/null 2>&1; then
+        ok "a ScoreCAM of another kind (no aug_smooth) runs (HTTP $CODE)"
+    else
+        fail "a ScoreCAM without aug_smooth: HTTP $CODE, want 200 or a run stopped at the timeout: $(head -c 300 "$tmp/body")"
+    fi
     req "then a GradCAM on the same worker" 200 -H "Content-Type: image/png" --data-binary @"$png" "$BASE/v1/explain" \
         && jcheck "it explains" '.predictions | length == 5'
     curl -s --max-time 5 "$BASE/metrics" >"$tmp/cancel.prom"
@@ -265,8 +287,13 @@ if start_server cancel --timeout-ms 600 --threads 1 --batch-window-ms 0; then
     [ "${coalesced:-0}" -ge 1 ] && ok "the second of the two waited for the first ($coalesced coalesced)" \
         || fail "the two identical requests were not coalesced: the check above proves less"
     stopped=$(awk '/^camserve_runs_stopped_total\{reason="timeout"\}/ { print $2 }' "$tmp/cancel.prom")
-    [ "${stopped:-0}" -ge 2 ] && ok "/metrics counts the stopped runs ($stopped)" \
-        || fail "camserve_runs_stopped_total{reason=\"timeout\"} is '${stopped}', want >= 2"
+    [ "${stopped:-0}" -ge 1 ] && ok "/metrics counts the stopped runs ($stopped)" \
+        || fail "camserve_runs_stopped_total{reason=\"timeout\"} is '${stopped}', want >= 1"
+    if [ -n "$whole" ] && [ "$whole" -gt 720 ]; then
+        refused=$(awk '/^camserve_service_rejected_total\{reason="timeout"\}/ { print $2 }' "$tmp/cancel.prom")
+        [ "${refused:-0}" -ge 1 ] && ok "/metrics counts the refusal ($refused rejected for timeout)" \
+            || fail "camserve_service_rejected_total{reason=\"timeout\"} is '${refused}', want >= 1"
+    fi
     stop_server TERM && [ "$STOP_RC" = 0 ] && ok "stopped" || fail "stop after the cancelled runs (rc ${STOP_RC:-none})"
 fi
 
