@@ -53,8 +53,13 @@ typedef struct cs_explain_options {
 
 cs_explain_options cs_explain_default_options(void);
 
-/* "top", "K" or "topk:K" into opt's class fields. */
-cs_status cs_explain_parse_class(const char *spec, cs_explain_options *opt, cs_error *err);
+/* "top", "K", "topk:K" or a class's label into opt's class fields.
+ * labels[i] names class i (nlabels of them; NULL/0: none).  A label
+ * compares without case and with '_' as ' ' ("Golden_Retriever"); one that
+ * names no class or several (ImageNet's two "crane"s) fails with CS_EINVAL
+ * and a message listing the indices, or the labels containing it. */
+cs_status cs_explain_parse_class(const char *spec, char *const *labels, int nlabels, cs_explain_options *opt,
+                                 cs_error *err);
 /* "auto" or comma-separated tensor names into opt's layers; an unknown name
  * fails with CS_ENOTFOUND and a message listing the candidate layers. */
 cs_status cs_explain_parse_layers(const cs_model *m, const char *spec, cs_explain_options *opt,

@@ -305,7 +305,6 @@ int cs_cli_explain(int argc, char **argv) {
     if (opts[O_METHOD].value && cs_cam_method_parse(opts[O_METHOD].value, &c.eo.method, &err) != CS_OK)
         goto out;
     if (opts[O_CMAP].value && cs_img_colormap_parse(opts[O_CMAP].value, &c.cmap, &err) != CS_OK) goto out;
-    if (cs_explain_parse_class(opts[O_CLASS].value, &c.eo, &err) != CS_OK) goto out;
     c.eo.aug_smooth = opts[O_AUG].value != NULL;
     c.eo.eigen_smooth = opts[O_EIGEN].value != NULL;
     c.eo.batch_size = bsz;
@@ -316,6 +315,7 @@ int cs_cli_explain(int argc, char **argv) {
     c.m = m;
     if (cs_explain_parse_layers(m, opts[O_LAYER].value, &c.eo, &err) != CS_OK) goto out;
     if (cli_model_labels(m, opts[O_LABELS].value, &c.labels, &err) != CS_OK) goto out;
+    if (cs_explain_parse_class(opts[O_CLASS].value, c.labels.names, c.labels.n, &c.eo, &err) != CS_OK) goto out;
     if (cs_session_create(m, &c.s, &err) != CS_OK) goto out;
     if (c.outdir) {
         if (mkdir(c.outdir, 0755) != 0 && errno != EEXIST) {

@@ -20,7 +20,7 @@ static const command COMMANDS[] = {
      "[--save-logits OUT.npy] [--threads T] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16]"},
     {"explain", cs_cli_explain,
      "explain [--model M] (--image FILE|DIR... | --tensor X.npy) [--method gradcam] [--layer auto|NAME[,NAME]] "
-     "[--class top|K|topk:K] [--out DIR] [--json] [--save-cam CAM.npy] [--cam-size layer|input] "
+     "[--class top|K|topk:K|LABEL] [--out DIR] [--json] [--save-cam CAM.npy] [--cam-size layer|input] "
      "[--aug-smooth] [--eigen-smooth] [--colormap jet|turbo|viridis|inferno] [--alpha A] [--threads T] [--device cpu|cuda[:N]|auto] [--precision fp32|fp16|bf16]"},
     {"preprocess", cs_cli_preprocess, "preprocess [--model M] --image I --save-tensor X.npy"},
     {"bench", cs_cli_bench,

@@ -25,7 +25,60 @@ static bool parse_int(const char *s, long *out) {
     return true;
 }
 
-cs_status cs_explain_parse_class(const char *spec, cs_explain_options *opt, cs_error *err) {
+/* A label character as a name compares: case folded, and '_' as ' ' (so
+ * golden_retriever names "golden retriever" in a shell or URL). */
+static int label_fold(unsigned char c) { return c == '_' ? ' ' : tolower(c); }
+
+static bool label_eq(const char *a, const char *b) {
+    while (*a && label_fold((unsigned char)*a) == label_fold((unsigned char)*b)) a++, b++;
+    return !*a && !*b;
+}
+
+static bool label_contains(const char *hay, const char *needle) {
+    for (; *hay; hay++) {
+        const char *h = hay, *n = needle;
+        while (*n && label_fold((unsigned char)*h) == label_fold((unsigned char)*n)) h++, n++;
+        if (!*n) return true;
+    }
+    return false;
+}
+
+/* spec as a label: exactly one class must carry it. */
+static cs_status parse_class_label(const char *spec, char *const *labels, int nlabels, cs_explain_options *opt,
+                                   cs_error *err) {
+    int found = -1, nfound = 0;
+    char list[512] = "";
+    size_t off = 0;
+    for (int i = 0; i < nlabels; i++)
+        if (labels[i] && label_eq(spec, labels[i])) {
+            if (!nfound++) found = i;
+            if (off < sizeof list)
+                off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", off ? ", " : "", i);
+        }
+    if (nfound == 1) {
+        opt->class_mode = CS_CLASS_INDEX;
+        opt->class_index = found;
+        opt->topk = 1;
+        return CS_OK;
+    }
+    if (nfound > 1)
+        return cs_errorf(err, CS_EINVAL, "class '%.64s' names %d classes (%s): use the index", spec, nfound, list);
+    /* The labels that contain it, as suggestions ("retriever" -> the four) */
+    int nlike = 0;
+    for (int i = 0; i < nlabels; i++)
+        if (labels[i] && *spec && label_contains(labels[i], spec)) {
+            if (nlike++ < 8 && off < sizeof list)
+                off += (size_t)snprintf(list + off, sizeof list - off, "%s%d %s", off ? ", " : "", i, labels[i]);
+        }
+    if (nlike)
+        return cs_errorf(err, CS_EINVAL, "unknown class '%.64s': no label is exactly that; labels containing it: %s%s",
+                         spec, list, nlike > 8 ? ", ..." : "");
+    return cs_errorf(err, CS_EINVAL, "unknown class '%.64s': use top, an index 0..%d, topk:K (K 1..%d) or one of "
+                     "the model's %d labels", spec, nlabels - 1, CS_EXPLAIN_MAX_TOPK, nlabels);
+}
+
+cs_status cs_explain_parse_class(const char *spec, char *const *labels, int nlabels, cs_explain_options *opt,
+                                 cs_error *err) {
     long v;
     if (!spec || !strcmp(spec, "top")) {
         opt->class_mode = CS_CLASS_TOP;
@@ -38,9 +91,11 @@ cs_status cs_explain_parse_class(const char *spec, cs_explain_options *opt, cs_e
         opt->class_mode = CS_CLASS_INDEX;
         opt->class_index = (int)v;
         opt->topk = 1;
+    } else if (labels && nlabels > 0 && strncmp(spec, "topk:", 5)) {
+        return parse_class_label(spec, labels, nlabels, opt, err);
     } else {
-        return cs_errorf(err, CS_EINVAL, "bad class '%s': use top, an index, or topk:K (K 1..%d)",
-                         spec, CS_EXPLAIN_MAX_TOPK);
+        return cs_errorf(err, CS_EINVAL, "bad class '%.64s': use top, an index, or topk:K (K 1..%d)%s", spec,
+                         CS_EXPLAIN_MAX_TOPK, labels && nlabels > 0 ? "" : ", or a label (this model has none)");
     }
     return CS_OK;
 }

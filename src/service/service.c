@@ -2210,9 +2210,16 @@ static cs_svc_outcome parse_request(cs_svc *s, const cs_svc_request *req, job *j
     if (req->method && *req->method && cs_cam_method_parse(req->method, &j->eo.method, err) != CS_OK)
         return CS_SVC_BAD_REQUEST;
     const char *cls = req->class_spec && *req->class_spec ? req->class_spec : "top";
-    if (!strncmp(cls, "topk", 4) || cs_explain_parse_class(cls, &j->eo, err) != CS_OK) {
-        cs_errorf(err, CS_EINVAL, "bad class '%.64s': use top or a class index 0..%d", cls,
-                  sm->info.num_classes - 1);
+    const int nlabels = sm->info.num_labels < sm->info.num_classes ? sm->info.num_labels : sm->info.num_classes;
+    if (!strncmp(cls, "topk:", 5)) { /* one map per answer */
+        cs_errorf(err, CS_EINVAL, "bad class '%.64s': use top, a class index 0..%d%s", cls,
+                  sm->info.num_classes - 1, nlabels ? " or a label" : "");
+        return CS_SVC_BAD_REQUEST;
+    }
+    if (cs_explain_parse_class(cls, sm->labels, nlabels, &j->eo, err) != CS_OK) {
+        if (!nlabels)
+            cs_errorf(err, CS_EINVAL, "bad class '%.64s': use top or a class index 0..%d (the model has no labels)",
+                      cls, sm->info.num_classes - 1);
         return CS_SVC_BAD_REQUEST;
     }
     if (j->eo.class_mode == CS_CLASS_INDEX && j->eo.class_index >= sm->info.num_classes) {

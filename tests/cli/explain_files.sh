@@ -40,6 +40,14 @@ PY
 for f in a b; do
   [ -s "$tmp/out/$f.overlay.png" ] && [ -s "$tmp/out/$f.heatmap.png" ] || fail "$f: overlay/heatmap missing"
 done
+# --class by the label, case folded; part of one lists those containing it
+"$bin" explain --image "$tmp/in/a.jpg" --class Dog --json >"$tmp/dog.json" 2>"$tmp/dog.err" \
+    || fail "--class Dog: exit $?: $(cat "$tmp/dog.err")"
+jq -e '.cam.label == "dog" and .cam.class_index == (.predictions[] | select(.label == "dog") | .index)' \
+    "$tmp/dog.json" >/dev/null || fail "--class Dog did not explain the class labelled dog: $(head -c 400 "$tmp/dog.json")"
+"$bin" explain --image "$tmp/in/a.jpg" --class og >/dev/null 2>"$tmp/og.err" && fail "--class og: exit 0"
+grep -q "unknown class 'og': no label is exactly that; labels containing it: [0-9]* dog" "$tmp/og.err" \
+    || fail "--class og: $(cat "$tmp/og.err")"
 [ -e "$tmp/out/c.overlay.png" ] && fail "an overlay for the bad file"
 [ -e "$tmp/out/ignored.overlay.png" ] && fail "a subfolder was recursed"
 

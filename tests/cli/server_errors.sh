@@ -66,7 +66,8 @@ req "unknown method" 400 "${P[@]}" "$BASE/v1/explain?method=fancycam" \
 req "unknown layer" 400 "${P[@]}" "$BASE/v1/explain?layer=nope" \
     && jcheck "lists the layers" '.error | test("nope") and test("layer4")'
 req "class out of range" 400 "${P[@]}" "$BASE/v1/explain?class=99" && jcheck "names 0..9" '.error | test("0\\.\\.9")'
-req "class not a number" 400 "${P[@]}" "$BASE/v1/explain?class=dog" && jcheck "says top or index" '.error | test("top")'
+req "class not a number, no labels" 400 "${P[@]}" "$BASE/v1/explain?class=dog" \
+    && jcheck "says top or index, and why not a label" '.error | test("top") and test("the model has no labels")'
 req "unknown model" 400 "${P[@]}" "$BASE/v1/explain?model=resnet9000" \
     && jcheck "lists the models" '.error | test("resnet9000") and test("golden")'
 req "unknown colormap" 400 "${P[@]}" "$BASE/v1/explain?colormap=rainbow" && jcheck "lists colormaps" '.error | test("jet")'
@@ -266,9 +267,15 @@ if start_server cancel --timeout-ms 600 --threads 1 --batch-window-ms 0; then
         | awk '{ printf "%d", $1 * 1000 }')
     req "another image, the same kind of ScoreCAM" 504 -H "Content-Type: image/jpeg" --data-binary @"$photo" \
         "$BASE/v1/explain?method=scorecam&aug_smooth=1"
-    if [ -n "$whole" ] && [ "$whole" -gt 720 ]; then
+    # The service refuses past 1.2 x 600 = 720 ms; the message rounds the
+    # estimate to 0.1 s, so near 720 either answer is right.
+    refused_re='^timed out before it ran: scorecam with these layers and options would take about [0-9.]+ s per image on this server \\(measured [0-9]+ s ago\\), more than the 600 ms request timeout \\(--timeout-ms\\); use a faster method .* or raise --timeout-ms; such a request is tried again 10 min after that measurement$'
+    if [ -n "$whole" ] && [ "$whole" -gt 800 ]; then
         jcheck "refused before it ran (estimate ${whole} ms > 1.2 x 600), with what it would take and what to do" \
-            '.error | test("^timed out before it ran: scorecam with these layers and options would take about [0-9.]+ s per image on this server \\(measured [0-9]+ s ago\\), more than the 600 ms request timeout \\(--timeout-ms\\); use a faster method .* or raise --timeout-ms; such a request is tried again 10 min after that measurement$")'
+            ".error | test(\"$refused_re\")"
+    elif [ -n "$whole" ] && [ "$whole" -gt 650 ]; then
+        jcheck "refused before it ran or stopped (estimate ${whole} ms, about 1.2 x 600)" \
+            ".error | test(\"$refused_re\") or test(\"$stopped_re\")"
     else
         echo "  (the stopped run left no estimate past 1.2 x 600 ms ('${whole}'): so this one runs and is stopped)"
         jcheck "stopped like the first" ".error | test(\"$stopped_re\")"
@@ -289,7 +296,7 @@ if start_server cancel --timeout-ms 600 --threads 1 --batch-window-ms 0; then
     stopped=$(awk '/^camserve_runs_stopped_total\{reason="timeout"\}/ { print $2 }' "$tmp/cancel.prom")
     [ "${stopped:-0}" -ge 1 ] && ok "/metrics counts the stopped runs ($stopped)" \
         || fail "camserve_runs_stopped_total{reason=\"timeout\"} is '${stopped}', want >= 1"
-    if [ -n "$whole" ] && [ "$whole" -gt 720 ]; then
+    if [ -n "$whole" ] && [ "$whole" -gt 800 ]; then
         refused=$(awk '/^camserve_service_rejected_total\{reason="timeout"\}/ { print $2 }' "$tmp/cancel.prom")
         [ "${refused:-0}" -ge 1 ] && ok "/metrics counts the refusal ($refused rejected for timeout)" \
             || fail "camserve_service_rejected_total{reason=\"timeout\"} is '${refused}', want >= 1"

@@ -277,22 +277,43 @@ static void test_errors(void **state) {
     assert_non_null(strstr(err.msg, "no_such_tensor"));
     assert_non_null(strstr(err.msg, cs_model_layer_name(m, cs_model_default_layer(m))));
     /* bad class specs */
-    assert_int_equal(cs_explain_parse_class("topk:0", &eo, &err), CS_EINVAL);
-    assert_int_equal(cs_explain_parse_class("banana", &eo, &err), CS_EINVAL);
-    assert_int_equal(cs_explain_parse_class("topk:3", &eo, &err), CS_OK);
+    assert_int_equal(cs_explain_parse_class("topk:0", NULL, 0, &eo, &err), CS_EINVAL);
+    assert_int_equal(cs_explain_parse_class("banana", NULL, 0, &eo, &err), CS_EINVAL);
+    assert_int_equal(cs_explain_parse_class("topk:3", NULL, 0, &eo, &err), CS_OK);
     assert_int_equal(eo.topk, 3);
+    /* a class by its label: case and '_' fold; ambiguous and unknown
+     * labels name the candidates */
+    {
+        char *labels[] = {"tench", "golden retriever", "Labrador retriever", "crane", "crane", "7"};
+        assert_int_equal(cs_explain_parse_class("Golden_Retriever", labels, 6, &eo, &err), CS_OK);
+        assert_int_equal(eo.class_mode, CS_CLASS_INDEX);
+        assert_int_equal(eo.class_index, 1);
+        assert_int_equal(cs_explain_parse_class("tench", labels, 6, &eo, &err), CS_OK);
+        assert_int_equal(eo.class_index, 0);
+        assert_int_equal(cs_explain_parse_class("7", labels, 6, &eo, &err), CS_OK); /* an index first */
+        assert_int_equal(eo.class_index, 7);
+        assert_int_equal(cs_explain_parse_class("crane", labels, 6, &eo, &err), CS_EINVAL);
+        assert_non_null(strstr(err.msg, "names 2 classes (3, 4)"));
+        assert_int_equal(cs_explain_parse_class("retriever", labels, 6, &eo, &err), CS_EINVAL);
+        assert_non_null(strstr(err.msg, "1 golden retriever, 2 Labrador retriever"));
+        assert_int_equal(cs_explain_parse_class("banana", labels, 6, &eo, &err), CS_EINVAL);
+        assert_non_null(strstr(err.msg, "one of the model's 6 labels"));
+        assert_int_equal(cs_explain_parse_class("golden retriever ", labels, 6, &eo, &err), CS_EINVAL);
+        assert_int_equal(cs_explain_parse_class("", labels, 6, &eo, &err), CS_EINVAL);
+        assert_int_equal(cs_explain_parse_class("topk:0", labels, 6, &eo, &err), CS_EINVAL);
+    }
     /* a class out of range */
     cs_session *s;
     assert_int_equal(cs_session_create(m, &s, &err), CS_OK);
     cs_npy in;
     assert_int_equal(cs_npy_load(GOLDEN "/resnet_basic/input.npy", &in, &err), CS_OK);
     eo = cs_explain_default_options();
-    assert_int_equal(cs_explain_parse_class("10", &eo, &err), CS_OK);
+    assert_int_equal(cs_explain_parse_class("10", NULL, 0, &eo, &err), CS_OK);
     cs_explain_output ex;
     assert_int_equal(cs_explain_run(s, m, in.data, 2, &eo, &ex, &err), CS_EINVAL);
     assert_non_null(strstr(err.msg, "out of range"));
     /* topk: maps per class, best first, each normalised to [0, 1] */
-    assert_int_equal(cs_explain_parse_class("topk:3", &eo, &err), CS_OK);
+    assert_int_equal(cs_explain_parse_class("topk:3", NULL, 0, &eo, &err), CS_OK);
     assert_int_equal(cs_explain_run(s, m, in.data, 2, &eo, &ex, &err), CS_OK);
     assert_int_equal(ex.k, 3);
     for (int i = 0; i < 2; i++) {
