@@ -73,8 +73,8 @@ static cs_status parse_class_label(const char *spec, char *const *labels, int nl
     if (nlike)
         return cs_errorf(err, CS_EINVAL, "unknown class '%.64s': no label is exactly that; labels containing it: %s%s",
                          spec, list, nlike > 8 ? ", ..." : "");
-    return cs_errorf(err, CS_EINVAL, "unknown class '%.64s': use top, an index 0..%d, topk:K (K 1..%d) or one of "
-                     "the model's %d labels", spec, nlabels - 1, CS_EXPLAIN_MAX_TOPK, nlabels);
+    return cs_errorf(err, CS_EINVAL, "unknown class '%.64s': neither top, an index nor one of the model's %d labels",
+                     spec, nlabels);
 }
 
 cs_status cs_explain_parse_class(const char *spec, char *const *labels, int nlabels, cs_explain_options *opt,

@@ -221,11 +221,11 @@ typedef struct job job;
  * been measured while other work shared the cores: a pessimistic one then
  * costs one more run per TTL, not every request for good.  Under s->mu. */
 typedef struct run_cost {
-    uint8_t digest[32]; /* the model's; all zero: an unused entry */
+    uint8_t digest[32]; /* the model's */
     cs_cam_method method;
     int nlayers, layers[CS_EXPLAIN_MAX_LAYERS], aug_smooth, batch_size;
     double ms;          /* one image's whole run */
-    double at;          /* when measured (cs_now_ms) */
+    double at;          /* when measured (cs_now_ms); 0: an unused entry */
     bool extrapolated;  /* from a run stopped part way */
 } run_cost;
 
@@ -2408,7 +2408,7 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
      * after timeout_ms of a worker's time. */
     const run_cost *slow = run_cost_find(s, j, t0);
     if (slow && slow->ms > SLOW_RUN_MARGIN * s->p.timeout_ms) {
-        const double ms = slow->ms, ago = t0 - slow->at;
+        const double ms = slow->ms, ago = t0 > slow->at ? t0 - slow->at : 0;
         const bool extrapolated = slow->extrapolated;
         if (--s->inflight == 0) pthread_cond_broadcast(&s->idle_cv);
         pthread_mutex_unlock(&s->mu);
