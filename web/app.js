@@ -19,6 +19,8 @@ const state = {
   result: null,
   seq: 0,           // only the latest request may update the page
   view: 'overlay',
+  labelCount: new Map(), // lowercased label -> how many classes carry it
+  classAsked: '',   // the class box's value last explained
 };
 
 // "12.3 ms", or "6.42 s" from a second on (ScoreCAM on a real model takes
@@ -44,6 +46,15 @@ function option(value, text) {
 function className(i) {
   const m = state.model;
   return m && m.classes && m.classes[i] ? m.classes[i] : `class ${i}`;
+}
+
+// What the class box holds for class i: its label, which the server takes
+// as well as the index and which a user can type, unless the model has
+// none or another class has the same label (the server would refuse it).
+function classValue(i) {
+  const m = state.model;
+  const l = m && m.classes ? m.classes[i] : '';
+  return l && state.labelCount.get(l.toLowerCase()) === 1 ? l : String(i);
 }
 
 // ---- models and controls ----------------------------------------------------
@@ -97,9 +108,19 @@ function selectModel(name) {
   $('model-meta').title = `digest ${m.digest}`;
   const layers = m.layers.map((l) => option(l.name, `${l.name}  (${l.shape.join('×')})`));
   $('layer').replaceChildren(option('', `default: ${m.default_layer}`), ...layers);
-  const classes = [option('top', 'top prediction')];
-  for (let i = 0; i < m.num_classes; i++) classes.push(option(String(i), `${i} · ${className(i)}`));
-  $('class').replaceChildren(...classes);
+  // The class is typed (a label or an index) with the labels offered as
+  // the user types: a list of 1000 ImageNet classes is no menu to scroll.
+  state.labelCount = new Map();
+  for (const l of m.classes || []) state.labelCount.set(l.toLowerCase(), (state.labelCount.get(l.toLowerCase()) || 0) + 1);
+  const classes = [];
+  for (let i = 0; i < m.num_classes; i++) {
+    const o = option(classValue(i), `#${i}`);
+    o.label = `#${i}`;
+    classes.push(o);
+  }
+  $('class-list').replaceChildren(...classes);
+  $('class').value = state.classAsked = '';
+  $('class').placeholder = labelled ? 'top prediction (or type a label)' : `top prediction (or 0..${m.num_classes - 1})`;
   showGallery();
 }
 
@@ -221,7 +242,7 @@ document.addEventListener('paste', (e) => {
 
 function params() {
   const p = { model: state.model ? state.model.name : '', method: $('method').value,
-              class: $('class').value, colormap: $('colormap').value };
+              class: $('class').value.trim() || 'top', colormap: $('colormap').value };
   if ($('layer').value) p.layer = $('layer').value;
   return p;
 }
@@ -327,7 +348,7 @@ function render(res) {
     bar.appendChild(fill);
     li.append(label, score, bar);
     li.addEventListener('click', () => {
-      $('class').value = String(p.index);
+      $('class').value = state.classAsked = classValue(p.index);
       explain();
     });
     return li;
@@ -398,7 +419,17 @@ $('opacity').addEventListener('input', () => {
   $('heat-layer').style.opacity = $('opacity').value;
 });
 
-['method', 'layer', 'class', 'colormap'].forEach((id) => $(id).addEventListener('change', explain));
+['method', 'layer', 'colormap'].forEach((id) => $(id).addEventListener('change', explain));
+// A suggestion picked from the class list explains at once; typed text
+// waits for Enter or leaving the box ('change'), so that typing "crane"
+// does not run a ScoreCAM for "cr".  Either asks once per value.
+function classChanged() {
+  if ($('class').value === state.classAsked) return;
+  state.classAsked = $('class').value;
+  explain();
+}
+$('class').addEventListener('change', classChanged);
+$('class').addEventListener('input', (e) => { if (e.inputType === 'insertReplacementText' || !e.inputType) classChanged(); });
 $('model').addEventListener('change', () => {
   selectModel($('model').value);
   explain();
