@@ -19,7 +19,7 @@ const state = {
   result: null,
   seq: 0,           // only the latest request may update the page
   view: 'overlay',
-  labelCount: new Map(), // lowercased label -> how many classes carry it
+  labelCount: new Map(), // folded label (labelKey) -> how many classes carry it
   classAsked: '',   // the class box's value last explained
 };
 
@@ -48,13 +48,16 @@ function className(i) {
   return m && m.classes && m.classes[i] ? m.classes[i] : `class ${i}`;
 }
 
+// A label as the server compares them: case folded, '_' as a space.
+const labelKey = (l) => l.toLowerCase().replaceAll('_', ' ');
+
 // What the class box holds for class i: its label, which the server takes
 // as well as the index and which a user can type, unless the model has
 // none or another class has the same label (the server would refuse it).
 function classValue(i) {
   const m = state.model;
   const l = m && m.classes ? m.classes[i] : '';
-  return l && state.labelCount.get(l.toLowerCase()) === 1 ? l : String(i);
+  return l && state.labelCount.get(labelKey(l)) === 1 ? l : String(i);
 }
 
 // ---- models and controls ----------------------------------------------------
@@ -111,13 +114,9 @@ function selectModel(name) {
   // The class is typed (a label or an index) with the labels offered as
   // the user types: a list of 1000 ImageNet classes is no menu to scroll.
   state.labelCount = new Map();
-  for (const l of m.classes || []) state.labelCount.set(l.toLowerCase(), (state.labelCount.get(l.toLowerCase()) || 0) + 1);
+  for (const l of m.classes || []) state.labelCount.set(labelKey(l), (state.labelCount.get(labelKey(l)) || 0) + 1);
   const classes = [];
-  for (let i = 0; i < m.num_classes; i++) {
-    const o = option(classValue(i), `#${i}`);
-    o.label = `#${i}`;
-    classes.push(o);
-  }
+  for (let i = 0; i < m.num_classes; i++) classes.push(option(classValue(i), `#${i}`));
   $('class-list').replaceChildren(...classes);
   $('class').value = state.classAsked = '';
   $('class').placeholder = labelled ? 'top prediction (or type a label)' : `top prediction (or 0..${m.num_classes - 1})`;
