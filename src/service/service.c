@@ -1536,26 +1536,64 @@ static void gather(cs_svc *s, job **batch, int *n, int max) {
  * has no identical request still waiting for it (those are answered at
  * their own deadlines by the prep threads' sweep) -- or once cs_svc_stop's
  * drain is over, so that a shutdown is not held up by a run nobody will
- * see. */
+ * see.
+ *
+ * It also stops as soon as its pace shows it cannot end in time: the first
+ * run of a kind has no run_cost to be refused by at admission, and used to
+ * hold its worker until the deadline all the same (30 s of the default
+ * timeout for a ScoreCAM of ResNet-50 that needs ~50 s).  The pace is
+ * taken from the first chunk's end on: what came before -- the plain
+ * forward and backward, the chunk plan's build, cold caches -- made the
+ * default model's run look three times its length.  It is judged only
+ * after EARLY_LOOK of the time the run had, and the run is stopped only
+ * when even EARLY_MARGIN x that pace would end past the last deadline
+ * waiting for it. */
+#define EARLY_LOOK 0.1
+#define EARLY_MARGIN 1.2
+
 typedef struct run_watch {
     cs_svc *s;
     job **batch;
     int n;
-    cs_svc_outcome why; /* CS_SVC_TIMEOUT or CS_SVC_STOPPING, once stopped */
-    double done;        /* the fraction of the forward items run by then */
+    double t0;              /* when the run began (cs_now_ms) */
+    double mark_t, mark_d;  /* the first poll after some forward items: when, and the fraction then */
+    cs_svc_outcome why;     /* CS_SVC_TIMEOUT or CS_SVC_STOPPING, once stopped */
+    double done;            /* the fraction of the forward items run by then */
+    double whole;           /* by then, the whole run's projected length (ms); 0 before any item */
+    bool early;             /* stopped by its pace, before the deadlines */
 } run_watch;
+
+/* The whole run's projected length at now, with the fraction done
+ * (0 when nothing ran yet): the pace since the mark when there is one,
+ * else the pace since the start. */
+static double run_projection(const run_watch *w, double now, double done) {
+    if (done <= 0) return 0;
+    if (done > w->mark_d && w->mark_d > 0) return now - w->t0 + (1 - done) * (now - w->mark_t) / (done - w->mark_d);
+    return (now - w->t0) / done;
+}
 
 static int run_stop(void *ctx, double done) {
     run_watch *w = ctx;
     const double now = cs_now_ms();
-    bool live = false;
+    double last = 0; /* the last deadline of a request waiting for the run */
     pthread_mutex_lock(&w->s->mu);
     const bool quit = w->s->quit;
-    for (int i = 0; i < w->n && !live; i++) live = now < w->batch[i]->deadline || w->batch[i]->followers;
+    for (int i = 0; i < w->n; i++) {
+        last = fmax(last, w->batch[i]->deadline);
+        for (const job *f = w->batch[i]->followers; f; f = f->next) last = fmax(last, f->deadline);
+    }
     pthread_mutex_unlock(&w->s->mu);
-    if (live && !quit) return 0;
+    if (done > 0 && w->mark_d <= 0) {
+        w->mark_t = now;
+        w->mark_d = done;
+    }
+    const double whole = run_projection(w, now, done);
+    w->early = !quit && now < last && done > w->mark_d && now - w->t0 >= EARLY_LOOK * (last - w->t0) &&
+               now + (w->t0 + whole - now) / EARLY_MARGIN > last;
+    if (now < last && !quit && !w->early) return 0;
     w->why = quit ? CS_SVC_STOPPING : CS_SVC_TIMEOUT;
     w->done = done;
+    w->whole = whole;
     return 1;
 }
 
@@ -1601,31 +1639,39 @@ static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
         }
     } else {
         cs_explain_options eo = batch[0]->eo;
-        run_watch watch = {.s = s, .batch = batch, .n = n};
+        run_watch watch = {.s = s, .batch = batch, .n = n, .t0 = t0};
         eo.cancel = run_stop;
         eo.cancel_ctx = &watch;
         st = cs_explain_run(sess, sm->m, in, nb, &eo, &ex, &err);
         const double ran = cs_now_ms() - t0;
         /* What one image alone would take: the batch was nb images, and a
          * lone one is padded to the graph's fixed batch. */
-        const double per_image = ran / nb * (sm->b0 > 0 ? sm->b0 : 1);
-        if (slow_method(eo.method) && (st == CS_OK || (st == CS_ECANCELED && watch.done > 0))) {
+        const double per_image = (st == CS_OK ? ran : watch.whole) / nb * (sm->b0 > 0 ? sm->b0 : 1);
+        if (slow_method(eo.method) && (st == CS_OK || (st == CS_ECANCELED && watch.whole > 0))) {
             pthread_mutex_lock(&s->mu);
-            run_cost_observe(s, batch[0], st == CS_OK ? per_image : per_image / watch.done, st != CS_OK,
-                             t0 + ran);
+            run_cost_observe(s, batch[0], per_image, st != CS_OK, t0 + ran);
             pthread_mutex_unlock(&s->mu);
         }
         if (st == CS_ECANCELED) {
             for (int i = 0; i < n; i++) batch[i]->tm.cam = ran;
+            const int prec = watch.whole < 1e4 ? 1 : 0;
             if (watch.why == CS_SVC_STOPPING)
                 cs_errorf(&err, CS_ECANCELED, "the server is shutting down");
-            else if (watch.done > 0)
+            else if (watch.early)
+                cs_errorf(&err, CS_ECANCELED,
+                          "timed out: %s would run past the %d ms request timeout (--timeout-ms), so it was "
+                          "stopped %.1f s in, %.0f%% of its forward passes done; all of them would take about "
+                          "%.*f s at this pace; use a faster method (gradcam takes a single backward pass) or "
+                          "raise --timeout-ms",
+                          cs_cam_method_name(eo.method), s->p.timeout_ms, ran / 1e3, 100 * watch.done, prec,
+                          watch.whole / 1e3);
+            else if (watch.whole > 0)
                 cs_errorf(&err, CS_ECANCELED,
                           "timed out: %s ran past the %d ms request timeout (--timeout-ms) and was stopped "
-                          "%.1f s in, %.0f%% of its forward passes done; all of them would take up to about "
+                          "%.1f s in, %.0f%% of its forward passes done; all of them would take about "
                           "%.*f s at this pace",
-                          cs_cam_method_name(eo.method), s->p.timeout_ms, ran / 1e3, 100 * watch.done,
-                          ran / watch.done < 1e4 ? 1 : 0, ran / 1e3 / watch.done);
+                          cs_cam_method_name(eo.method), s->p.timeout_ms, ran / 1e3, 100 * watch.done, prec,
+                          watch.whole / 1e3);
             else
                 cs_errorf(&err, CS_ECANCELED,
                           "timed out: %s ran past the %d ms request timeout (--timeout-ms) and was stopped "

@@ -252,7 +252,17 @@ fi
 # kind -- another image, same method, layer and aug_smooth -- is refused
 # before it runs, with what it would take; a ScoreCAM of another kind is
 # not.  The worker then serves the next request from the same session.
-stopped_re='^timed out: scorecam ran past the 600 ms request timeout \\(--timeout-ms\\) and was stopped ([0-9.]+ s in, [0-9]+% of its forward passes done; all of them would take up to about [0-9.]+ s at this pace|before its forward passes began)$'
+# The twins' run is usually stopped before the deadline: once a tenth of
+# its time has shown a pace that cannot end in time (early_re); under a
+# loaded machine it may only be stopped at the deadline (stopped_re).
+stopped_re='^timed out: scorecam ran past the 600 ms request timeout \\(--timeout-ms\\) and was stopped ([0-9.]+ s in, [0-9]+% of its forward passes done; all of them would take about [0-9.]+ s at this pace|before its forward passes began)$'
+early_re='^timed out: scorecam would run past the 600 ms request timeout \\(--timeout-ms\\), so it was stopped [0-9.]+ s in, [0-9]+% of its forward passes done; all of them would take about [0-9.]+ s at this pace; use a faster method .* or raise --timeout-ms$'
+# early_check: a run stopped for its pace was stopped before the 600 ms
+# deadline, and its projection is past it
+early_check() {
+    jcheck "stopped early: before the deadline, and its whole run would take longer than the timeout" \
+        '.error | capture("stopped (?<in>[0-9.]+) s in.*would take about (?<all>[0-9.]+) s") | (.in | tonumber) < 0.6 and (.all | tonumber) > 0.6'
+}
 if start_server cancel --timeout-ms 600 --threads 1 --batch-window-ms 0; then
     curl -s --max-time 30 --parallel --parallel-immediate -w '%{http_code}\n' -o "$tmp/twin1" -o "$tmp/twin2" \
         -H "Content-Type: image/png" \
@@ -261,9 +271,11 @@ if start_server cancel --timeout-ms 600 --threads 1 --batch-window-ms 0; then
     [ "$(grep -c '^504$' "$tmp/twins.codes")" = 2 ] && ok "two identical requests past the timeout: both 504" \
         || fail "two identical requests past the timeout: $(tr '\n' ' ' <"$tmp/twins.codes")"
     cp "$tmp/twin1" "$tmp/body"
-    jcheck "504 says it was stopped, how far it got and how long all would take" ".error | test(\"$stopped_re\")"
+    jcheck "504 says it was stopped, how far it got and how long all would take" \
+        ".error | test(\"$stopped_re\") or test(\"$early_re\")"
+    jq -e '.error | test("would run past")' "$tmp/body" >/dev/null 2>&1 && early_check
     # the estimate the stopped run left, in ms; empty when it never began
-    whole=$(jq -r '.error | capture("would take up to about (?<s>[0-9.]+) s") | .s' "$tmp/twin1" 2>/dev/null \
+    whole=$(jq -r '.error | capture("would take about (?<s>[0-9.]+) s") | .s' "$tmp/twin1" 2>/dev/null \
         | awk '{ printf "%d", $1 * 1000 }')
     req "another image, the same kind of ScoreCAM" 504 -H "Content-Type: image/jpeg" --data-binary @"$photo" \
         "$BASE/v1/explain?method=scorecam&aug_smooth=1"
@@ -275,15 +287,19 @@ if start_server cancel --timeout-ms 600 --threads 1 --batch-window-ms 0; then
             ".error | test(\"$refused_re\")"
     elif [ -n "$whole" ] && [ "$whole" -gt 650 ]; then
         jcheck "refused before it ran or stopped (estimate ${whole} ms, about 1.2 x 600)" \
-            ".error | test(\"$refused_re\") or test(\"$stopped_re\")"
+            ".error | test(\"$refused_re\") or test(\"$stopped_re\") or test(\"$early_re\")"
     else
         echo "  (the stopped run left no estimate past 1.2 x 600 ms ('${whole}'): so this one runs and is stopped)"
-        jcheck "stopped like the first" ".error | test(\"$stopped_re\")"
+        jcheck "stopped like the first" ".error | test(\"$stopped_re\") or test(\"$early_re\")"
     fi
     CODE=$(curl -s --max-time 30 -o "$tmp/body" -w '%{http_code}' -H "Content-Type: image/png" \
         --data-binary @"$png" "$BASE/v1/explain?method=scorecam")
+    # a sixth of the twins' work: it should end in time, and if this build
+    # is too slow for that, a stop for its pace must be a true one
     if [ "$CODE" = 200 ] || jq -e '.error | test("ran past")' "$tmp/body" >/dev/null 2>&1; then
         ok "a ScoreCAM of another kind (no aug_smooth) runs (HTTP $CODE)"
+    elif jq -e '.error | test("would run past")' "$tmp/body" >/dev/null 2>&1; then
+        early_check
     else
         fail "a ScoreCAM without aug_smooth: HTTP $CODE, want 200 or a run stopped at the timeout: $(head -c 300 "$tmp/body")"
     fi
