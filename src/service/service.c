@@ -294,8 +294,10 @@ struct cs_svc {
      * with one CAM method: ScoreCAM costs ~20x GradCAM, so one average
      * for all refused cheap requests behind an expensive one, or admitted
      * expensive ones into a certain 504); job_ms, over every job, stands
-     * in for a class not yet seen.  queued_ms sums the estimates of the
-     * admitted jobs that compute (not followers) until they finish. */
+     * in for a class not yet seen; a ScoreCAM / AblationCAM of a kind
+     * measured lately is charged its run_cost (cost_estimate).  queued_ms
+     * sums the estimates of the admitted jobs that compute (not
+     * followers) until they finish. */
     double cost_ms[CS_SVC_MAX_MODELS][1 + CS_CAM_METHOD_COUNT];
     double job_ms;
     double queued_ms;
@@ -365,12 +367,6 @@ static int cost_class(const job *j) {
     return j->kind == CS_SVC_EXPLAIN ? 1 + (int)j->eo.method : 0;
 }
 
-/* Expected worker time of j (under s->mu). */
-static double cost_estimate(const cs_svc *s, const job *j) {
-    double c = s->cost_ms[j->model->slot][cost_class(j)];
-    return c > 0 ? c : s->job_ms;
-}
-
 static void cost_observe(double *ewma, double v) { *ewma = *ewma > 0 ? 0.8 * *ewma + 0.2 * v : v; }
 
 static bool slow_method(cs_cam_method m) {
@@ -392,6 +388,18 @@ static const run_cost *run_cost_find(const cs_svc *s, const job *j, double now) 
         if (e->at > 0 && now - e->at < SLOW_RUN_TTL_MS && run_cost_match(e, j->model, &j->eo)) return e;
     }
     return NULL;
+}
+
+/* Expected worker time of j (s->mu held).  A ScoreCAM / AblationCAM of a
+ * kind measured lately costs what that run did, at most the timeout (a run
+ * is stopped by then): its layers and aug_smooth change its length many
+ * times over (ScoreCAM at a ResNet's stem or last layer: 64 or 2048
+ * whole-network runs), which one average per method cannot tell. */
+static double cost_estimate(const cs_svc *s, const job *j, double now) {
+    const run_cost *r = run_cost_find(s, j, now);
+    if (r) return fmin(r->ms, s->p.timeout_ms);
+    double c = s->cost_ms[j->model->slot][cost_class(j)];
+    return c > 0 ? c : s->job_ms;
 }
 
 /* Records that one image's run of j's kind took ms (s->mu held): the
@@ -2482,7 +2490,7 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
                   wait_ms, s->p.timeout_ms);
         return answer(s, resp, CS_SVC_BUSY, t0);
     }
-    j->est_ms = cost_estimate(s, j);
+    j->est_ms = cost_estimate(s, j, t0);
     s->queued_ms += j->est_ms;
     flight_add(s, j);
     list_push(&s->prep_head, &s->prep_tail, j);
