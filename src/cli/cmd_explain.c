@@ -98,9 +98,12 @@ static int forward_progress(void *ctx, double done) {
     int pct = (int)(100 * done);
     if (pct != c->fwd_pct) {
         c->fwd_pct = pct;
-        if (c->progress) progress(c);
-        else fprintf(stderr, "\r%s %d%%", cs_cam_method_name(c->eo.method), pct);
-        fflush(stderr);
+        if (c->progress) {
+            progress(c); /* flushes */
+        } else {
+            fprintf(stderr, "\r%s %d%%", cs_cam_method_name(c->eo.method), pct);
+            fflush(stderr);
+        }
     }
     return 0;
 }
