@@ -18,6 +18,7 @@ const state = {
   imageUrl: null,   // object URL for the preview / composite
   result: null,
   seq: 0,           // only the latest request may update the page
+  inflight: null,   // AbortController of the request under way
   view: 'overlay',
   labelCount: new Map(), // folded label (labelKey) -> how many classes carry it
   classAsked: '',   // the class box's value last explained
@@ -246,12 +247,13 @@ function params() {
   return p;
 }
 
-async function request(p) {
+async function request(p, signal) {
   if (state.imageId) {
     const r = await fetch('/v1/explain', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ image_id: state.imageId, ...p }),
+      signal,
     });
     if (r.status !== 404) return r;
     state.imageId = null; // the server forgot the image: upload it again
@@ -261,15 +263,22 @@ async function request(p) {
     method: 'POST',
     headers: { 'Content-Type': state.file.type || 'application/octet-stream' },
     body: state.file,
+    signal,
   });
 }
 
 async function explain() {
   if (!state.file || !state.model) return;
   const seq = ++state.seq;
+  // The answer to the request under way would be dropped (seq): closing it
+  // also lets the server stop a long ScoreCAM / AblationCAM run nobody else
+  // waits for, instead of holding a worker for it.
+  if (state.inflight) state.inflight.abort();
+  const inflight = new AbortController();
+  state.inflight = inflight;
   $('busy').hidden = false;
   try {
-    const r = await request(params());
+    const r = await request(params(), inflight.signal);
     let body;
     try {
       body = await r.json();
@@ -290,6 +299,7 @@ async function explain() {
     if (seq === state.seq) showError(`Request failed: ${e.message}`);
   } finally {
     if (seq === state.seq) $('busy').hidden = true;
+    if (state.inflight === inflight) state.inflight = null;
   }
 }
 

@@ -19,8 +19,11 @@
  * does not grow with the number of clients.  A request still waiting for a
  * worker when its deadline passes fails with CS_SVC_TIMEOUT.  So does a
  * ScoreCAM or AblationCAM run (a forward pass per channel: ScoreCAM's take
- * up to minutes on a CPU) that goes on past the deadlines of every request
- * waiting for it: it is stopped, not run to the end for nobody.  Submit
+ * up to minutes on a CPU) that cannot end before the deadline of any
+ * request still waiting for it: it is stopped as soon as its pace shows
+ * that, not run to the end for nobody.  A request whose client has gone
+ * (cs_svc_request.client_gone) waits for nothing either, and completes with
+ * CS_SVC_GONE when its run is stopped for that.  Submit
  * fails at once with CS_SVC_TIMEOUT for such a run whose kind (model,
  * method, layers, aug_smooth) a run of the last 10 minutes showed to take
  * over 1.2 x the timeout.
@@ -180,6 +183,13 @@ typedef struct cs_svc_request {
     const char *colormap;  /* jet (default), turbo, viridis, inferno, gray */
     double alpha;          /* overlay opacity in [0,1]; < 0: 0.5 */
     int aug_smooth, eigen_smooth;
+    /* Optional: nonzero once the client that is to read the answer has
+     * gone (closed its connection).  Called with submit's ctx from a
+     * worker, with the service's lock held, while a ScoreCAM / AblationCAM
+     * run that the request waits for goes on (before each forward run):
+     * it must be quick, must not block, and must not call the service.
+     * NULL: the client is always there. */
+    int (*client_gone)(void *ctx);
 } cs_svc_request;
 
 typedef enum cs_svc_outcome {
@@ -191,7 +201,8 @@ typedef enum cs_svc_outcome {
     CS_SVC_BUSY,          /* admission queue full: retry later */
     CS_SVC_TIMEOUT,       /* no worker took it before the deadline */
     CS_SVC_STOPPING,      /* the service is stopping or not ready */
-    CS_SVC_INTERNAL       /* engine or allocation failure */
+    CS_SVC_INTERNAL,      /* engine or allocation failure */
+    CS_SVC_GONE           /* its client went away during its run, which was stopped */
 } cs_svc_outcome;
 
 const char *cs_svc_outcome_name(cs_svc_outcome o);

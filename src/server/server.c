@@ -22,6 +22,7 @@
 #include "util/histogram.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -153,6 +154,7 @@ typedef struct req_ctx {
     bool param_set[NPARAMS];
     pthread_mutex_t mu;
     bool suspended;
+    int fd; /* the connection's socket, for client_gone; -1 when unknown */
     cs_svc_response resp;
 } req_ctx;
 
@@ -223,6 +225,7 @@ static int status_of(cs_svc_outcome o) {
     case CS_SVC_TIMEOUT: return 504;
     case CS_SVC_STOPPING: return 503;
     case CS_SVC_INTERNAL: return 500;
+    case CS_SVC_GONE: return 499; /* nginx's "client closed request": read only by a half-closed client */
     }
     return 500;
 }
@@ -673,6 +676,21 @@ static const char *json_params(req_ctx *c) {
 
 /* ---- POST /v1/explain and /v1/classify --------------------------------------------------------- */
 
+/* The service's client_gone: whether the client has closed its end.  Runs
+ * on a worker while the connection is suspended -- libmicrohttpd neither
+ * reads nor closes it then -- so the peek races with nothing.  End of
+ * stream counts as gone, as in nginx (a client that half-closes after its
+ * request cannot be told from one that has closed: both read end-of-file;
+ * such a client gets 499 for a long run, see docs/api.md); pipelined bytes
+ * or nothing yet mean it is still there. */
+static int client_gone(void *ctx) {
+    const req_ctx *c = ctx;
+    char b;
+    if (c->fd < 0) return 0;
+    ssize_t r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static void on_done(void *ctx, cs_svc_response *resp) {
     req_ctx *c = ctx;
     pthread_mutex_lock(&c->mu);
@@ -731,6 +749,9 @@ static enum MHD_Result submit(req_ctx *c) {
         return send_error(c, 400, c->ep == EP_EXPLAIN ? "format must be json or png" : "format must be json");
     req.aug_smooth = parse_flag(c->params[P_AUG]);
     req.eigen_smooth = parse_flag(c->params[P_EIGEN]);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    c->fd = ci ? ci->connect_fd : -1;
+    req.client_gone = client_gone;
     uint8_t digest[32];
     unsigned dlen = 0;
     int taken = 0;

@@ -178,6 +178,7 @@ const char *cs_svc_outcome_name(cs_svc_outcome o) {
     case CS_SVC_TIMEOUT: return "timeout";
     case CS_SVC_STOPPING: return "stopping";
     case CS_SVC_INTERNAL: return "internal";
+    case CS_SVC_GONE: return "client_gone";
     }
     return "?";
 }
@@ -324,8 +325,8 @@ struct cs_svc {
     pthread_mutex_t mmu;
     cs_hist stage[NSTAGES];
     cs_hist batch;
-    uint64_t hits, misses, coalesced, rejected[CS_SVC_INTERNAL + 1], completed[CS_SVC_INTERNAL + 1];
-    uint64_t runs_stopped[2]; /* ScoreCAM/AblationCAM runs stopped: past the deadlines, at shutdown */
+    uint64_t hits, misses, coalesced, rejected[CS_SVC_GONE + 1], completed[CS_SVC_GONE + 1];
+    uint64_t runs_stopped[3]; /* ScoreCAM/AblationCAM runs stopped: by the deadlines, at shutdown, clients gone */
 };
 
 struct job {
@@ -346,6 +347,8 @@ struct job {
     blob *image;
     cs_svc_done_fn done;
     void *ctx;
+    int (*client_gone)(void *ctx); /* the request's, or NULL */
+    bool gone;      /* client_gone said so (monotonic: a closed connection stays closed) */
     double t_submit, t_ready, deadline;
     double est_ms;  /* its part of s->queued_ms (0 for followers) */
     /* img and input are the job's own, or views of prep's when prep is set
@@ -903,7 +906,7 @@ void cs_svc_write_metrics(cs_svc *s, FILE *f) {
             (unsigned long long)s->coalesced);
     fprintf(f, "# HELP camserve_service_requests_total Requests the service finished, by outcome.\n"
                "# TYPE camserve_service_requests_total counter\n");
-    for (int o = 0; o <= CS_SVC_INTERNAL; o++)
+    for (int o = 0; o <= CS_SVC_GONE; o++)
         fprintf(f, "camserve_service_requests_total{outcome=\"%s\"} %llu\n",
                 cs_svc_outcome_name((cs_svc_outcome)o), (unsigned long long)s->completed[o]);
     fprintf(f, "# HELP camserve_service_rejected_total Requests refused before queuing, by reason.\n"
@@ -914,8 +917,10 @@ void cs_svc_write_metrics(cs_svc *s, FILE *f) {
     fprintf(f, "# HELP camserve_runs_stopped_total ScoreCAM/AblationCAM runs stopped before the end, by reason.\n"
                "# TYPE camserve_runs_stopped_total counter\n"
                "camserve_runs_stopped_total{reason=\"timeout\"} %llu\n"
-               "camserve_runs_stopped_total{reason=\"shutdown\"} %llu\n",
-            (unsigned long long)s->runs_stopped[0], (unsigned long long)s->runs_stopped[1]);
+               "camserve_runs_stopped_total{reason=\"shutdown\"} %llu\n"
+               "camserve_runs_stopped_total{reason=\"client_gone\"} %llu\n",
+            (unsigned long long)s->runs_stopped[0], (unsigned long long)s->runs_stopped[1],
+            (unsigned long long)s->runs_stopped[2]);
     fprintf(f, "# HELP camserve_stage_seconds Time per pipeline stage of computed (missed) requests.\n"
                "# TYPE camserve_stage_seconds histogram\n");
     for (int i = 0; i < NSTAGES; i++) {
@@ -1580,15 +1585,23 @@ static double run_projection(const run_watch *w, double now, double done) {
     return (now - w->t0) / done;
 }
 
+/* Whether j's answer can still be read by its client (s->mu held). */
+static bool job_waiting(job *j, double now) {
+    if (!j->gone && j->client_gone && j->client_gone(j->ctx)) j->gone = true;
+    return !j->gone && now < j->deadline;
+}
+
 static int run_stop(void *ctx, double done) {
     run_watch *w = ctx;
     const double now = cs_now_ms();
-    double last = 0; /* the last deadline of a request waiting for the run */
+    double last = 0; /* the last deadline of a request still waiting for the run */
     pthread_mutex_lock(&w->s->mu);
     const bool quit = w->s->quit;
     for (int i = 0; i < w->n; i++) {
-        last = fmax(last, w->batch[i]->deadline);
-        for (const job *f = w->batch[i]->followers; f; f = f->next) last = fmax(last, f->deadline);
+        job *j = w->batch[i];
+        if (job_waiting(j, now)) last = fmax(last, j->deadline);
+        for (job *f = j->followers; f; f = f->next)
+            if (job_waiting(f, now)) last = fmax(last, f->deadline);
     }
     pthread_mutex_unlock(&w->s->mu);
     if (done > 0 && w->mark_d <= 0) {
@@ -1599,7 +1612,7 @@ static int run_stop(void *ctx, double done) {
     w->early = !quit && now < last && done > w->mark_d && now - w->t0 >= EARLY_LOOK * (last - w->t0) &&
                now + (w->t0 + whole - now) / EARLY_MARGIN > last;
     if (now < last && !quit && !w->early) return 0;
-    w->why = quit ? CS_SVC_STOPPING : CS_SVC_TIMEOUT;
+    w->why = quit ? CS_SVC_STOPPING : CS_SVC_TIMEOUT; /* a job whose client has gone: CS_SVC_GONE */
     w->done = done;
     w->whole = whole;
     return 1;
@@ -1655,7 +1668,12 @@ static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
         /* What one image alone would take: the batch was nb images, and a
          * lone one is padded to the graph's fixed batch. */
         const double per_image = (st == CS_OK ? ran : watch.whole) / nb * (sm->b0 > 0 ? sm->b0 : 1);
-        if (slow_method(eo.method) && (st == CS_OK || (st == CS_ECANCELED && watch.whole > 0))) {
+        /* stopped because every client of the batch has gone (job_waiting) */
+        bool all_gone = st == CS_ECANCELED && watch.why == CS_SVC_TIMEOUT;
+        for (int i = 0; i < n; i++) all_gone &= batch[i]->gone;
+        /* A run left by its clients early on has too little of a pace to go
+         * by (see run_stop), and nothing says it was long: not recorded. */
+        if (slow_method(eo.method) && (st == CS_OK || (st == CS_ECANCELED && watch.whole > 0 && !all_gone))) {
             pthread_mutex_lock(&s->mu);
             run_cost_observe(s, batch[0], per_image, st != CS_OK, t0 + ran);
             pthread_mutex_unlock(&s->mu);
@@ -1685,12 +1703,17 @@ static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
                           "timed out: %s ran past the %d ms request timeout (--timeout-ms) and was stopped "
                           "before its forward passes began",
                           cs_cam_method_name(eo.method), s->p.timeout_ms);
+            cs_error gone = {0};
+            cs_errorf(&gone, CS_ECANCELED,
+                      "client gone: the connection was closed during this %s run, which was stopped %.1f s in",
+                      cs_cam_method_name(eo.method), ran / 1e3);
             for (int i = 0; i < n; i++) {
-                batch[i]->outcome = watch.why;
-                batch[i]->err = err;
+                const bool g = batch[i]->gone && watch.why == CS_SVC_TIMEOUT;
+                batch[i]->outcome = g ? CS_SVC_GONE : watch.why;
+                batch[i]->err = g ? gone : err;
             }
             pthread_mutex_lock(&s->mmu);
-            s->runs_stopped[watch.why == CS_SVC_STOPPING]++;
+            s->runs_stopped[watch.why == CS_SVC_STOPPING ? 1 : all_gone ? 2 : 0]++;
             pthread_mutex_unlock(&s->mmu);
             st = CS_OK; /* the outcome is set */
             goto done;
@@ -2407,6 +2430,7 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
     j->image = b;
     j->done = done;
     j->ctx = ctx;
+    j->client_gone = req->client_gone;
     j->t_submit = t0;
     j->deadline = t0 + s->p.timeout_ms;
 

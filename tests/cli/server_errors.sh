@@ -333,5 +333,74 @@ if start_server cancel --timeout-ms 600 --threads 1 --batch-window-ms 0; then
     stop_server TERM && [ "$STOP_RC" = 0 ] && ok "stopped" || fail "stop after the cancelled runs (rc ${STOP_RC:-none})"
 fi
 
+# ---- a client that goes away stops its run ----
+# A ScoreCAM with aug_smooth (about 1.3 s here, far more under the
+# sanitizers) under a 60 s timeout: its client closes the connection 0.3 s
+# in.  Nobody else waits for the run, so the worker stops it at its next
+# forward run and is free for the next request, instead of running it to
+# the end for nobody.  A client that half-closes after such a request
+# cannot be told from one that closed (both read end-of-file, as nginx
+# treats them): it gets 499 with the reason.  (A half-closer of a request
+# without such a run is answered in full: the block above.)
+if start_server gone --timeout-ms 60000 --threads 1 --batch-window-ms 0; then
+    python3 - "$PORT" "$png" <<'PY' && ok "closed during a ScoreCAM run: the run was stopped, the worker answers the next request" ||
+import json, socket, sys, time, urllib.request
+port, png = int(sys.argv[1]), open(sys.argv[2], "rb").read()
+def post(query):
+    return (f"POST /v1/explain?{query} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {len(png)}\r\n\r\n").encode() + png
+def stopped():
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith('camserve_runs_stopped_total{reason="client_gone"}'):
+            return int(line.split()[1])
+    return None
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(post("method=scorecam&aug_smooth=1"))
+time.sleep(0.3)
+s.close()
+t0 = time.time()
+n = stopped()
+while n == 0 and time.time() - t0 < 20:
+    time.sleep(0.05)
+    n = stopped()
+if n != 1:
+    print(f"    camserve_runs_stopped_total{{reason=\"client_gone\"}} is {n} {time.time() - t0:.1f} s after the close, want 1")
+    sys.exit(1)
+print(f"    (stopped {time.time() - t0:.2f} s after the close)")
+req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/explain", data=png, headers={"Content-Type": "image/png"})
+r = json.load(urllib.request.urlopen(req, timeout=20))
+sys.exit(0 if len(r["predictions"]) == 5 else 1)
+PY
+        fail "a client closed during a ScoreCAM run (above)"
+    python3 - "$PORT" "$png" <<'PY' && ok "half-closed after a ScoreCAM request: 499, the client is taken as gone" ||
+import socket, sys
+port, png = int(sys.argv[1]), open(sys.argv[2], "rb").read()
+s = socket.create_connection(("127.0.0.1", port))
+s.settimeout(60)
+s.sendall((f"POST /v1/explain?method=scorecam&aug_smooth=1&alpha=0.3 HTTP/1.1\r\nHost: x\r\n"
+           f"Content-Type: image/png\r\nContent-Length: {len(png)}\r\n\r\n").encode() + png)
+s.shutdown(socket.SHUT_WR)
+data = b""
+while True:
+    c = s.recv(65536)
+    if not c:
+        break
+    data += c
+head, _, body = data.partition(b"\r\n\r\n")
+want = b'{"error":"client gone: the connection was closed during this scorecam run, which was stopped '
+if head.startswith(b"HTTP/1.1 499") and body.startswith(want):
+    sys.exit(0)
+print("   ", head[:40], body[:200])
+sys.exit(1)
+PY
+        fail "a half-closed ScoreCAM request (above)"
+    curl -s --max-time 5 "$BASE/metrics" >"$tmp/gone.prom"
+    gone=$(awk '/^camserve_service_requests_total\{outcome="client_gone"\}/ { print $2 }' "$tmp/gone.prom")
+    [ "${gone:-0}" -ge 2 ] && ok "/metrics counts both requests as client_gone ($gone)" \
+        || fail "camserve_service_requests_total{outcome=\"client_gone\"} is '${gone}', want >= 2"
+    stop_server TERM && [ "$STOP_RC" = 0 ] && ok "stopped" || fail "stop after the clients that went (rc ${STOP_RC:-none})"
+fi
+
 echo "server_errors: $fails failure(s)"
 [ "$fails" -eq 0 ]

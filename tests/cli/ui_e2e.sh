@@ -41,7 +41,7 @@ args=(--model "$model") gallery=no
 start_server ui "${args[@]}" || exit 1
 CAMSERVE_NODE_MODULES=$modules CHROMIUM=$chromium timeout 120 \
     node "$src/tests/e2e/ui.mjs" --url "$BASE/" --image "$image" --corrupt "$tmp/corrupt.jpg" --out "$artifacts" \
-    --gallery "$gallery"
+    --gallery "$gallery" --abort yes
 rc=$?
 [ "$rc" -eq 0 ] && ok "UI end to end (screenshots in $artifacts)" || fail "ui.mjs exit $rc"
 stop_server TERM

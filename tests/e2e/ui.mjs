@@ -1,14 +1,16 @@
 // End-to-end test of the web UI in headless Chromium (playwright-core).
 //
 //   node tests/e2e/ui.mjs --url http://127.0.0.1:PORT --image photo.jpg \
-//        --corrupt bad.jpg --out ARTIFACT_DIR [--gallery yes|no]
+//        --corrupt bad.jpg --out ARTIFACT_DIR [--gallery yes|no] [--abort yes]
 //
 // Opens the UI, picks a sample from the gallery (or uploads --image when the
 // gallery is not shown: the samples are only for the built-in model; with
 // --gallery, checks it is shown or replaced by the note that says why),
 // waits for predictions and the overlay, changes the
 // class and checks the overlay changed, uploads a corrupt file and checks the
-// error shows.  Screenshots go to --out.  playwright-core is resolved from
+// error shows; with --abort yes, switches from a ScoreCAM under way to
+// GradCAM and checks that the server stopped the ScoreCAM's run.
+// Screenshots go to --out.  playwright-core is resolved from
 // $CAMSERVE_NODE_MODULES, else tests/e2e/node_modules.  Exit 0 = pass.
 import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
@@ -104,6 +106,39 @@ try {
     await page.fill('#class', pick.value);
     await page.press('#class', 'Enter');
     await page.waitForFunction(() => document.getElementById('busy').hidden, null, { timeout: TIMEOUT });
+  }
+  // Another method while a ScoreCAM (a forward run per channel) is under
+  // way: the UI aborts the request whose answer it would drop, and the
+  // server stops the run that nobody waits for any more.
+  if (args.abort === 'yes') {
+    let scorecam = null, finished = false;
+    const watch = (r) => { if (r === scorecam) finished = true; };
+    page.on('requestfinished', watch);
+    const sent = page.waitForRequest((r) => r.url().includes('/v1/explain') && /scorecam/.test(r.postData() || ''),
+                                     { timeout: TIMEOUT });
+    await page.selectOption('#method', 'scorecam');
+    scorecam = await sent;
+    const finishedBefore = finished;
+    await page.selectOption('#method', 'gradcam');
+    await page.waitForFunction(() => document.getElementById('busy').hidden &&
+      document.getElementById('cam-caption').textContent.startsWith('gradcam'), null, { timeout: TIMEOUT })
+      .catch(() => fail('after switching back to gradcam, no gradcam map'));
+    page.off('requestfinished', watch);
+    const failure = scorecam.failure();
+    if (finishedBefore) {
+      console.log('ui.mjs: the ScoreCAM answer came before the switch: nothing to abort');
+    } else if (!failure) {
+      fail('the ScoreCAM request under way was not aborted when the method changed');
+    } else {
+      let n = 0;
+      for (let i = 0; i < 50 && n < 1; i++) {
+        const m = await (await fetch(new URL('/metrics', args.url))).text();
+        n = Number((m.match(/^camserve_runs_stopped_total\{reason="client_gone"\} (\d+)/m) || [])[1] || 0);
+        if (n < 1) await new Promise((r) => setTimeout(r, 100));
+      }
+      if (n < 1) fail(`the ScoreCAM request was aborted (${failure.errorText}) but the server did not stop its run`);
+      else console.log('ui.mjs: switching method aborted the ScoreCAM request, and the server stopped its run');
+    }
   }
   await page.click('#view-side');
   await page.waitForSelector('#side:not([hidden])', { timeout: TIMEOUT });
