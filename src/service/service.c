@@ -1545,11 +1545,11 @@ static void gather(cs_svc *s, job **batch, int *n, int max) {
 /* ScoreCAM and AblationCAM run a forward pass per channel of the layer:
  * ScoreCAM's 2048 through the whole of ResNet-50 take most of a minute on
  * 2 cores.  Such a run stops (explain's cancel hook) once nobody can use
- * its result any more -- every job of the batch is past its deadline and
- * has no identical request still waiting for it (those are answered at
- * their own deadlines by the prep threads' sweep) -- or once cs_svc_stop's
- * drain is over, so that a shutdown is not held up by a run nobody will
- * see.
+ * its result any more -- every job of the batch, and every identical
+ * request waiting for it (answered at their own deadlines by the prep
+ * threads' sweep), is past its deadline or has lost its client
+ * (job_waiting) -- or once cs_svc_stop's drain is over, so that a shutdown
+ * is not held up by a run nobody will see.
  *
  * It also stops as soon as its pace shows it cannot end in time: the first
  * run of a kind has no run_cost to be refused by at admission, and used to
