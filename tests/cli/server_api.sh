@@ -261,6 +261,19 @@ scorecam_burst() {
     curl -s --max-time 60 --parallel --parallel-max 16 -w '%{http_code}\n' -H "Content-Type: image/png" \
         --data-binary @"$png" "${urls[@]}" >"$tmp/$1.codes"
 }
+# burst_judged NAME MIN_REFUSED MAX_LATE OK_TEXT FAIL_TEXT: of burst NAME,
+# at least MIN_REFUSED refused at admission (503 with the wait estimate, or
+# 504 before the run) and at most MAX_LATE timed out after waiting or running
+burst_judged() {
+    local refused late
+    refused=$(grep -lE 'of work queued ahead|timed out before it ran' "$tmp/$1".[0-9]* 2>/dev/null | wc -l)
+    late=$(grep -lE '(ran|would run) past|timed out waiting' "$tmp/$1".[0-9]* 2>/dev/null | wc -l)
+    if [ "$refused" -ge "$2" ] && [ "$late" -le "$3" ]; then
+        ok "$4: $refused refused at admission, $late timed out ($(sort "$tmp/$1.codes" | uniq -c | tr -s ' \n' ' '))"
+    else
+        fail "$5: $refused refused at admission, $late timed out (504): $(tr '\n' ' ' <"$tmp/$1.codes")"
+    fi
+}
 if [ "$fast_scorecam" = 1 ]; then
     scorecam_burst fast 10
     refused=$(grep -lE 'of work queued ahead, more than the 60 ms timeout|timed out before it ran' "$tmp"/fast.[0-9]* 2>/dev/null | wc -l)
@@ -273,7 +286,8 @@ if [ "$fast_scorecam" = 1 ]; then
 fi
 # The estimate is per method.  After a run of cheap GradCAM explains, a
 # burst of ScoreCAM explains (several times the cost) is still refused at
-# admission from the fifth or so on, and what is admitted finishes in time.
+# admission once what is queued fills the timeout (from the sixth to eighth
+# or so on), and what is admitted finishes in time.
 # One moving average over all jobs (the previous code) had learnt
 # GradCAM's cost, admitted most of the burst, and let it end in 504s.
 for i in $(seq 1 10); do
@@ -281,17 +295,15 @@ for i in $(seq 1 10); do
         "$BASE/v1/explain?method=gradcam&alpha=0.$((40 + i))"
 done
 curl -s --max-time 5 "$BASE/metrics" >"$tmp/cost.prom"
-sc=$(awk -F'} ' '/^camserve_job_cost_seconds\{.*kind="scorecam"/ { print $2 }' "$tmp/cost.prom")
-gc=$(awk -F'} ' '/^camserve_job_cost_seconds\{.*kind="gradcam"/ { print $2 }' "$tmp/cost.prom")
+# job_cost FILE KIND: the cost per job /metrics (in FILE) reports for KIND, in seconds
+job_cost() { awk -F'} ' -v k="kind=\"$2\"" '/^camserve_job_cost_seconds\{/ && index($1, k) { print $2 }' "$1"; }
+sc=$(job_cost "$tmp/cost.prom" scorecam)
+gc=$(job_cost "$tmp/cost.prom" gradcam)
 [ -n "$sc" ] && [ -n "$gc" ] && ok "/metrics reports the cost per method (scorecam ${sc}s, gradcam ${gc}s)" \
     || fail "no per-method cost in /metrics: $(grep job_cost "$tmp/cost.prom")"
 if awk -v s="${sc:-1}" -v g="${gc:-1}" 'BEGIN { exit !(s * 1000 < 25 && s > 2.5 * g) }'; then
     scorecam_burst sb 60
-    refused=$(grep -lE 'of work queued ahead|timed out before it ran' "$tmp"/sb.[0-9]* 2>/dev/null | wc -l)
-    late=$(grep -lE '(ran|would run) past|timed out waiting' "$tmp"/sb.[0-9]* 2>/dev/null | wc -l)
-    [ "$refused" -ge 8 ] && [ "$late" -le 4 ] \
-        && ok "ScoreCAM burst after GradCAM runs: $refused refused at admission, $late timed out ($(sort "$tmp/sb.codes" | uniq -c | tr -s ' \n' ' '))" \
-        || fail "ScoreCAM burst judged by GradCAM's cost: $refused refused at admission, $late timed out (504): $(tr '\n' ' ' <"$tmp/sb.codes")"
+    burst_judged sb 6 4 "ScoreCAM burst after GradCAM runs" "ScoreCAM burst judged by GradCAM's cost"
 else
     echo "skip: ScoreCAM costs ${sc}s and GradCAM ${gc}s per run in this build, too slow or too close to separate under a 60 ms timeout"
 fi
@@ -313,14 +325,11 @@ if [ "$fast_scorecam" = 1 ]; then
             "$BASE/v1/explain?method=scorecam&layer=$stem&alpha=0.$((80 + i))"
     done
     curl -s --max-time 5 "$BASE/metrics" >"$tmp/cost2.prom"
-    sc2=$(awk -F'} ' '/^camserve_job_cost_seconds\{.*kind="scorecam"/ { print $2 }' "$tmp/cost2.prom")
+    sc2=$(job_cost "$tmp/cost2.prom" scorecam)
     if [ "$CODE" = 200 ] && awk -v a="$aug" -v m="${sc2:-1}" 'BEGIN { exit !(a < 55 && a > 3000 * m) }'; then
         scorecam_burst lb 20 "&layer=$stem&aug_smooth=1"
-        refused=$(grep -lE 'of work queued ahead|timed out before it ran' "$tmp"/lb.[0-9]* 2>/dev/null | wc -l)
-        late=$(grep -lE '(ran|would run) past|timed out waiting' "$tmp"/lb.[0-9]* 2>/dev/null | wc -l)
-        [ "$refused" -ge 10 ] && [ "$late" -le 3 ] \
-            && ok "aug_smooth ScoreCAM burst (${aug} ms a run) after plain ones (average ${sc2}s): $refused refused at admission, $late timed out ($(sort "$tmp/lb.codes" | uniq -c | tr -s ' \n' ' '))" \
-            || fail "aug_smooth ScoreCAM burst (${aug} ms a run) judged by the plain ones' average (${sc2}s): $refused refused at admission, $late timed out (504): $(tr '\n' ' ' <"$tmp/lb.codes")"
+        burst_judged lb 10 3 "aug_smooth ScoreCAM burst (${aug} ms a run) after plain ones (average ${sc2}s)" \
+            "aug_smooth ScoreCAM burst (${aug} ms a run) judged by the plain ones' average (${sc2}s)"
     else
         echo "skip: an aug_smooth ScoreCAM at $stem: HTTP $CODE, ${aug} ms, against an average of ${sc2}s: not under 55 ms and over 3 x the average"
     fi
