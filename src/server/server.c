@@ -154,7 +154,7 @@ typedef struct req_ctx {
     bool param_set[NPARAMS];
     pthread_mutex_t mu;
     bool suspended;
-    int fd; /* the connection's socket, for client_gone; -1 when unknown */
+    int fd; /* the connection's socket (peer_state); -1 when unknown */
     cs_svc_response resp;
 } req_ctx;
 
@@ -166,6 +166,18 @@ static int param_index(const char *key) {
 
 /* ---- answers ------------------------------------------------------------------------ */
 
+/* What the client's end of c's socket shows, without reading it (MSG_PEEK
+ * leaves any pipelined bytes): PEER_EOF once it has closed or half-closed
+ * its side, PEER_ERROR when the connection is broken, PEER_OPEN otherwise. */
+enum { PEER_OPEN, PEER_EOF, PEER_ERROR };
+static int peer_state(const req_ctx *c) {
+    char b;
+    if (c->fd < 0) return PEER_OPEN;
+    ssize_t r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r == 0) return PEER_EOF;
+    return r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR ? PEER_ERROR : PEER_OPEN;
+}
+
 /* Marks an answer to a client that has half-closed its connection
  * (shutdown(SHUT_WR) after its request: the socket reads end-of-file) with
  * "Connection: close", so libmicrohttpd closes once it is sent.  Without it,
@@ -173,12 +185,9 @@ static int param_index(const char *key) {
  * open until --idle-timeout-s: the end-of-file had been seen while the
  * connection was suspended, and an edge-triggered epoll does not report it
  * again (tests/cli/server_errors.sh, "half-close").  Runs on libmicrohttpd's
- * thread, which owns the socket; MSG_PEEK leaves any pipelined bytes. */
-static void close_if_half_closed(struct MHD_Connection *conn, struct MHD_Response *r) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    char b;
-    if (ci && recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+ * thread, which owns the socket. */
+static void close_if_half_closed(const req_ctx *c, struct MHD_Response *r) {
+    if (peer_state(c) == PEER_EOF) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
 static enum MHD_Result send_buf(req_ctx *c, int status, const char *ctype, void *buf, size_t len,
@@ -190,7 +199,7 @@ static enum MHD_Result send_buf(req_ctx *c, int status, const char *ctype, void 
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     for (int i = 0; headers && headers[i]; i += 2) MHD_add_response_header(r, headers[i], headers[i + 1]);
-    close_if_half_closed(c->conn, r);
+    close_if_half_closed(c, r);
     enum MHD_Result ret = MHD_queue_response(c->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     if (ret == MHD_YES) c->status = status;
@@ -267,7 +276,7 @@ static enum MHD_Result send_iov(req_ctx *c, const char *ctype, const struct MHD_
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     for (int i = 0; headers && headers[i]; i += 2) MHD_add_response_header(resp, headers[i], headers[i + 1]);
-    close_if_half_closed(c->conn, resp);
+    close_if_half_closed(c, resp);
     enum MHD_Result ret = MHD_queue_response(c->conn, 200, resp);
     MHD_destroy_response(resp);
     if (ret == MHD_YES) c->status = 200;
@@ -681,15 +690,8 @@ static const char *json_params(req_ctx *c) {
  * reads nor closes it then -- so the peek races with nothing.  End of
  * stream counts as gone, as in nginx (a client that half-closes after its
  * request cannot be told from one that has closed: both read end-of-file;
- * such a client gets 499 for a long run, see docs/api.md); pipelined bytes
- * or nothing yet mean it is still there. */
-static int client_gone(void *ctx) {
-    const req_ctx *c = ctx;
-    char b;
-    if (c->fd < 0) return 0;
-    ssize_t r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
+ * such a client gets 499 for a long run, see docs/api.md). */
+static int client_gone(void *ctx) { return peer_state(ctx) != PEER_OPEN; }
 
 static void on_done(void *ctx, cs_svc_response *resp) {
     req_ctx *c = ctx;
@@ -749,8 +751,6 @@ static enum MHD_Result submit(req_ctx *c) {
         return send_error(c, 400, c->ep == EP_EXPLAIN ? "format must be json or png" : "format must be json");
     req.aug_smooth = parse_flag(c->params[P_AUG]);
     req.eigen_smooth = parse_flag(c->params[P_EIGEN]);
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    c->fd = ci ? ci->connect_fd : -1;
     req.client_gone = client_gone;
     uint8_t digest[32];
     unsigned dlen = 0;
@@ -896,6 +896,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         if (!c) return MHD_NO;
         c->h = h;
         c->conn = conn;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c->fd = ci ? ci->connect_fd : -1;
         c->t0 = cs_now_ms();
         c->ep = endpoint_of(url);
         pthread_mutex_init(&c->mu, NULL);

@@ -233,6 +233,8 @@ typedef struct run_cost {
 enum { SLOW_RUNS = 16 };
 #define SLOW_RUN_TTL_MS (10 * 60e3)
 #define SLOW_RUN_MARGIN 1.2
+/* What a 504 for a run too long for the timeout tells the client to do. */
+#define SLOW_RUN_ADVICE "use a faster method (gradcam takes a single backward pass) or raise --timeout-ms"
 
 /* A served model name: its current version and, for a file, what the
  * reloader last saw.  path/seen/pending are the reloader's alone after start;
@@ -393,13 +395,13 @@ static const run_cost *run_cost_find(const cs_svc *s, const job *j, double now) 
     return NULL;
 }
 
-/* Expected worker time of j (s->mu held).  A ScoreCAM / AblationCAM of a
- * kind measured lately costs what that run did, at most the timeout (a run
- * is stopped by then): its layers and aug_smooth change its length many
- * times over (ScoreCAM at a ResNet's stem or last layer: 64 or 2048
- * whole-network runs), which one average per method cannot tell. */
-static double cost_estimate(const cs_svc *s, const job *j, double now) {
-    const run_cost *r = run_cost_find(s, j, now);
+/* Expected worker time of j (s->mu held), given run_cost_find's entry for
+ * it (or NULL).  A ScoreCAM / AblationCAM of a kind measured lately costs
+ * what that run did, at most the timeout (a run is stopped by then): its
+ * layers and aug_smooth change its length many times over (ScoreCAM at a
+ * ResNet's stem or last layer: 64 or 2048 whole-network runs), which one
+ * average per method cannot tell. */
+static double cost_estimate(const cs_svc *s, const job *j, const run_cost *r) {
     if (r) return fmin(r->ms, s->p.timeout_ms);
     double c = s->cost_ms[j->model->slot][cost_class(j)];
     return c > 0 ? c : s->job_ms;
@@ -1680,24 +1682,23 @@ static void run_batch(cs_svc *s, cs_session *sess, job **batch, int n) {
         }
         if (st == CS_ECANCELED) {
             for (int i = 0; i < n; i++) batch[i]->tm.cam = ran;
-            const int prec = watch.whole < 1e4 ? 1 : 0;
+            /* how far it got and where that pace leads, for both timeout messages */
+            char pace[160];
+            snprintf(pace, sizeof pace,
+                     "stopped %.1f s in, %.0f%% of its forward passes done; all of them would take about %.*f s "
+                     "at this pace",
+                     ran / 1e3, 100 * watch.done, watch.whole < 1e4 ? 1 : 0, watch.whole / 1e3);
             if (watch.why == CS_SVC_STOPPING)
                 cs_errorf(&err, CS_ECANCELED, "the server is shutting down");
             else if (watch.early)
                 cs_errorf(&err, CS_ECANCELED,
-                          "timed out: %s would run past the %d ms request timeout (--timeout-ms), so it was "
-                          "stopped %.1f s in, %.0f%% of its forward passes done; all of them would take about "
-                          "%.*f s at this pace; use a faster method (gradcam takes a single backward pass) or "
-                          "raise --timeout-ms",
-                          cs_cam_method_name(eo.method), s->p.timeout_ms, ran / 1e3, 100 * watch.done, prec,
-                          watch.whole / 1e3);
+                          "timed out: %s would run past the %d ms request timeout (--timeout-ms), so it was %s; "
+                          SLOW_RUN_ADVICE,
+                          cs_cam_method_name(eo.method), s->p.timeout_ms, pace);
             else if (watch.whole > 0)
                 cs_errorf(&err, CS_ECANCELED,
-                          "timed out: %s ran past the %d ms request timeout (--timeout-ms) and was stopped "
-                          "%.1f s in, %.0f%% of its forward passes done; all of them would take about "
-                          "%.*f s at this pace",
-                          cs_cam_method_name(eo.method), s->p.timeout_ms, ran / 1e3, 100 * watch.done, prec,
-                          watch.whole / 1e3);
+                          "timed out: %s ran past the %d ms request timeout (--timeout-ms) and was %s",
+                          cs_cam_method_name(eo.method), s->p.timeout_ms, pace);
             else
                 cs_errorf(&err, CS_ECANCELED,
                           "timed out: %s ran past the %d ms request timeout (--timeout-ms) and was stopped "
@@ -2492,9 +2493,8 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
         pthread_mutex_unlock(&s->mu);
         cs_errorf(&resp->err, CS_ELIMIT,
                   "timed out before it ran: %s with these layers and options %s about %.*f s per image on this "
-                  "server (measured %.0f s ago), more than the %d ms request timeout (--timeout-ms); use a "
-                  "faster method (gradcam takes a single backward pass) or raise --timeout-ms; such a request "
-                  "is tried again %.0f min after that measurement",
+                  "server (measured %.0f s ago), more than the %d ms request timeout (--timeout-ms); "
+                  SLOW_RUN_ADVICE "; such a request is tried again %.0f min after that measurement",
                   cs_cam_method_name(j->eo.method), extrapolated ? "would take" : "took", ms < 1e4 ? 1 : 0,
                   ms / 1e3, ago / 1e3, s->p.timeout_ms, SLOW_RUN_TTL_MS / 60e3);
         job_free(j);
@@ -2514,7 +2514,7 @@ int cs_svc_submit(cs_svc *s, const cs_svc_request *req, cs_svc_done_fn done, voi
                   wait_ms, s->p.timeout_ms);
         return answer(s, resp, CS_SVC_BUSY, t0);
     }
-    j->est_ms = cost_estimate(s, j, t0);
+    j->est_ms = cost_estimate(s, j, slow);
     s->queued_ms += j->est_ms;
     flight_add(s, j);
     list_push(&s->prep_head, &s->prep_tail, j);
