@@ -329,6 +329,7 @@ struct cs_svc {
     cs_hist batch;
     uint64_t hits, misses, coalesced, rejected[CS_SVC_GONE + 1], completed[CS_SVC_GONE + 1];
     uint64_t runs_stopped[3]; /* ScoreCAM/AblationCAM runs stopped: by the deadlines, at shutdown, clients gone */
+    uint64_t runs_skipped;    /* ... and never begun: every client gone while they waited (job_abandoned) */
 };
 
 struct job {
@@ -923,6 +924,11 @@ void cs_svc_write_metrics(cs_svc *s, FILE *f) {
                "camserve_runs_stopped_total{reason=\"client_gone\"} %llu\n",
             (unsigned long long)s->runs_stopped[0], (unsigned long long)s->runs_stopped[1],
             (unsigned long long)s->runs_stopped[2]);
+    fprintf(f, "# HELP camserve_runs_skipped_total ScoreCAM/AblationCAM requests not run: every client waiting "
+               "for the run had gone before a worker took it.\n"
+               "# TYPE camserve_runs_skipped_total counter\n"
+               "camserve_runs_skipped_total %llu\n",
+            (unsigned long long)s->runs_skipped);
     fprintf(f, "# HELP camserve_stage_seconds Time per pipeline stage of computed (missed) requests.\n"
                "# TYPE camserve_stage_seconds histogram\n");
     for (int i = 0; i < NSTAGES; i++) {
@@ -1593,6 +1599,21 @@ static bool job_waiting(job *j, double now) {
     return !j->gone && now < j->deadline;
 }
 
+/* Whether nobody will read j's answer because its client, and the client
+ * of every identical request waiting for it, has gone (s->mu held).  Asked
+ * of a ScoreCAM / AblationCAM job before a worker runs it: such a run is
+ * seconds of a worker, and a UI user who switched to another method while
+ * it waited has closed its request.  Only those jobs are asked, as only
+ * their runs are watched (run_stop): a client that half-closes after a
+ * request reads as gone too, and is answered in full for every other
+ * method (docs/api.md). */
+static bool job_abandoned(job *j, double now) {
+    if (job_waiting(j, now) || !j->gone) return false;
+    for (job *f = j->followers; f; f = f->next)
+        if (job_waiting(f, now) || !f->gone) return false;
+    return true;
+}
+
 static int run_stop(void *ctx, double done) {
     run_watch *w = ctx;
     const double now = cs_now_ms();
@@ -1858,6 +1879,21 @@ static void *worker_main(void *arg) {
         if (cs_now_ms() >= first->deadline) {
             fail_job(first, CS_SVC_TIMEOUT, CS_ELIMIT, "timed out waiting for a worker");
             pthread_mutex_unlock(&s->mu);
+            finish_job(s, first, NULL);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        if (first->kind == CS_SVC_EXPLAIN && slow_method(first->eo.method) && job_abandoned(first, cs_now_ms())) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "client gone: the connection was closed while this %s request waited for a worker; "
+                     "it was not run",
+                     cs_cam_method_name(first->eo.method));
+            fail_job(first, CS_SVC_GONE, CS_ECANCELED, msg);
+            pthread_mutex_unlock(&s->mu);
+            pthread_mutex_lock(&s->mmu);
+            s->runs_skipped++;
+            pthread_mutex_unlock(&s->mmu);
             finish_job(s, first, NULL);
             pthread_mutex_lock(&s->mu);
             continue;

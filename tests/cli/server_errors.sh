@@ -340,8 +340,10 @@ fi
 # forward run and is free for the next request, instead of running it to
 # the end for nobody.  A client that half-closes after such a request
 # cannot be told from one that closed (both read end-of-file, as nginx
-# treats them): it gets 499 with the reason.  (A half-closer of a request
-# without such a run is answered in full: the block above.)
+# treats them): it gets 499 with the reason -- here, as it half-closes
+# right after sending, before a worker takes the request, which is then
+# never run.  (A half-closer of a request without such a run is answered
+# in full: the block above.)
 if start_server gone --timeout-ms 60000 --threads 1 --batch-window-ms 0; then
     python3 - "$PORT" "$png" <<'PY' && ok "closed during a ScoreCAM run: the run was stopped, the worker answers the next request" ||
 import json, socket, sys, time, urllib.request
@@ -388,17 +390,62 @@ while True:
         break
     data += c
 head, _, body = data.partition(b"\r\n\r\n")
-want = b'{"error":"client gone: the connection was closed during this scorecam run, which was stopped '
+# taken as gone before a worker took it (so never run), or during the run
+want = b'{"error":"client gone: the connection was closed '
 if head.startswith(b"HTTP/1.1 499") and body.startswith(want):
     sys.exit(0)
 print("   ", head[:40], body[:200])
 sys.exit(1)
 PY
         fail "a half-closed ScoreCAM request (above)"
+    # A ScoreCAM queued behind another, whose client closes while it waits:
+    # the worker drops it unrun (camserve_runs_skipped_total) rather than
+    # starting its run only to stop it at the first poll (which would count
+    # in camserve_runs_stopped_total).
+    python3 - "$PORT" "$png" <<'PY' && ok "closed while its ScoreCAM waited for the worker: dropped unrun" ||
+import socket, sys, threading, time, urllib.request
+port, png = int(sys.argv[1]), open(sys.argv[2], "rb").read()
+def metric(name):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return int(line.split()[1])
+    return None
+STOPPED = 'camserve_runs_stopped_total{reason="client_gone"}'
+stopped0, skipped0 = metric(STOPPED), metric("camserve_runs_skipped_total")
+first = {}
+def run_first():
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/explain?method=scorecam&aug_smooth=1&alpha=0.6",
+                                 data=png, headers={"Content-Type": "image/png"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        first["code"], first["t"] = r.status, time.time()
+t = threading.Thread(target=run_first)
+t.start()
+time.sleep(0.1)
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall((f"POST /v1/explain?method=scorecam&aug_smooth=1&alpha=0.4 HTTP/1.1\r\nHost: x\r\n"
+           f"Content-Type: image/png\r\nContent-Length: {len(png)}\r\n\r\n").encode() + png)
+time.sleep(0.2)
+s.close()
+t.join()
+if first.get("code") != 200:
+    print(f"    the first ScoreCAM: {first}, want 200")
+    sys.exit(1)
+skipped = metric("camserve_runs_skipped_total")
+while skipped == skipped0 and time.time() - first["t"] < 10:
+    time.sleep(0.05)
+    skipped = metric("camserve_runs_skipped_total")
+stopped = metric(STOPPED)
+if skipped != skipped0 + 1 or stopped != stopped0:
+    print(f"    runs skipped {skipped0} -> {skipped} (want one more), "
+          f"runs stopped for gone clients {stopped0} -> {stopped} (want no change)")
+    sys.exit(1)
+PY
+        fail "a ScoreCAM whose client closed while it was queued (above)"
     curl -s --max-time 5 "$BASE/metrics" >"$tmp/gone.prom"
     gone=$(awk '/^camserve_service_requests_total\{outcome="client_gone"\}/ { print $2 }' "$tmp/gone.prom")
-    [ "${gone:-0}" -ge 2 ] && ok "/metrics counts both requests as client_gone ($gone)" \
-        || fail "camserve_service_requests_total{outcome=\"client_gone\"} is '${gone}', want >= 2"
+    [ "${gone:-0}" -ge 3 ] && ok "/metrics counts the three requests as client_gone ($gone)" \
+        || fail "camserve_service_requests_total{outcome=\"client_gone\"} is '${gone}', want >= 3"
     stop_server TERM && [ "$STOP_RC" = 0 ] && ok "stopped" || fail "stop after the clients that went (rc ${STOP_RC:-none})"
 fi
 
