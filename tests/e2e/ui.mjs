@@ -133,10 +133,12 @@ try {
       let n = 0;
       for (let i = 0; i < 50 && n < 1; i++) {
         const m = await (await fetch(new URL('/metrics', args.url))).text();
-        n = Number((m.match(/^camserve_runs_stopped_total\{reason="client_gone"\} (\d+)/m) || [])[1] || 0);
+        // stopped under way, or dropped unrun had it still been queued
+        n = Number((m.match(/^camserve_runs_stopped_total\{reason="client_gone"\} (\d+)/m) || [])[1] || 0) +
+            Number((m.match(/^camserve_runs_skipped_total (\d+)/m) || [])[1] || 0);
         if (n < 1) await new Promise((r) => setTimeout(r, 100));
       }
-      if (n < 1) fail(`the ScoreCAM request was aborted (${failure.errorText}) but the server did not stop its run`);
+      if (n < 1) fail(`the ScoreCAM request was aborted (${failure.errorText}) but the server neither stopped nor skipped its run`);
       else console.log('ui.mjs: switching method aborted the ScoreCAM request, and the server stopped its run');
     }
   }
