@@ -22,18 +22,70 @@ static bool compatible(const job *a, const job *b) {
            x->aug_smooth == y->aug_smooth && x->eigen_smooth == y->eigen_smooth;
 }
 
-/* Moves compatible jobs from the infer queue into batch (s->mu held). */
-static void gather(cs_svc *s, job **batch, int *n, int max) {
+/* Whether j's answer can still be read by its client (s->mu held). */
+static bool job_waiting(job *j, double now) {
+    if (!j->gone && j->client_gone && j->client_gone(j->ctx)) j->gone = true;
+    return !j->gone && now < j->deadline;
+}
+
+/* Whether nobody will read j's answer because its client, and the client
+ * of every identical request waiting for it, has gone (s->mu held).  Asked
+ * of a ScoreCAM / AblationCAM job before a worker runs it: such a run is
+ * seconds of a worker, and a UI user who switched to another method while
+ * it waited has closed its request.  Only those jobs are asked, as only
+ * their runs are watched (run_stop): a client that half-closes after a
+ * request reads as gone too, and is answered in full for every other
+ * method (docs/api.md). */
+static bool job_abandoned(job *j, double now) {
+    if (job_waiting(j, now) || !j->gone) return false;
+    for (job *f = j->followers; f; f = f->next)
+        if (job_waiting(f, now) || !f->gone) return false;
+    return true;
+}
+
+/* A ScoreCAM / AblationCAM job that no client waits for (s->mu held). */
+static bool run_unwanted(job *j, double now) {
+    return j->kind == CS_SVC_EXPLAIN && svc_slow_method(j->eo.method) && job_abandoned(j, now);
+}
+
+/* Answers each job of list (run_unwanted's, chained by next) without
+ * running it.  s->mu not held. */
+static void finish_skipped(cs_svc *s, job *list) {
+    for (job *j = list, *nx; j; j = nx) {
+        nx = j->next;
+        j->next = NULL;
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "client gone: the connection was closed while this %s request waited for a worker; it was not run",
+                 cs_cam_method_name(j->eo.method));
+        svc_fail_job(j, CS_SVC_GONE, CS_ECANCELED, msg);
+        pthread_mutex_lock(&s->mmu);
+        s->runs_skipped++;
+        pthread_mutex_unlock(&s->mmu);
+        svc_finish_job(s, j, NULL);
+    }
+}
+
+/* Moves compatible jobs from the infer queue into batch (s->mu held); a
+ * ScoreCAM / AblationCAM nobody waits for any more goes onto *skipped
+ * instead (chained by next), to be finished unrun (finish_skipped). */
+static void gather(cs_svc *s, job **batch, int *n, int max, job **skipped) {
     job *prev = NULL;
+    const double now = cs_now_ms();
     for (job *j = s->infer_head, *nx; j && *n < max; j = nx) {
         nx = j->next;
         if (compatible(batch[0], j)) {
             if (prev) prev->next = nx;
             else s->infer_head = nx;
             if (s->infer_tail == j) s->infer_tail = prev;
-            j->next = NULL;
-            batch[(*n)++] = j;
             s->infer_len--;
+            if (run_unwanted(j, now)) {
+                j->next = *skipped;
+                *skipped = j;
+            } else {
+                j->next = NULL;
+                batch[(*n)++] = j;
+            }
         } else {
             prev = j;
         }
@@ -81,27 +133,6 @@ static double run_projection(const run_watch *w, double now, double done) {
     if (done <= 0) return 0;
     if (done > w->mark_d && w->mark_d > 0) return now - w->t0 + (1 - done) * (now - w->mark_t) / (done - w->mark_d);
     return (now - w->t0) / done;
-}
-
-/* Whether j's answer can still be read by its client (s->mu held). */
-static bool job_waiting(job *j, double now) {
-    if (!j->gone && j->client_gone && j->client_gone(j->ctx)) j->gone = true;
-    return !j->gone && now < j->deadline;
-}
-
-/* Whether nobody will read j's answer because its client, and the client
- * of every identical request waiting for it, has gone (s->mu held).  Asked
- * of a ScoreCAM / AblationCAM job before a worker runs it: such a run is
- * seconds of a worker, and a UI user who switched to another method while
- * it waited has closed its request.  Only those jobs are asked, as only
- * their runs are watched (run_stop): a client that half-closes after a
- * request reads as gone too, and is answered in full for every other
- * method (docs/api.md). */
-static bool job_abandoned(job *j, double now) {
-    if (job_waiting(j, now) || !j->gone) return false;
-    for (job *f = j->followers; f; f = f->next)
-        if (job_waiting(f, now) || !f->gone) return false;
-    return true;
 }
 
 static int run_stop(void *ctx, double done) {
@@ -368,26 +399,18 @@ void *svc_worker_main(void *arg) {
             pthread_mutex_lock(&s->mu);
             continue;
         }
-        if (first->kind == CS_SVC_EXPLAIN && svc_slow_method(first->eo.method) && job_abandoned(first, cs_now_ms())) {
-            char msg[160];
-            snprintf(msg, sizeof msg,
-                     "client gone: the connection was closed while this %s request waited for a worker; "
-                     "it was not run",
-                     cs_cam_method_name(first->eo.method));
-            svc_fail_job(first, CS_SVC_GONE, CS_ECANCELED, msg);
+        if (run_unwanted(first, cs_now_ms())) {
             pthread_mutex_unlock(&s->mu);
-            pthread_mutex_lock(&s->mmu);
-            s->runs_skipped++;
-            pthread_mutex_unlock(&s->mmu);
-            svc_finish_job(s, first, NULL);
+            finish_skipped(s, first);
             pthread_mutex_lock(&s->mu);
             continue;
         }
         int n = 1;
         batch[0] = first;
+        job *skipped = NULL;
         double until = first->t_ready + s->p.batch_window_ms;
         for (;;) {
-            gather(s, batch, &n, s->p.max_batch);
+            gather(s, batch, &n, s->p.max_batch, &skipped);
             if (n >= s->p.max_batch || s->quit || cs_now_ms() >= until) break;
             /* the window is for requests still being decoded: when there
              * are none, waiting only adds latency (a lone request at light
@@ -402,6 +425,7 @@ void *svc_worker_main(void *arg) {
         s->running += n;
         if (s->prep_len) pthread_cond_signal(&s->prep_cv); /* room ahead again */
         pthread_mutex_unlock(&s->mu);
+        finish_skipped(s, skipped);
         cs_error serr = {0};
         double t_run = cs_now_ms();
         cs_session *sess = worker_session(s, wa.idx, first->model, &serr);

@@ -344,7 +344,7 @@ fi
 # right after sending, before a worker takes the request, which is then
 # never run.  (A half-closer of a request without such a run is answered
 # in full: the block above.)
-if start_server gone --timeout-ms 60000 --threads 1 --batch-window-ms 0; then
+if start_server gone --timeout-ms 60000 --threads 1 --batch-window-ms 0 --max-batch 2; then
     python3 - "$PORT" "$png" <<'PY' && ok "closed during a ScoreCAM run: the run was stopped, the worker answers the next request" ||
 import json, socket, sys, time, urllib.request
 port, png = int(sys.argv[1]), open(sys.argv[2], "rb").read()
@@ -398,11 +398,13 @@ print("   ", head[:40], body[:200])
 sys.exit(1)
 PY
         fail "a half-closed ScoreCAM request (above)"
-    # A ScoreCAM queued behind another, whose client closes while it waits:
-    # the worker drops it unrun (camserve_runs_skipped_total) rather than
-    # starting its run only to stop it at the first poll (which would count
-    # in camserve_runs_stopped_total).
-    python3 - "$PORT" "$png" <<'PY' && ok "closed while its ScoreCAM waited for the worker: dropped unrun" ||
+    # Two ScoreCAMs of one kind queued behind a third, the second's client
+    # closing while they wait: the worker takes the first and would batch
+    # the second with it (--max-batch 2); it drops the second unrun
+    # (camserve_runs_skipped_total) instead of computing it for nobody in
+    # the batch.  (A lone request dropped the same way: the half-closer
+    # above.)
+    python3 - "$PORT" "$png" <<'PY' && ok "closed while its ScoreCAM waited to be batched: dropped unrun, the other answered" ||
 import socket, sys, threading, time, urllib.request
 port, png = int(sys.argv[1]), open(sys.argv[2], "rb").read()
 def metric(name):
@@ -413,31 +415,33 @@ def metric(name):
     return None
 STOPPED = 'camserve_runs_stopped_total{reason="client_gone"}'
 stopped0, skipped0 = metric(STOPPED), metric("camserve_runs_skipped_total")
-first = {}
-def run_first():
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/explain?method=scorecam&aug_smooth=1&alpha=0.6",
+codes = {}
+def explain(alpha):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/explain?method=scorecam&aug_smooth=1&alpha={alpha}",
                                  data=png, headers={"Content-Type": "image/png"})
     with urllib.request.urlopen(req, timeout=60) as r:
-        first["code"], first["t"] = r.status, time.time()
-t = threading.Thread(target=run_first)
-t.start()
+        codes[alpha] = r.status
+running = threading.Thread(target=explain, args=("0.6",))
+running.start()
+time.sleep(0.1)
+kept = threading.Thread(target=explain, args=("0.5",))
+kept.start()
 time.sleep(0.1)
 s = socket.create_connection(("127.0.0.1", port))
 s.sendall((f"POST /v1/explain?method=scorecam&aug_smooth=1&alpha=0.4 HTTP/1.1\r\nHost: x\r\n"
            f"Content-Type: image/png\r\nContent-Length: {len(png)}\r\n\r\n").encode() + png)
 time.sleep(0.2)
 s.close()
-t.join()
-if first.get("code") != 200:
-    print(f"    the first ScoreCAM: {first}, want 200")
-    sys.exit(1)
+running.join()
+kept.join()
+t = time.time()
 skipped = metric("camserve_runs_skipped_total")
-while skipped == skipped0 and time.time() - first["t"] < 10:
+while skipped == skipped0 and time.time() - t < 10:
     time.sleep(0.05)
     skipped = metric("camserve_runs_skipped_total")
 stopped = metric(STOPPED)
-if skipped != skipped0 + 1 or stopped != stopped0:
-    print(f"    runs skipped {skipped0} -> {skipped} (want one more), "
+if codes != {"0.6": 200, "0.5": 200} or skipped != skipped0 + 1 or stopped != stopped0:
+    print(f"    answers {codes} (want 200 for both kept), runs skipped {skipped0} -> {skipped} (want one more), "
           f"runs stopped for gone clients {stopped0} -> {stopped} (want no change)")
     sys.exit(1)
 PY
