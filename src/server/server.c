@@ -686,8 +686,10 @@ static const char *json_params(req_ctx *c) {
 /* ---- POST /v1/explain and /v1/classify --------------------------------------------------------- */
 
 /* The service's client_gone: whether the client has closed its end.  Runs
- * on a worker while the connection is suspended -- libmicrohttpd neither
- * reads nor closes it then -- so the peek races with nothing.  End of
+ * on a worker while the connection is suspended, or (a job taken at once)
+ * while libmicrohttpd's thread is still in submit between cs_svc_submit and
+ * the suspend; either way libmicrohttpd neither reads nor closes the
+ * socket then, so the peek races with nothing.  End of
  * stream counts as gone, as in nginx (a client that half-closes after its
  * request cannot be told from one that has closed: both read end-of-file;
  * such a client gets 499 for a long run, see docs/api.md). */
