@@ -15,7 +15,8 @@
  * without s->mu held.
  *
  * Metrics live under their own lock (s->mmu) so /metrics never waits for the
- * queue lock of a busy service. */
+ * queue lock of a busy service.  Lock order: mu before vmu (model
+ * versions); mmu is taken alone. */
 #include "service/service_internal.h"
 
 #include <ctype.h>
