@@ -139,7 +139,7 @@ try {
         if (n < 1) await new Promise((r) => setTimeout(r, 100));
       }
       if (n < 1) fail(`the ScoreCAM request was aborted (${failure.errorText}) but the server neither stopped nor skipped its run`);
-      else console.log('ui.mjs: switching method aborted the ScoreCAM request, and the server stopped its run');
+      else console.log('ui.mjs: switching method aborted the ScoreCAM request, and the server stopped or skipped its run');
     }
   }
   await page.click('#view-side');
