@@ -1,13 +1,15 @@
 /* Private pieces of the service module: the byte-bounded LRU used by the
- * result cache and the image store, and the serialised form of a result.
+ * result cache and the image store, the serialised form of a result, and
+ * the service's state with the helpers its source files share.
  *
  * Cache tiers.  The memory tier is this LRU holding live cs_svc_result
  * objects; below it sit the disk (LMDB) and Redis tiers of src/cache
  * (camserve/cache.h), which store results serialised by svc_result_encode
- * inside a checksummed frame.  service.c looks up memory, then cs_cache_get
- * (disk, then Redis), and fills the tiers above on a lower-tier hit; a
- * computed result goes into memory before its answer is sent and into the
- * lower tiers right after.  The memory tier never serialises. */
+ * inside a checksummed frame.  Admission (service.c) looks up memory, then
+ * cs_cache_get (disk, then Redis), and fills the tiers above on a
+ * lower-tier hit; the prep pool (prep.c) puts a computed result into
+ * memory before its answer is sent and into the lower tiers right after.
+ * The memory tier never serialises. */
 #ifndef CS_SERVICE_INTERNAL_H
 #define CS_SERVICE_INTERNAL_H
 
