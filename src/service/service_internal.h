@@ -67,8 +67,8 @@ void svc_result_free_fields(struct cs_svc_result *r);
  *               watch that stops ScoreCAM / AblationCAM runs
  *   metrics.c   counters and the Prometheus text
  *
- * The locking rules are service.c's opening comment; each function below
- * says which lock it expects. */
+ * The locking rules are service.c's opening comment; a function below that
+ * expects a lock held, or not held, says so. */
 
 /* Encoded image bytes in the image store, shared with the jobs decoding them. */
 typedef struct blob {
@@ -308,8 +308,9 @@ void svc_run_cost_observe(cs_svc *s, const job *j, double ms, bool extrapolated,
 /* FIFO job lists, chained by next (s->mu held). */
 void svc_list_push(job **head, job **tail, job *j);
 job *svc_list_pop(job **head, job **tail);
+/* Sets the outcome of a job its caller owns, with msg as its message. */
 void svc_fail_job(job *j, cs_svc_outcome o, cs_status code, const char *msg);
-cs_svc_outcome svc_outcome_of(cs_status st);
+cs_svc_outcome svc_outcome_of(cs_status st); /* the outcome a failing step's status means */
 /* Answers j (and the identical requests that waited for it) and frees it;
  * res is a reference that moves to the response, or NULL.  s->mu not held. */
 void svc_finish_job(cs_svc *s, job *j, const cs_svc_result *res);
