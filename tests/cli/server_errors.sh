@@ -261,8 +261,8 @@ early_re='^timed out: scorecam would run past the 600 ms request timeout \\(--ti
 # 600 ms deadline, and its projected whole is over MIN seconds (the timeout
 # itself for the twins; for a shorter run, what it had run: the deadline
 # counts from the request, the run began later).  The message gives
-# tenths of a second: a stop at 0.56 s, before the deadline, reads "0.6 s
-# in" (one under ThreadSanitizer did), so 0.6 passes.
+# tenths of a second: a stop from 0.55 s to just before the deadline reads
+# "0.6 s in" (one under ThreadSanitizer did), so 0.6 passes.
 early_check() {
     jcheck "stopped early: before the deadline, $1" \
         ".error | capture(\"stopped (?<in>[0-9.]+) s in.*would take about (?<all>[0-9.]+) s\") | (.in | tonumber) <= 0.6 and (.all | tonumber) > ${2:-(.in | tonumber)}"
