@@ -50,39 +50,7 @@ log() { echo "[gpu.sh $(( $(date +%s) - t0 ))s] $*" >&2; }
 PLAN=${GPU_PLAN:-300}  # seconds for steps 1-5; the report follows
 left() { echo $(( PLAN - ($(date +%s) - t0) )); }
 
-if [ ! -x "$B/camserve" ] && [ -f "$B.tar.xz" ]; then
-    mkdir -p "$B" && tar -xJf "$B.tar.xz" -C "$B"
-fi
-[ -x "$B/camserve" ] || { echo "gpu.sh: no $B/camserve: run bench/gpu_bundle.sh where camserve was built" >&2; exit 1; }
-# CUDA libraries of the pip packages (nvidia is a namespace package)
-nvlibs=$(python3 - <<'PY' 2>/dev/null
-import glob, os
-try:
-    import nvidia
-    dirs = sorted({d for p in nvidia.__path__ for d in glob.glob(os.path.join(p, "*", "lib"))})
-    dirs += sorted({d for p in nvidia.__path__ for d in glob.glob(os.path.join(p, "*", "lib64"))})
-    print(":".join(dirs))
-except Exception:
-    pass
-PY
-)
-# only for camserve's binaries: the bundle's libstdc++/libgomp must not
-# shadow newer ones PyTorch needs
-CSLD="$B/lib${nvlibs:+:$nvlibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# nvJPEG for the GPU image path (src/cuda/gpuprep.c dlopens it): the pip
-# package's, the toolkit's, or one bundled with torchvision
-if [ -z "${CS_NVJPEG_LIB:-}" ]; then
-    CS_NVJPEG_LIB=$( { for d in ${nvlibs//:/ } /usr/local/cuda*/lib64 /usr/lib/x86_64-linux-gnu; do ls "$d"/libnvjpeg.so* 2>/dev/null; done
-        python3 -c 'import torchvision, glob, os; print("\n".join(glob.glob(os.path.join(os.path.dirname(torchvision.__file__), "..", "torchvision.libs", "libnvjpeg*"))))' 2>/dev/null; } | head -1)
-fi
-export CS_NVJPEG_LIB
-cs() { env LD_LIBRARY_PATH="$CSLD" "$@"; }
-log "camserve's LD_LIBRARY_PATH=$CSLD"
-log "nvJPEG: ${CS_NVJPEG_LIB:-not found (the GPU image path falls back to the CPU)}"
-gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
-[ -n "$gpu" ] || gpu=$(python3 -c 'import torch; print(torch.cuda.get_device_name(0))' 2>/dev/null)
-[ -n "$gpu" ] || gpu="unknown GPU"
-slug=$(echo "$gpu" | cut -d, -f1 | tr 'A-Z' 'a-z' | sed 's/nvidia //; s/[^a-z0-9]\+/-/g; s/-$//')
+. "$here/gpu_env.sh"
 cs "$B/camserve" version > "$W/version.txt" 2>&1
 cs ldd "$B/camserve" > "$W/ldd.txt" 2>&1
 log "gpu: $gpu; $(cat "$W/version.txt")"
@@ -160,12 +128,16 @@ fi
 # defaults, e2e.json), without the split (e2e_enc1.json) and without the
 # GPU image path (e2e_cpu.json); and the photo tagged EXIF orientation 6
 # (e2e_rot6.json)
+e2e_port=18930
 e2e() { # $1: result name, then serve's extra arguments
-    local name=$1 port=18931
+    local name=$1 port=$((++e2e_port))
     shift
     rm -rf "$W/cache"
-    cs "$B/camserve" serve --model "$M:resnet50" --device cuda --port $port --cache-dir "$W/cache" "$@" \
-        > "$W/serve_$name.txt" 2>&1 &
+    # not through cs(): a backgrounded function is a subshell, so $! would
+    # be that shell and the TERM below would leave the server running (and
+    # answering the next configuration's requests from its cache)
+    env LD_LIBRARY_PATH="$CSLD" "$B/camserve" serve --model "$M:resnet50" --device cuda --port $port \
+        --cache-dir "$W/cache" "$@" > "$W/serve_$name.txt" 2>&1 &
     local spid=$!
     for _ in $(seq 100); do
         kill -0 $spid 2>/dev/null || break
@@ -410,7 +382,7 @@ open(rep, "w").write("\n".join(L) + "\n")
 print(rep)
 PY
 # the raw outputs as one file (a device run returns at most 8)
-tar -czf "$OUT/gpu-raw.tar.gz" -C "$W" --exclude=peer --exclude=cache . 2>/dev/null
+tar -czf "$OUT/gpu-raw.tar.gz" -C "$W" --exclude=peer --exclude=cache --exclude='cli_out_*' --exclude=folder . 2>/dev/null
 # a run that found no GPU is not a result worth keeping in the repository
 if [ "$OUT" != "$here/results" ] && [ "$gpu" != "unknown GPU" ]; then cp "$rep" "$here/results/" 2>/dev/null; fi
 log "done: $rep"

@@ -8,7 +8,7 @@ capture) are not counted.  Prints one JSON object: client-side wall time and
 the server's own timings_ms, median and p90 of each.
 
     python3 bench/gpu_e2e.py --port P --photo photo.jpg [--n 30] [--warmup 5] [--query 'method=gradcam']
-                             [--orientation 6]
+                             [--orientation 6] [--client K]
 """
 import argparse
 import http.client
@@ -48,6 +48,8 @@ def main():
     ap.add_argument("--query", default="")
     ap.add_argument("--orientation", type=int, default=0,
                     help="tag the photo with this EXIF orientation (6: a portrait photo from a phone)")
+    ap.add_argument("--client", type=int, default=0,
+                    help="this client's number, when several run at once: their images differ too")
     a = ap.parse_args()
     jpeg = open(a.photo, "rb").read()
     if a.orientation:
@@ -55,8 +57,9 @@ def main():
     conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=60)
     wall, server, errors, cache = [], {}, [], {}
     path = "/v1/explain" + (f"?{a.query}" if a.query else "")
+    t_start = time.perf_counter()
     for i in range(a.warmup + a.n):
-        body = variant(jpeg, i + int(time.time()))
+        body = variant(jpeg, f"{a.client}.{i + int(time.time())}")
         t0 = time.perf_counter()
         conn.request("POST", path, body=body, headers={"Content-Type": "image/jpeg"})
         r = conn.getresponse()
@@ -72,7 +75,7 @@ def main():
         cache[d.get("cache", "?")] = cache.get(d.get("cache", "?"), 0) + 1
         for k, v in d.get("timings_ms", {}).items():
             server.setdefault(k, []).append(v)
-    out = {"photo_bytes": len(jpeg), "n": len(wall), "errors": errors[:5], "error_count": len(errors), "cache": cache}
+    out = {"photo_bytes": len(jpeg), "n": len(wall), "wall_s": time.perf_counter() - t_start, "errors": errors[:5], "error_count": len(errors), "cache": cache}
     if wall:
         out["client_ms"] = {"median": statistics.median(wall), "p90": q(wall, 0.9), "min": min(wall)}
         out["server_ms"] = {k: {"median": statistics.median(v), "p90": q(v, 0.9)} for k, v in server.items()}

@@ -160,6 +160,10 @@ struct cs_gpuprep {
     /* pinned staging: plans in, tensor + display out */
     uint8_t *host;
     size_t host_cap;
+    /* CS_GPUPREP_PROFILE=1: events around decode, resize and download, and
+     * one line on stderr per image (where the end-to-end time goes) */
+    cudaEvent_t prof[4];
+    int profile;
 };
 
 static cs_status nvj_fail(cs_error *err, const char *what, nvj_status s) {
@@ -195,6 +199,8 @@ void cs_gpuprep_close(cs_gpuprep *g) {
     cudaFree(g->plan);
     cudaFree(g->tensor);
     cudaFreeHost(g->host);
+    for (int i = 0; i < 4; i++)
+        if (g->prof[i]) cudaEventDestroy(g->prof[i]);
     if (g->stream) cudaStreamDestroy(g->stream);
     free(g);
 }
@@ -255,6 +261,12 @@ cs_status cs_gpuprep_open(int device, cs_gpuprep **out, cs_error *err) {
         return st;
     }
     if (g->force != 2) open_hardware(g);
+    const char *prof = getenv("CS_GPUPREP_PROFILE");
+    if (prof && *prof && strcmp(prof, "0")) {
+        g->profile = 1;
+        for (int i = 0; i < 4 && g->profile; i++)
+            if (cudaEventCreate(&g->prof[i]) != cudaSuccess) g->profile = 0;
+    }
     *out = g;
     return CS_OK;
 }
@@ -363,6 +375,12 @@ static cs_status run_plan(cs_gpuprep *g, const dplan *p, int W, int H, int o, ui
     return r ? cu_fail(err, "resize kernels", (cudaError_t)r) : CS_OK;
 }
 
+/* CS_GPUPREP_PROFILE: event i on the stream (decode, resize, download
+ * boundaries); nothing when not profiling */
+static cudaError_t prof_mark(cs_gpuprep *g, int i) {
+    return g->profile ? cudaEventRecord(g->prof[i], g->stream) : cudaSuccess;
+}
+
 cs_status cs_gpuprep_run(cs_gpuprep *g, const void *jpeg, size_t len, const cs_img_limits *lim,
                          const cs_preproc *p, cs_gpuprep_out *out, cs_error *err) {
     const uint8_t *data = jpeg;
@@ -375,6 +393,7 @@ cs_status cs_gpuprep_run(cs_gpuprep *g, const void *jpeg, size_t len, const cs_i
         return cs_errorf(err, CS_EUNSUPPORTED, "not a whole JPEG within the limits");
     cudaError_t e = cudaSetDevice(g->device);
     if (e != cudaSuccess) return cu_fail(err, "cudaSetDevice", e);
+    double hp[5] = {cs_now_ms()}; /* profile: start, parsed, planned, decode queued, done */
 
     /* the frame header, from nvJPEG's parse with the handle of the decoder
      * tried first (decode() parses for the other one only if it gets there) */
@@ -386,6 +405,7 @@ cs_status cs_gpuprep_run(cs_gpuprep *g, const void *jpeg, size_t len, const cs_i
     if ((nc != 1 && nc != 3) || W < 1 || H < 1 || W > 65535 || H > 65535 ||
         (int64_t)W * H > lim->max_pixels)
         return cs_errorf(err, CS_EUNSUPPORTED, "a JPEG this path does not take (%u components, %ux%u)", nc, W, H);
+    hp[1] = cs_now_ms();
     const int o = cs_img_jpeg_orientation(data, len);
     int w, h; /* displayed */
     cs_gp_oriented_size(o, (int)W, (int)H, &w, &h);
@@ -448,7 +468,11 @@ cs_status cs_gpuprep_run(cs_gpuprep *g, const void *jpeg, size_t len, const cs_i
     }
 
     const char *used = NULL;
+    hp[2] = cs_now_ms();
+    (void)prof_mark(g, 0);
     if ((st = decode(g, data, len, (int)W, (int)H, &used, err)) != CS_OK) goto done;
+    hp[3] = cs_now_ms();
+    (void)prof_mark(g, 1);
 
     /* the crop (zeros where it exceeds the resized image: torchvision's
      * padding), the tensor, the display image */
@@ -470,14 +494,26 @@ cs_status cs_gpuprep_run(cs_gpuprep *g, const void *jpeg, size_t len, const cs_i
     }
     if (out->want_display && (st = run_plan(g, &disp, (int)W, (int)H, o, dispu8, (size_t)dw * 3, err)) != CS_OK)
         goto done;
+    (void)prof_mark(g, 2);
     /* the plan upload read g->host before this stream position: reusing it
      * for the downloads is ordered on the same stream */
     if ((e = cudaMemcpyAsync(g->host, g->tensor, tensor_bytes, cudaMemcpyDeviceToHost, g->stream)) != cudaSuccess ||
         (disp_bytes && (e = cudaMemcpyAsync(g->host + tensor_bytes, dispu8, disp_bytes, cudaMemcpyDeviceToHost,
                                             g->stream)) != cudaSuccess) ||
-        (e = cudaStreamSynchronize(g->stream)) != cudaSuccess) {
+        (e = prof_mark(g, 3)) != cudaSuccess || (e = cudaStreamSynchronize(g->stream)) != cudaSuccess) {
         st = cu_fail(err, "GPU image download", e);
         goto done;
+    }
+    if (g->profile) {
+        hp[4] = cs_now_ms();
+        float dev[3] = {-1.f, -1.f, -1.f};
+        for (int i = 0; i < 3; i++)
+            if (cudaEventElapsedTime(&dev[i], g->prof[i], g->prof[i + 1]) != cudaSuccess) dev[i] = -1.f;
+        fprintf(stderr,
+                "gpuprep profile: %ux%u %s: host parse %.2f, plans %.2f, decode call %.2f, wait %.2f; "
+                "device decode %.2f, resize %.2f, download %.2f; total %.2f ms\n",
+                W, H, used, hp[1] - hp[0], hp[2] - hp[1], hp[3] - hp[2], hp[4] - hp[3], dev[0], dev[1], dev[2],
+                hp[4] - hp[0]);
     }
     if (disp_bytes && !(pix_host = malloc(disp_bytes))) {
         st = cs_errorf(err, CS_ENOMEM, "out of memory for a %dx%d image", dw, dh);
