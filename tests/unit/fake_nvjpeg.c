@@ -41,7 +41,7 @@ typedef struct jstream {
     const unsigned char *data;
     size_t len;
     int w, h, comps;
-    int parsed;
+    int parsed; /* 0: not, 1: its header (nvjpegJpegStreamParseHeader), 2: the whole stream */
 } jstream;
 
 typedef struct state {
@@ -141,10 +141,8 @@ int nvjpegJpegStreamDestroy(jstream *js) {
     free(js);
     return OK;
 }
-int nvjpegJpegStreamParse(handle *h, const unsigned char *data, size_t len, int save_meta, int save_stream,
-                          jstream *js) {
-    (void)save_meta;
-    if (!h || !data || !js || save_stream) return misuse(); /* the stream keeps our pointer */
+static int stream_parse(handle *h, const unsigned char *data, size_t len, int depth, jstream *js) {
+    if (!h || !data || !js) return misuse();
     js->parsed = 0;
     tjhandle tj = tjInitDecompress();
     int w, h2, ss, cs;
@@ -156,8 +154,19 @@ int nvjpegJpegStreamParse(handle *h, const unsigned char *data, size_t len, int 
     js->w = w;
     js->h = h2;
     js->comps = cs == TJCS_GRAY ? 1 : cs == TJCS_CMYK || cs == TJCS_YCCK ? 4 : 3;
-    js->parsed = 1;
+    js->parsed = depth;
     return OK;
+}
+int nvjpegJpegStreamParse(handle *h, const unsigned char *data, size_t len, int save_meta, int save_stream,
+                          jstream *js) {
+    (void)save_meta;
+    if (save_stream) return misuse(); /* the stream keeps our pointer */
+    return stream_parse(h, data, len, 2, js);
+}
+/* the frame header only: enough for the queries and the batched decoder's
+ * support check, not for the decoupled decoder, which decodes the stream */
+int nvjpegJpegStreamParseHeader(handle *h, const unsigned char *data, size_t len, jstream *js) {
+    return stream_parse(h, data, len, 1, js);
 }
 int nvjpegJpegStreamGetFrameDimensions(jstream *js, unsigned *w, unsigned *h) {
     if (!js || !js->parsed) return misuse();
@@ -185,7 +194,7 @@ int nvjpegDecodeParamsSetOutputFormat(params *p, int fmt) {
     return OK;
 }
 int nvjpegDecoderJpegSupported(int *d, jstream *js, params *p, int *unsupported) {
-    if (!d || !js || !js->parsed || !p || !unsupported) return misuse();
+    if (!d || !js || js->parsed != 2 || !p || !unsupported) return misuse();
     *unsupported = js->comps == 4; /* 0 means supported */
     return OK;
 }
@@ -200,7 +209,7 @@ static int decode_into(const unsigned char *data, size_t len, int w, int h, fimg
 }
 
 int nvjpegDecodeJpegHost(handle *h, int *d, state *s, params *p, jstream *js) {
-    if (!h || !d || !s || !p || !js || !js->parsed || p->fmt != RGBI || !s->has_pinned || !s->has_device)
+    if (!h || !d || !s || !p || !js || js->parsed != 2 || p->fmt != RGBI || !s->has_pinned || !s->has_device)
         return misuse();
     s->host_done = 1;
     s->moved = 0;
