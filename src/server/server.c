@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -48,6 +49,7 @@ static const int CODES[] = {200, 400, 404, 405, 413, 415, 499, 500, 503, 504};
 #define BODY_POOL_N 4
 #define BODY_POOL_BYTES ((size_t)16 << 20)
 #define BODY_POOL_MIN ((size_t)256 << 10)
+#define PREFAULT_MIN ((size_t)1 << 20) /* see prefault() */
 #define SMALL_BODY_MAX ((size_t)256 << 10) /* see cs_http.body_reserve */
 /* Uploads announced at least this large are hashed on the hashing thread;
  * for smaller ones the hand-over costs more than the hashing. */
@@ -547,6 +549,22 @@ static void pool_give(cs_http *h, char *buf, size_t cap) {
     free(buf);
 }
 
+/* Maps a fresh body's pages in one call instead of one fault per 4 KB page
+ * as the upload is copied in: a 3.2 MB photo is ~800 faults, which took
+ * about half of the ~10 ms its copy took on this project's VM (whose
+ * faults are dear); a new photo's body is always fresh, since the image
+ * store keeps the block it is handed.  Advice only: a kernel without
+ * MADV_POPULATE_WRITE (before Linux 5.14) faults the pages in as before. */
+static void prefault(char *p, size_t n) {
+#ifdef MADV_POPULATE_WRITE
+    const uintptr_t page = 4096, a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + n) & ~(page - 1);
+    if (n >= PREFAULT_MIN && e > a) (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 static bool append(req_ctx *c, const char *data, size_t n, bool image) {
     cs_http *h = c->h;
     if (c->len + n > h->p.max_upload_bytes) {
@@ -583,6 +601,7 @@ static bool append(req_ctx *c, const char *data, size_t n, bool image) {
         }
         c->body = nb;
         c->cap = cap;
+        if (!pooled) prefault(nb, cap);
     }
     memcpy(c->body + c->len, data, n);
     c->len += n;
