@@ -5,6 +5,8 @@
 #
 #   bash bench/gpu_prep.sh                  # -> $OUT/gpu-prep-<gpu>.txt
 #
+#   0. test_cuda, when the bundle has it (its gpuprep case checks each
+#      decoder against the CPU path);
 #   1. camserve explain --device cuda over 8 copies of the photo with
 #      CS_GPUPREP_PROFILE=1 (one line per image: host parse, plans, the
 #      decode call, the wait; on the device decode, resize, download),
@@ -13,9 +15,7 @@
 #      client, with each decoder, the profile lines of its log alongside;
 #   3. the same server with 4 and 8 clients at once: throughput, not
 #      latency; then 8 clients with --prep-threads 4 and 8 (the pool that
-#      decodes, each thread with its own nvJPEG decoder and stream);
-#   0. first, test_cuda (its gpuprep case checks each decoder against the
-#      CPU path), when the bundle has it.
+#      decodes, each thread with its own nvJPEG decoder and stream).
 # The default model keeps the run short (no export): the decode does not
 # depend on the model, the inference and CAM times do (see bench/gpu.sh).
 set -u

@@ -114,9 +114,9 @@ static void nvj_load(void) {
         NVJ(DecoderDestroy), NVJ(DecoderStateCreate), NVJ(BufferPinnedCreate), NVJ(BufferPinnedDestroy),
         NVJ(BufferDeviceCreate), NVJ(BufferDeviceDestroy), NVJ(StateAttachPinnedBuffer),
         NVJ(StateAttachDeviceBuffer), NVJ(JpegStreamCreate), NVJ(JpegStreamDestroy), NVJ(JpegStreamParse),
-        NVJ(JpegStreamParseHeader),         NVJ(JpegStreamGetFrameDimensions), NVJ(JpegStreamGetComponentsNum), NVJ(DecodeParamsCreate),
-        NVJ(DecodeParamsDestroy), NVJ(DecodeParamsSetOutputFormat), NVJ(DecoderJpegSupported),
-        NVJ(DecodeJpegHost), NVJ(DecodeJpegTransferToDevice), NVJ(DecodeJpegDevice),
+        NVJ(JpegStreamParseHeader), NVJ(JpegStreamGetFrameDimensions), NVJ(JpegStreamGetComponentsNum),
+        NVJ(DecodeParamsCreate), NVJ(DecodeParamsDestroy), NVJ(DecodeParamsSetOutputFormat),
+        NVJ(DecoderJpegSupported), NVJ(DecodeJpegHost), NVJ(DecodeJpegTransferToDevice), NVJ(DecodeJpegDevice),
         NVJ(DecodeBatchedInitialize), NVJ(DecodeBatchedSupported), NVJ(DecodeBatched),
 #undef NVJ
     };
